@@ -1,2 +1,20 @@
-"""VisionCLIP engine: a CLIP-style retina model trained on synthetic fundus photographs."""
+"""VisionCLIP engine: a CLIP-style retina model trained on synthetic fundus photographs.
+
+Public API::
+
+    from engine import VisionCLIP, PromptSet, load_image
+    model = VisionCLIP.load()                      # the embedded default model
+    probs = model.classify(["eye.jpg"], load_preset("screening"))
+"""
 __version__ = "0.1.0"
+
+from .errors import VisionCLIPError
+from .factory import create_model, create_tokenizer, list_model_configs
+from .model import VisionCLIP
+from .preprocess import FundusTransform, load_image
+from .prompts import PromptSet, list_presets, load_preset, load_prompt_set
+
+__all__ = [
+    "VisionCLIP", "VisionCLIPError", "PromptSet", "FundusTransform", "load_image", "load_preset",
+    "load_prompt_set", "list_presets", "create_model", "create_tokenizer", "list_model_configs", "__version__",
+]

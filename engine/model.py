@@ -1,0 +1,207 @@
+"""VisionCLIP: the inference API over an open_clip network (encode, zero-shot classify, save/load)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .errors import VisionCLIPError
+from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
+from .preprocess import FundusTransform, ImageSource
+from .prompts import PromptSet
+
+log = logging.getLogger(__name__)
+
+ASSET_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
+DEFAULT_CHECKPOINT = ASSET_MODEL_DIR / "visionclip.safetensors"
+TEXT_CACHE_SIZE = 20_000
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise VisionCLIPError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VisionCLIPError("device 'cuda' asked for, but no CUDA GPU is available")
+    return dev
+
+
+class VisionCLIP:
+    """A loaded model with its preprocessing, tokenizer and a text-embedding cache."""
+
+    def __init__(self, network: torch.nn.Module, config: dict, metadata: dict, device: str | torch.device | None = None):
+        self.device = pick_device(device)
+        self.network = network.to(self.device).eval()
+        self.config = config
+        self.metadata = metadata
+        self.model_id: str = metadata["model_id"]
+        pre = preprocess_settings(config)
+        self.image_size = pre["image_size"]
+        self.transform = FundusTransform(pre["image_size"], pre["mean"], pre["std"])
+        self.tokenizer = create_tokenizer(config)
+        self.context_length = config["text_cfg"].get("context_length", 77)
+        self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self.text_encodings = 0  # prompts actually run through the text tower (cache misses)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | None = None, trust_pickle: bool = False) -> "VisionCLIP":
+        """Load a checkpoint; with no path, the embedded default model (or the untrained towers)."""
+        if path is None:
+            if DEFAULT_CHECKPOINT.is_file():
+                path = DEFAULT_CHECKPOINT
+            else:
+                log.warning("no trained model in %s: using pretrained towers with untrained projections", ASSET_MODEL_DIR)
+                return cls.from_config(DEFAULT_MODEL_CONFIG, device=device)
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(path.glob("*.safetensors"))
+            if not found:
+                raise VisionCLIPError(f"no .safetensors checkpoint in folder {path}")
+            path = found[0]
+        state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle)
+        if config is None:
+            config_name = metadata.get("config_name", DEFAULT_MODEL_CONFIG)
+            config = None
+            network, config = create_model(config_name, pretrained_towers=False)
+        else:
+            network, config = create_model(config, pretrained_towers=False)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        missing, unexpected = network.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            first = (missing or unexpected)[0]
+            raise VisionCLIPError(
+                f"{path.name} does not match its architecture ({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {first})"
+            )
+        if "model_id" not in metadata:
+            metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state)
+        metadata.setdefault("checkpoint", str(path))
+        return cls(network, config, metadata, device)
+
+    @classmethod
+    def from_config(cls, name_or_config: str | dict = DEFAULT_MODEL_CONFIG, pretrained_towers: bool = True,
+                    device: str | None = None, seed: int = 0) -> "VisionCLIP":
+        """A fresh model: pretrained towers (when the config names them) and seeded projections."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # same untrained projections, hence the same model id, every time
+            network, config = create_model(name_or_config, pretrained_towers=pretrained_towers)
+        config_name = name_or_config if isinstance(name_or_config, str) else config.get("name", "custom")
+        config_name = Path(config_name).stem
+        metadata = {
+            "config_name": config_name,
+            "trained": False,
+            "initial_weights": describe_initial_weights(config, pretrained_towers),
+            "training_data": {"synthetic_images": 0, "real_patient_images": 0},
+        }
+        metadata["model_id"] = ckpt.make_model_id(config_name, network.state_dict(), trained=False)
+        return cls(network, config, metadata, device)
+
+    def save(self, path: str | Path, metadata: dict | None = None, dtype: torch.dtype | None = None) -> str:
+        meta = {**self.metadata, **(metadata or {})}
+        meta.pop("model_id", None)
+        meta.pop("checkpoint", None)
+        return ckpt.save_checkpoint(path, self.network.state_dict(), self.config, meta, dtype=dtype)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.metadata.get("trained", False))
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.network.logit_scale.detach().exp().clamp(max=100.0))
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    # --- images --------------------------------------------------------------------------
+    def image_tensor(self, image: ImageSource | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise VisionCLIPError(f"image tensor must have shape (3, H, W), not {tuple(image.shape)}")
+            return image
+        return self.transform(image)
+
+    @torch.inference_mode()
+    def encode_images(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 32,
+                      progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """L2-normalised image embeddings (N, D) on the CPU, in float32."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if not images:
+            raise VisionCLIPError("no images given")
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.image_tensor(im) for im in images[start : start + batch_size]])
+            batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                emb = self.network.encode_image(batch)
+            out.append(F.normalize(emb.float(), dim=-1).cpu())
+            if progress:
+                progress(min(start + batch_size, len(images)), len(images))
+        return torch.cat(out)
+
+    # --- texts ---------------------------------------------------------------------------
+    def _token_count(self, text: str) -> int:
+        tok = self.tokenizer
+        if hasattr(tok, "tokenizer"):  # HF tokenizer: counts [CLS] and [SEP]
+            return len(tok.tokenizer(text, truncation=False)["input_ids"])
+        return len(tok.encode(text)) + 2  # CLIP BPE plus start/end tokens
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: str | Iterable[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (N, D); each distinct text is encoded once per model."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        missing = [t for t in dict.fromkeys(texts) if (self.model_id, t) not in self._text_cache]
+        if missing:
+            for t in missing:
+                n = self._token_count(t)
+                if n > self.context_length:
+                    warnings.warn(
+                        f"prompt of {n} tokens truncated to the text tower's {self.context_length}: '{t[:60]}...'",
+                        stacklevel=2,
+                    )
+            tokens = self.tokenizer(missing).to(self.device)
+            with self._autocast():
+                emb = F.normalize(self.network.encode_text(tokens).float(), dim=-1).cpu()
+            self.text_encodings += len(missing)
+            for t, e in zip(missing, emb):
+                self._text_cache[(self.model_id, t)] = e
+                if len(self._text_cache) > TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+        for t in texts:
+            self._text_cache.move_to_end((self.model_id, t))
+        return torch.stack([self._text_cache[(self.model_id, t)] for t in texts])
+
+    def class_embeddings(self, prompt_set: PromptSet) -> torch.Tensor:
+        """(C, D): per class, the renormalised mean of its normalised prompt embeddings."""
+        rows = [F.normalize(self.encode_texts(prompt_set[c]).mean(0), dim=-1) for c in prompt_set.classes]
+        return torch.stack(rows)
+
+    # --- zero-shot -----------------------------------------------------------------------
+    def probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
+        """(N, C) softmax over classes of the scaled cosine similarities."""
+        logits = self.logit_scale * image_embeddings @ self.class_embeddings(prompt_set).T
+        return logits.softmax(dim=-1)
+
+    def classify(self, images: ImageSource | Sequence[ImageSource], prompt_set: PromptSet | dict,
+                 batch_size: int = 32) -> list[dict[str, float]]:
+        """Per image, {class name: probability} in the prompt set's class order."""
+        if not isinstance(prompt_set, PromptSet):
+            prompt_set = PromptSet.from_dict(prompt_set)
+        probs = self.probabilities(self.encode_images(images, batch_size=batch_size), prompt_set)
+        return [dict(zip(prompt_set.classes, map(float, row))) for row in probs]

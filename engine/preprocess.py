@@ -1,0 +1,172 @@
+"""Fundus-aware image loading and preprocessing.
+
+Photographs arrive in any size, aspect ratio and mode. Each is turned upright (EXIF), converted to
+RGB, cropped to the fundus disc (the bright field inside the camera's dark surround), padded to a
+square with black and resized to the model's input. The crop geometry is kept so that maps computed
+on the model input (saliency) can be drawn back on the original photograph.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import VisionCLIPError
+
+DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000: larger than any fundus camera writes
+ImageSource = Union[str, os.PathLike, bytes, bytearray, io.IOBase, Image.Image, np.ndarray]
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return "image"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 0 else 1.0
+        img = Image.fromarray((arr / hi * 255.0).clip(0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))  # fundus surround is black
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open any supported image as an upright RGB PIL image, or raise a one-line VisionCLIPError."""
+    name = _describe(source)
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or source.size == 0:
+            raise VisionCLIPError(f"{name}: array of shape {source.shape} is not an image")
+        arr = source
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        source = Image.fromarray(arr)
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise VisionCLIPError("image: the file is empty (0 bytes)")
+            fp = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise VisionCLIPError(f"{name}: no such image file")
+            if path.stat().st_size == 0:
+                raise VisionCLIPError(f"{name}: the file is empty (0 bytes)")
+            fp = path
+        else:
+            fp = source
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(fp)  # reads the header only: size is checked before decoding
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise VisionCLIPError(f"{name}: not a readable image ({type(e).__name__})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise VisionCLIPError(f"{name}: image is too large (decompression bomb refused)") from None
+    w, h = img.size
+    if w < 8 or h < 8:
+        raise VisionCLIPError(f"{name}: image is too small ({w}x{h} pixels)")
+    if max_pixels and w * h > max_pixels:
+        raise VisionCLIPError(f"{name}: image is too large ({w}x{h} pixels; the limit is {max_pixels:,})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise VisionCLIPError(f"{name}: image is too large (decompression bomb refused)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise VisionCLIPError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0][:80]})") from None
+
+
+def fundus_mask(rgb: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Boolean mask of the illuminated field of view: pixels brighter than the dark surround."""
+    # The red channel is bright across the retina and near zero in the camera's surround.
+    lum = rgb[..., 0].astype(np.float32) * 0.6 + rgb[..., 1].astype(np.float32) * 0.4
+    if threshold is None:
+        threshold = max(12.0, 0.1 * float(np.percentile(lum, 99)))
+    return lum > threshold
+
+
+def fundus_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the fundus disc; the whole image when no surround is found."""
+    h, w = rgb.shape[:2]
+    mask = fundus_mask(rgb)
+    if mask.mean() < 0.02:  # nearly black: nothing to crop to
+        return 0, 0, w, h
+    # Rows/columns holding a meaningful run of bright pixels; ignores specks in the surround.
+    cols = np.flatnonzero(mask.mean(axis=0) > 0.02)
+    rows = np.flatnonzero(mask.mean(axis=1) > 0.02)
+    if len(cols) == 0 or len(rows) == 0:
+        return 0, 0, w, h
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+@dataclass
+class PreparedImage:
+    """A model-ready tensor and the geometry that maps it back onto the original photograph."""
+
+    tensor: torch.Tensor  # (3, S, S), normalised
+    original_size: tuple[int, int]  # (width, height)
+    box: tuple[int, int, int, int]  # fundus crop in original pixels
+    square: int  # side of the padded square, in original pixels
+    offset: tuple[int, int]  # where the crop sits inside that square
+
+    def to_original(self, input_map: np.ndarray) -> np.ndarray:
+        """Resample a map over the model input (S x S) onto the original image (H x W), zero outside."""
+        import cv2
+
+        sq = cv2.resize(input_map.astype(np.float32), (self.square, self.square), interpolation=cv2.INTER_LINEAR)
+        l, t, r, b = self.box
+        ox, oy = self.offset
+        out = np.zeros((self.original_size[1], self.original_size[0]), dtype=np.float32)
+        out[t:b, l:r] = sq[oy : oy + (b - t), ox : ox + (r - l)]
+        return out
+
+
+class FundusTransform:
+    """Callable PIL -> normalised tensor: crop to the fundus, pad square, resize, normalise."""
+
+    def __init__(self, image_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop: bool = True):
+        self.image_size = int(image_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.crop = crop
+
+    def square_fundus(self, img: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int], int, tuple[int, int]]:
+        rgb = np.asarray(img)
+        box = fundus_box(rgb) if self.crop else (0, 0, img.width, img.height)
+        l, t, r, b = box
+        side = max(r - l, b - t)
+        offset = ((side - (r - l)) // 2, (side - (b - t)) // 2)
+        square = Image.new("RGB", (side, side))
+        square.paste(img.crop(box), offset)
+        return square, box, side, offset
+
+    def prepare(self, image: ImageSource) -> PreparedImage:
+        img = load_image(image)
+        square, box, side, offset = self.square_fundus(img)
+        return PreparedImage(self.to_tensor(square), img.size, box, side, offset)
+
+    def to_tensor(self, square: Image.Image) -> torch.Tensor:
+        resized = square.resize((self.image_size, self.image_size), Image.BICUBIC, reducing_gap=3.0)
+        x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def __call__(self, image: ImageSource) -> torch.Tensor:
+        return self.prepare(image).tensor
