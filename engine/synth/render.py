@@ -122,7 +122,7 @@ class _Ctx:
         temporal = (x - (self.dx + self.fx) / 2) * self.tsign > 0
         if math.hypot(x, y) > 0.78:
             return f"{vert} periphery" if self.rng.random() < 0.5 else ("mid-periphery")
-        return vert + ("temporal" if temporal else "nasal")
+        return ("supero" if y < self.fy else "infero") + ("temporal" if temporal else "nasal")
 
     def add_finding(self, name, location, severity):
         for f in self.findings:

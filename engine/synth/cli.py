@@ -1,0 +1,42 @@
+"""`visionclip synth` sub-command: arguments and runner."""
+from __future__ import annotations
+
+import argparse
+
+from engine.errors import VisionCLIPError
+from engine.synth.schema import CONDITIONS
+from engine.synth.writer import generate_dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+    parser.add_argument("--n", required=True, type=int, metavar="N", help="number of images")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel processes (default 1)")
+    parser.add_argument("--conditions", nargs="+", default=None, metavar="COND",
+                        help=f"force conditions: {', '.join(CONDITIONS)}, dr0..dr4 (default: realistic mix)")
+
+
+def run(args) -> int:
+    conds = None
+    if args.conditions:
+        conds = [c for a in args.conditions for c in a.split(",") if c.strip()]
+    out = generate_dataset(args.out, args.n, seed=args.seed, size=args.size, workers=args.workers,
+                           conditions=conds, progress=True)
+    print(f"Wrote {args.n} synthetic fundus images to {out}")
+    return 0
+
+
+def main(argv=None) -> int:  # convenience: python -m engine.synth.cli
+    p = argparse.ArgumentParser(prog="visionclip synth")
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except VisionCLIPError as e:
+        print(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Infinite (or finite) stream of synthetic fundus image/caption pairs for training."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.errors import VisionCLIPError
+from engine.synth.captions import build_caption, label_caption
+from engine.synth.render import render_fundus
+from engine.synth.schema import parse_conditions
+
+
+def _rank_world():
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:  # pragma: no cover
+        pass
+    return 0, 1
+
+
+class SyntheticFundusStream(torch.utils.data.IterableDataset):
+    """Yields {"image", "caption", "labels"}; samples never repeat across workers or ranks."""
+
+    def __init__(self, seed=0, size=256, transform=None, conditions=None, length=None):
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 4096:
+            raise VisionCLIPError(f"Image size must be an integer from 64 to 4096, got {size!r}.")
+        if length is not None and (not isinstance(length, int) or length < 1):
+            raise VisionCLIPError(f"Stream length must be a positive integer or None, got {length!r}.")
+        if not isinstance(seed, int) or seed < 0:
+            raise VisionCLIPError(f"Seed must be a non-negative integer, got {seed!r}.")
+        parse_conditions(conditions)
+        self.seed, self.size, self.transform = seed, size, transform
+        self.conditions, self.length = conditions, length
+
+    def __len__(self):
+        if self.length is None:
+            raise TypeError("infinite stream has no length")
+        return self.length
+
+    def _shard(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = _rank_world()
+        return rank * nw + wid, world * nw
+
+    def __iter__(self):
+        shard, nshards = self._shard()
+        i = shard
+        while self.length is None or i < self.length:
+            yield self.sample(i)
+            i += nshards
+
+    def sample(self, index: int) -> dict:
+        s = render_fundus(self.seed * 1_000_003 + index if self.seed else index, self.size, self.conditions)
+        rng = np.random.default_rng([self.seed, index, 7])
+        if rng.random() < 0.8:
+            cap = build_caption(s.labels, s.findings, rng)
+        else:
+            cap = label_caption(s.labels, rng)
+        img = Image.fromarray(s.image)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {"image": img, "caption": cap, "labels": dict(s.labels)}
