@@ -21,7 +21,9 @@ MAX_CLASSES = 200
 class PromptSet:
     """An ordered, validated mapping of class names to prompt texts."""
 
-    def __init__(self, classes: Mapping[str, Iterable[str] | str], name: str = "", description: str = ""):
+    def __init__(self, classes: Mapping[str, Iterable[str] | str], name: str = "", description: str = "",
+                 ordered: bool = False):
+        self.ordered = bool(ordered)  # classes form a grading scale (quadratic kappa applies)
         if not isinstance(classes, Mapping) or not classes:
             raise VisionCLIPError("prompt set is empty: give at least one class with one prompt")
         if len(classes) > MAX_CLASSES:
@@ -93,7 +95,7 @@ class PromptSet:
     def subset(self, classes: Iterable[str]) -> "PromptSet":
         """The same prompts for the given classes only, in this set's order."""
         wanted = set(classes)
-        return PromptSet({k: v for k, v in self._classes.items() if k in wanted}, self.name, self.description)
+        return PromptSet({k: v for k, v in self._classes.items() if k in wanted}, self.name, self.description, self.ordered)
 
     def class_lookup(self, label: str) -> str | None:
         """The class matching a label case- and space-insensitively, if any."""
@@ -106,6 +108,8 @@ class PromptSet:
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
         doc = {"name": self.name, "description": self.description, "classes": self.to_dict()}
+        if self.ordered:
+            doc["ordered"] = True
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
     @property
@@ -126,7 +130,8 @@ class PromptSet:
         if not isinstance(doc, Mapping):
             raise VisionCLIPError("prompt set must be a JSON object mapping class names to lists of prompts")
         if "classes" in doc and isinstance(doc["classes"], Mapping):
-            return cls(doc["classes"], name=str(doc.get("name") or name), description=str(doc.get("description") or ""))
+            return cls(doc["classes"], name=str(doc.get("name") or name), description=str(doc.get("description") or ""),
+                       ordered=bool(doc.get("ordered", False)))
         return cls(doc, name=name)
 
     @classmethod

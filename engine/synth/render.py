@@ -173,7 +173,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
     # main trunks: (kind, x, y, heading, width, orbit)
     for kind, wscale in (("vein", vein_scale), ("artery", artery_scale * 0.72)):
         for sup in (-1, 1):
-            ang = math.radians(rng.uniform(62, 84))
+            ang = math.radians(rng.uniform(55, 80))
             h = math.atan2(sup * math.sin(ang), t * math.cos(ang))
             off = rng.uniform(-0.25, 0.25) * ctx.dd * 0.5
             stack.append((kind, ctx.dx + off, ctx.dy + sup * 0.05 * ctx.dd, h, base_w * wscale * rng.uniform(0.92, 1.08), True, 0))
@@ -183,15 +183,15 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
         # small macular branches direct from disc
         h3 = math.atan2(rng.uniform(-0.2, 0.2), t)
         stack.append((kind, ctx.dx, ctx.dy, h3, base_w * wscale * 0.45, False, 1))
-    minw = 0.0035
+    minw = 0.004
     while stack:
         kind, x, y, h, w, orbit, depth = stack.pop()
         pts = [(x, y)]
         ws = [w]
         dh = 0.0
         length = 0.0
-        next_branch = rng.exponential(0.18 if depth < 2 else 0.25) + 0.05
-        maxlen = 2.6 if depth == 0 else rng.uniform(0.25, 1.1)
+        next_branch = rng.exponential(0.15 if depth < 2 else 0.22) + 0.05
+        maxlen = 2.6 if depth == 0 else rng.uniform(0.35, 1.2)
         while True:
             if orbit:
                 rx, ry = x - ctx.fx, y - ctx.fy
@@ -199,23 +199,23 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
                 tx, ty = -ry / rr, rx / rr
                 if tx * math.cos(h) + ty * math.sin(h) < 0:
                     tx, ty = -tx, -ty
-                out = 0.22 if rr < 2.2 * ctx.dd else 0.4
+                out = -0.1 if rr > 2.0 * ctx.dd else 0.1
                 target = math.atan2(ty + out * ry / rr, tx + out * rx / rr)
                 d = (target - h + math.pi) % (2 * math.pi) - math.pi
                 h += 0.22 * d
-            dh = 0.7 * dh + rng.normal(0, 0.09 * tortuosity)
+            dh = 0.75 * dh + rng.normal(0, 0.045 * tortuosity)
             h += dh
             x += step * math.cos(h)
             y += step * math.sin(h)
             length += step
-            w *= 0.992
+            w *= 0.996 if depth == 0 else 0.993
             pts.append((x, y))
             ws.append(w)
             if x * x + y * y > 1.08 or length > maxlen or w < minw:
                 break
-            if length > next_branch and depth < 5:
-                next_branch = length + rng.exponential(0.16 + 0.05 * depth) + 0.04
-                frac = rng.uniform(0.45, 0.85)
+            if length > next_branch and depth < 4:
+                next_branch = length + rng.exponential(0.14 + 0.06 * depth) + 0.05
+                frac = rng.uniform(0.4, 0.75)
                 wc = w * frac
                 w = (max(w ** 3 - wc ** 3, (w * 0.5) ** 3)) ** (1 / 3)
                 if wc >= minw:
@@ -224,7 +224,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
                         rx, ry = x - ctx.fx, y - ctx.fy
                         cross = math.cos(h) * ry - math.sin(h) * rx
                         side = (1 if cross > 0 else -1) * (1 if rng.random() < 0.5 else -1)
-                    hc = h + side * math.radians(rng.uniform(35, 75))
+                    hc = h + side * math.radians(rng.uniform(40, 80))
                     stack.append((kind, x, y, hc, wc, False, depth + 1))
         if len(pts) > 1:
             vessels.append((kind, pts, ws))
@@ -253,8 +253,8 @@ def _draw_vessels(ctx, vessels, img_v, img_a, reflex, widen=None):
                 j += 1
             th = max(1, int(round(w0)))
             cv2.polylines(target, [ipts[i:j + 1]], False, 1.0, th, cv2.LINE_AA, sh)
-            if w0 > 2.5:
-                cv2.polylines(reflex, [ipts[i:j + 1]], False, 1.0, max(1, int(w0 * 0.3)), cv2.LINE_AA, sh)
+            if w0 > 3.5:
+                cv2.polylines(reflex, [ipts[i:j + 1]], False, 1.0, 1, cv2.LINE_AA, sh)
             i = j
 
 
@@ -299,7 +299,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     ctx.cy = S / 2 + rng.normal(0, 0.01) * S
     ctx.tsign = -1 if lab["eye_side"] == "right" else 1  # temporal direction (towards fovea) in x
     myopia = lab["is_pathologic_myopia"]
-    ctx.dd = rng.uniform(0.19, 0.25) * (1.1 if myopia else 1.0)  # disc diameter (unit)
+    ctx.dd = rng.uniform(0.21, 0.28) * (1.1 if myopia else 1.0)  # disc diameter (unit)
     centre_mode = rng.random()
     if centre_mode < 0.7:  # macula-centred
         ctx.fx = rng.normal(0, 0.05) - 0.05 * ctx.tsign
@@ -322,20 +322,25 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
 
     # ---------------- background ----------------
     pig = rng.beta(2.0, 2.2)  # 0 blond .. 1 dark
-    base = np.array([0.93 - 0.42 * pig, 0.50 - 0.30 * pig, 0.27 - 0.19 * pig], np.float32)
+    base = np.array([1.0 - 0.45 * pig, 0.56 - 0.32 * pig, 0.30 - 0.2 * pig], np.float32)
     base *= rng.uniform(0.9, 1.08, 3).astype(np.float32)
     img = np.empty((S, S, 3), np.float32)
     low = _smooth_noise(rng, (S, S), 5, 0.05) + _smooth_noise(rng, (S, S), 24, 0.018)
     # choroidal tessellation
-    tess = rng.beta(1.2, 4.0) * (1 - pig * 0.6)
+    tess = rng.beta(1.0, 5.0) * (1 - pig * 0.6) * (rng.random() < 0.5)
     if myopia:
         tess = rng.uniform(0.55, 1.0)
     lum = 1.0 + low
     if tess > 0.08:
-        cells = int(rng.integers(26, 40))
-        n1 = _smooth_noise(rng, (S, S), cells, 1.0)
-        n2 = _smooth_noise(rng, (S, S), cells * 2, 0.5)
-        ridge = np.exp(-((n1 + n2) ** 2) * 6.0)  # choroidal vessels (orange) vs dark spaces
+        # choroidal vessels: noise sampled in polar coordinates -> radially elongated stripes
+        nth = int(rng.integers(40, 70))
+        grid = rng.standard_normal((8, nth + 3)).astype(np.float32)
+        grid[:, -3:] = grid[:, :3]
+        ang = (np.arctan2(uy, ux) + np.pi) * (nth / (2 * np.pi))
+        mr = np.sqrt(rr2) * 6.0
+        n1 = cv2.remap(grid, ang.astype(np.float32), mr.astype(np.float32), cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        n1 += _smooth_noise(rng, (S, S), 18, 0.35)
+        ridge = np.exp(-(n1 ** 2) * 5.0)  # choroidal vessels (orange) vs dark spaces
         rad = np.clip(np.sqrt(rr2) * 1.2, 0.3, 1.0)
         tmap = tess * (ridge - 0.45) * rad
         if myopia:
@@ -346,8 +351,8 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     # macula
     fxp, fyp = ctx.px(ctx.fx, ctx.fy)
     d2f = ((xx - fxp) ** 2 + (yy - fyp) ** 2) / (ctx.dd * R) ** 2
-    mac = np.exp(-d2f / 1.1).astype(np.float32)
-    macd = rng.uniform(0.18, 0.35)
+    mac = (0.6 * np.exp(-d2f / 1.2) + 0.6 * np.exp(-d2f / 0.12)).astype(np.float32)
+    macd = rng.uniform(0.12, 0.3)
     # nerve fibre sheen: brighter along arcades near disc
     dxp, dyp = ctx.px(ctx.dx, ctx.dy)
     d2d = ((xx - dxp) ** 2 + (yy - dyp) ** 2) / (ctx.dd * R) ** 2
@@ -416,8 +421,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     if tilt:
         ctx.mask("tilted_disc")[disc_map > 0.5] = 1
         ctx.add_finding("tilted_disc", "optic disc", "moderate")
-    da = disc_map[..., None] * rng.uniform(0.7, 0.9)
-    img[:] = img * (1 - da) + disc_col * (img.max(axis=2, keepdims=True) * 0.4 + 0.65) * da
+    halo = np.exp(-d2d / rng.uniform(0.5, 1.2)) * rng.uniform(0.15, 0.35)
+    img[:] = img * (1 + halo[..., None] * np.array([0.6, 0.9, 0.8], np.float32))
+    da = disc_map[..., None] * rng.uniform(0.8, 0.95)
+    img[:] = img * (1 - da) + disc_col * (img.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
     ca = cup_map[..., None] * disc_map[..., None] * rng.uniform(0.5, 0.85)
     img[:] = img * (1 - ca) + cup_col * ca
 
@@ -464,8 +471,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         va_wire = None
     # vessel colouring (multiplicative absorption)
     vess_str = rng.uniform(0.75, 1.0)
-    vabs = np.array([0.45, 0.72, 0.62], np.float32) * vess_str
-    aabs = np.array([0.25, 0.55, 0.45], np.float32) * vess_str
+    vabs = np.array([0.24, 0.6, 0.55], np.float32) * vess_str
+    aabs = np.array([0.1, 0.38, 0.35], np.float32) * vess_str
+    vv = cv2.GaussianBlur(vv, (3, 3), 0.6 * S / 512 + 0.3)
+    va = cv2.GaussianBlur(va, (3, 3), 0.6 * S / 512 + 0.3)
     # AV nicking: notch veins where arteries cross
     if htn and rng.random() < 0.8:
         cross = (vv > 0.5) & (va > 0.5) & fov
@@ -492,7 +501,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     if va_wire is not None:
         a = va_wire[..., None] * 0.6
         img[:] = img * (1 - a) + wire_col * img.max(axis=2, keepdims=True) * a
-    refl_s = rng.uniform(0.1, 0.3)
+    refl_s = rng.uniform(0.03, 0.12)
     img += (refl_s * reflex)[..., None] * np.array([0.8, 0.7, 0.6], np.float32)
 
     # ---------------- lesions ----------------
@@ -730,7 +739,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     red = np.clip(red, 0, 1.2)
     if red.any():
         red_b = cv2.GaussianBlur(red, (3, 3), 0) if S >= 256 else red
-        hab = np.array([0.55, 0.85, 0.8], np.float32)
+        hab = np.array([0.4, 0.75, 0.7], np.float32)
         img *= 1 - red_b[..., None] * hab
     if bright.any():
         b = np.clip(cv2.GaussianBlur(bright, (3, 3), 0), 0, 1)[..., None]
@@ -787,16 +796,15 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     blur = {"good": rng.uniform(0, 0.6), "usable": rng.uniform(0.5, 1.8), "reject": rng.uniform(2, 5)}[q] * S / 512
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
-    # eyelash / dust artefacts
+    # eyelash shadow: soft dark smudge entering from the top or bottom rim
     if q != "good" and rng.random() < 0.35:
         lash = np.zeros((S, S), np.float32)
-        for _ in range(int(rng.integers(2, 7))):
-            x0 = rng.uniform(0.1, 0.9) * S
-            y0 = (rng.uniform(0.0, 0.15) if rng.random() < 0.7 else rng.uniform(0.85, 1.0)) * S
-            pts = np.array([[x0 + i * rng.normal(0, 0.03) * S, y0 + i * 0.04 * S * rng.uniform(0.5, 1.0) * (1 if y0 < S / 2 else -1)] for i in range(6)])
-            cv2.polylines(lash, [np.round(pts * 16).astype(np.int32)], False, 1.0, max(2, S // 60), cv2.LINE_AA, 4)
-        lash = cv2.GaussianBlur(lash, (0, 0), S / 80)
-        img *= (1 - 0.7 * np.clip(lash, 0, 1))[..., None]
+        top = rng.random() < 0.7
+        y0 = (ctx.cy - R * rng.uniform(0.75, 1.0)) if top else (ctx.cy + R * rng.uniform(0.75, 1.0))
+        cv2.ellipse(lash, (int(ctx.cx + rng.normal(0, 0.3) * R), int(y0)), (int(R * rng.uniform(0.4, 0.9)), int(R * rng.uniform(0.1, 0.3))),
+                    rng.uniform(-15, 15), 0, 360, 1.0, -1)
+        lash = cv2.GaussianBlur(lash, (0, 0), R * 0.08)
+        img *= (1 - rng.uniform(0.4, 0.85) * lash)[..., None]
     if rng.random() < 0.3:
         dust = np.zeros((S, S), np.float32)
         for _ in range(int(rng.integers(1, 6))):
@@ -812,7 +820,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     gamma = rng.uniform(0.8, 1.25)
     img = img ** gamma
     # sensor noise
-    nsig = {"good": 0.008, "usable": 0.018, "reject": 0.035}[q] * rng.uniform(0.5, 1.2)
+    nsig = {"good": 0.003, "usable": 0.008, "reject": 0.02}[q] * rng.uniform(0.5, 1.2)
     # cheap noise: half-resolution gaussian upsampled + fine
     nz = rng.standard_normal((S // 2, S // 2)).astype(np.float32)
     nz = cv2.resize(nz, (S, S), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,165 @@
+"""The ``visionclip`` command: a thin layer over the engine's Python API.
+
+Every user error (bad file, bad prompt set, bad config) ends as one ``visionclip: error: ...`` line
+and exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import warnings
+
+from . import __version__
+from .errors import VisionCLIPError
+
+# Subcommands that live beside their library code: module with add_arguments(parser) and run(args).
+EXTERNAL_COMMANDS = {
+    "synth": ("engine.synth.cli", "generate synthetic fundus photographs with captions and lesion masks"),
+    "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
+    "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint (.safetensors) or folder; default: the embedded model")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a .pt/.pth checkpoint (it can run code)")
+
+
+def load_model(args):
+    from .model import VisionCLIP
+
+    return VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+
+
+def _tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_predict(args) -> int:
+    from .prompts import load_prompt_set
+
+    prompt_set = load_prompt_set(args.prompts)
+    model = load_model(args)
+    results = []
+    for path in args.images:  # one at a time: a bad file names itself and the rest still run
+        try:
+            probs = model.classify([path], prompt_set)[0]
+            results.append({"image": path, "probabilities": probs, "predicted": max(probs, key=probs.get)})
+        except VisionCLIPError as e:
+            results.append({"image": path, "error": str(e)})
+    if args.json:
+        print(json.dumps({"model_id": model.model_id, "results": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}")
+                continue
+            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
+            print(f"{r['image']}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+    return 0 if all("error" not in r for r in results) else 2
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, plot_confusion_matrix
+    from .prompts import load_prompt_set
+
+    prompt_set = load_prompt_set(args.prompts)
+    model = load_model(args)
+    result = evaluate(model, args.data, prompt_set, all_classes=args.all_classes,
+                      progress=_tqdm_progress("evaluating"), batch_size=args.batch_size,
+                      predictions_csv=args.predictions)
+    if args.plot:
+        plot_confusion_matrix(result, args.plot)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model {result['model_id']} on {args.data} (n={result['n']})")
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "mean_auc", "kappa"):
+            print(f"  {key:18s} {result[key]:.4f}")
+        print(f"  chance balanced accuracy {result['chance_balanced_accuracy']:.4f}")
+        for cls, auc in result["auc"].items():
+            print(f"  AUC {cls:40s} {auc:.4f}")
+        print("  confusion matrix (rows: label, columns: predicted): " + ", ".join(result["classes"]))
+        for row in result["confusion_matrix"]:
+            print("    " + " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visionclip", description="VisionCLIP: retina image-text model trained on synthetic data")
+    parser.add_argument("--version", action="version", version=f"visionclip {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="zero-shot probabilities for images", description="Zero-shot probabilities per image.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="zero-shot metrics on a labelled folder",
+                       description="Evaluate on DIR/labels.csv (path,label).")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
+    p.add_argument("--all-classes", action="store_true", help="keep prompt-set classes absent from the labels")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix")
+    p.add_argument("--predictions", metavar="FILE.csv", help="write each image's probabilities")
+    p.add_argument("--batch-size", type=int, default=32)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:  # an optional part not installed: the rest of the CLI still works
+            logging.getLogger(__name__).debug("command %s unavailable: %s", name, e)
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        if name in ("explain",):
+            _add_model_args(p) if "--model" not in p._option_string_actions else None
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"visionclip: warning: {message}", file=file or sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _one_line_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="visionclip: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except VisionCLIPError as e:
+        print(f"visionclip: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("visionclip: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Zero-shot evaluation on a labelled folder (``labels.csv`` with ``path,label``), via scikit-learn."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+from .errors import VisionCLIPError
+from .prompts import PromptSet, load_prompt_set
+
+
+def read_labels(data_dir: str | Path) -> list[tuple[Path, str]]:
+    """(image path, label) rows of DIR/labels.csv; errors name what is missing."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise VisionCLIPError(f"data folder not found: {data_dir}")
+    csv_path = data_dir / "labels.csv"
+    if not csv_path.is_file():
+        raise VisionCLIPError(f"{data_dir} has no labels.csv (columns: path,label)")
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "path" not in fields or "label" not in fields:
+                raise VisionCLIPError(f"{csv_path} needs the columns path,label (found: {', '.join(fields) or 'none'})")
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
+    except UnicodeDecodeError:
+        raise VisionCLIPError(f"{csv_path} is not UTF-8 text") from None
+    rows = [r for r in rows if r.get("path")]
+    if not rows:
+        raise VisionCLIPError(f"{csv_path} lists no images")
+    unlabelled = [r["path"] for r in rows if not r.get("label")]
+    if unlabelled:
+        raise VisionCLIPError(f"{len(unlabelled)} rows of {csv_path.name} have no label (first: {unlabelled[0]})")
+    items = [(data_dir / r["path"], r["label"]) for r in rows]
+    missing = [str(p.relative_to(data_dir)) for p, _ in items if not p.is_file()]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise VisionCLIPError(f"{len(missing)} image files listed in labels.csv are missing: {', '.join(missing[:3])}{more}")
+    return items
+
+
+def match_labels(labels: list[str], prompt_set: PromptSet, all_classes: bool = False) -> tuple[list[str], PromptSet]:
+    """Map each label to its prompt-set class; restrict the set to the classes present unless all_classes."""
+    mapped, unknown = [], set()
+    for label in labels:
+        cls = prompt_set.class_lookup(label)
+        if cls is None:
+            unknown.add(label)
+        mapped.append(cls)
+    if unknown:
+        raise VisionCLIPError(
+            f"labels not in the prompt set: {', '.join(sorted(unknown))} (classes: {', '.join(prompt_set.classes)})"
+        )
+    if not all_classes:
+        prompt_set = prompt_set.subset(set(mapped))
+    return mapped, prompt_set
+
+
+def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str], ordered: bool = False) -> dict:
+    """Accuracy, balanced accuracy (mean per-class recall), macro F1, per-class OvR AUC, kappa, confusion."""
+    y_pred = [classes[i] for i in probs.argmax(1)]
+    present = [c for c in classes if c in set(y_true)]
+    auc = {}
+    for i, c in enumerate(classes):
+        positives = np.array([y == c for y in y_true])
+        if positives.any() and not positives.all():
+            auc[c] = float(skm.roc_auc_score(positives, probs[:, i]))
+    kappa = skm.cohen_kappa_score(y_true, y_pred, labels=classes, weights="quadratic" if ordered else None)
+    return {
+        "n": len(y_true),
+        "classes": classes,
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        # mean recall over the classes that occur in the labels (FLAIR's ACA)
+        "balanced_accuracy": float(np.mean(skm.recall_score(y_true, y_pred, labels=present, average=None, zero_division=0))),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "auc": auc,
+        "mean_auc": float(np.mean(list(auc.values()))) if auc else float("nan"),
+        "kappa": float(kappa) if np.isfinite(kappa) else float("nan"),
+        "kappa_weights": "quadratic" if ordered else "none",
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "chance_balanced_accuracy": 1.0 / max(1, len(present)),
+    }
+
+
+def evaluate(model, data_dir: str | Path, prompt_set: PromptSet | str | None = None, all_classes: bool = False,
+             progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
+             predictions_csv: str | Path | None = None) -> dict:
+    """Zero-shot metrics of ``model`` on a labelled folder."""
+    if not isinstance(prompt_set, PromptSet):
+        prompt_set = load_prompt_set(prompt_set)
+    items = read_labels(data_dir)
+    y_true, prompt_set = match_labels([label for _, label in items], prompt_set, all_classes)
+    paths = [p for p, _ in items]
+    probs = model.probabilities(model.encode_images(paths, batch_size=batch_size, progress=progress), prompt_set).numpy()
+    result = compute_metrics(y_true, probs, prompt_set.classes, ordered=prompt_set.ordered)
+    result["data"] = str(data_dir)
+    result["model_id"] = model.model_id
+    result["prompt_set_sha256"] = prompt_set.sha256
+    if predictions_csv:
+        write_predictions(predictions_csv, data_dir, paths, y_true, probs, prompt_set.classes)
+    return result
+
+
+def write_predictions(path, data_dir, paths, y_true, probs, classes) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "predicted", *classes])
+        for p, y, row in zip(paths, y_true, probs):
+            w.writerow([str(Path(p).relative_to(data_dir)), y, classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
+
+
+def plot_confusion_matrix(result: dict, path: str | Path | None = None, title: str | None = None):
+    """A matplotlib figure of the confusion matrix; saved to ``path`` when given."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    classes = result["classes"]
+    cm = np.asarray(result["confusion_matrix"])
+    size = max(4.0, 0.7 * len(classes) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
+    disp = skm.ConfusionMatrixDisplay(cm, display_labels=classes)
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    ax.set_title(title or f"balanced accuracy {result['balanced_accuracy']:.3f} (n={result['n']})", fontsize=10)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path)
+        plt.close(fig)
+    return fig

@@ -1,0 +1,178 @@
+"""Grad-CAM saliency for image-text similarity, on top of pytorch-grad-cam.
+
+``explain(model, image, prompt_set, class_name)`` returns the map on the original photograph
+(zero outside the fundus disc), a colour overlay and the map on the model input.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+from torch import nn
+
+from ..errors import VisionCLIPError
+from ..preprocess import fundus_mask, load_image
+from ..prompts import PromptSet
+from .layers import find_target_layer
+from .targets import SimilarityTarget, SoftmaxTarget
+
+METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+}
+TARGETS = ("similarity", "softmax")
+SLOW_METHODS = {"scorecam"}
+_ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
+            "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam"}
+
+
+class ImageEmbedder(nn.Module):
+    """The open_clip image tower as a plain module: forward(images) -> (N, D) image embeddings."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.visual = network.visual if hasattr(network, "visual") else network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.visual(images)
+        if isinstance(out, (tuple, list)):  # towers that also return tokens
+            out = out[0]
+        return out
+
+
+@dataclass
+class SaliencyResult:
+    map: np.ndarray  # (H, W) float32 in [0, 1] on the original photograph, zero outside the fundus
+    overlay: Image.Image  # the original photograph with the colour map blended inside the fundus
+    input_map: np.ndarray  # (S, S) float32 in [0, 1] on the model input
+    class_name: str
+    method: str
+    target: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities.get(self.class_name, float("nan"))
+
+
+def resolve_method(method: str) -> str:
+    key = str(method).strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in METHODS:
+        raise VisionCLIPError(f"unknown saliency method '{method}'; choose one of: {', '.join(METHODS)}")
+    return key
+
+
+def resolve_class(prompt_set: PromptSet, class_name: str) -> str:
+    found = prompt_set.class_lookup(class_name) if class_name is not None else None
+    if found is None:
+        raise VisionCLIPError(f"unknown class '{class_name}'; the prompt set's classes are: {', '.join(prompt_set.classes)}")
+    return found
+
+
+def make_target(model, prompt_set: PromptSet, class_name: str, target: str = "similarity") -> tuple[Callable, str]:
+    """(grad-cam target, the target kind actually used) for one class of a prompt set."""
+    kind = str(target).strip().lower()
+    if kind not in TARGETS:
+        raise VisionCLIPError(f"unknown saliency target '{target}'; choose one of: {', '.join(TARGETS)}")
+    class_name = resolve_class(prompt_set, class_name)
+    embeddings = model.class_embeddings(prompt_set)
+    index = prompt_set.classes.index(class_name)
+    if kind == "softmax" and len(prompt_set) < 2:
+        warnings.warn("softmax target is meaningless for one class; using similarity", UserWarning, stacklevel=3)
+        kind = "similarity"
+    if kind == "softmax":
+        return SoftmaxTarget(embeddings, index, model.logit_scale), kind
+    return SimilarityTarget(embeddings[index]), kind
+
+
+def input_fundus_mask(tensor: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
+    """Fundus field of view on the model input (the padding and surround are excluded)."""
+    rgb = (tensor.detach().cpu() * std + mean).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    return fundus_mask(rgb)
+
+
+def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
+            score_batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor]:
+    """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,)."""
+    method = resolve_method(method)
+    layer, reshape = find_target_layer(network.visual if hasattr(network, "visual") else network)
+    wrapper = ImageEmbedder(network)
+    device = next(wrapper.parameters()).device
+    x = input_tensor.detach().to(device).float()
+    if x.ndim == 3:
+        x = x[None]
+    x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
+    cam = METHODS[method](model=wrapper, target_layers=[layer], reshape_transform=reshape)
+    if method == "scorecam":
+        cam.batch_size = score_batch_size
+    try:
+        with torch.enable_grad():
+            grayscale = cam(input_tensor=x, targets=[target])
+        embedding = cam.outputs[0].detach().float().cpu()
+    finally:
+        cam.activations_and_grads.release()
+        wrapper.zero_grad(set_to_none=True)
+    out = np.nan_to_num(np.asarray(grayscale[0], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(out, 0.0, 1.0), embedding
+
+
+def _normalise(m: np.ndarray) -> np.ndarray:
+    hi = float(m.max()) if m.size else 0.0
+    return (m / hi).astype(np.float32) if hi > 0 else np.zeros_like(m, dtype=np.float32)
+
+
+def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
+                   colormap: int = cv2.COLORMAP_JET) -> Image.Image:
+    """The photograph with the colour-mapped saliency blended at ``opacity`` inside ``mask`` only."""
+    heat = cv2.applyColorMap(np.uint8(np.clip(saliency, 0, 1) * 255), colormap)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB).astype(np.float32)
+    blended = (1.0 - opacity) * rgb.astype(np.float32) + opacity * heat
+    out = np.where(mask[..., None], blended, rgb.astype(np.float32))
+    return Image.fromarray(np.clip(out, 0, 255).round().astype(np.uint8), "RGB")
+
+
+def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = "gradcam",
+            target: str = "similarity", opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> SaliencyResult:
+    """Saliency of one class's image-text score for one photograph."""
+    if not isinstance(prompt_set, PromptSet):
+        prompt_set = PromptSet.from_dict(prompt_set)
+    method = resolve_method(method)
+    try:
+        opacity = float(opacity)
+    except (TypeError, ValueError):
+        raise VisionCLIPError(f"opacity must be a number between 0 and 1, not {opacity!r}") from None
+    if not 0.0 <= opacity <= 1.0:
+        raise VisionCLIPError(f"opacity must be between 0 and 1, not {opacity}")
+    class_name = resolve_class(prompt_set, class_name)
+    tgt, kind = make_target(model, prompt_set, class_name, target)
+    if method in SLOW_METHODS and model.device.type == "cpu":
+        warnings.warn(f"{method} runs one forward pass per channel of the target layer: slow on CPU", UserWarning,
+                      stacklevel=2)
+
+    img = load_image(image)
+    prepared = model.transform.prepare(img)
+    raw, embedding = cam_map(model.network, prepared.tensor, tgt, method)
+
+    input_mask = input_fundus_mask(prepared.tensor, model.transform.mean, model.transform.std)
+    input_map = _normalise(raw * input_mask)
+    rgb = np.asarray(img, dtype=np.uint8)
+    fov = fundus_mask(rgb)
+    full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
+
+    with torch.no_grad():
+        emb = F.normalize(embedding[None], dim=-1)
+        probs = (model.logit_scale * emb @ model.class_embeddings(prompt_set).T).softmax(dim=-1)[0]
+    probabilities = dict(zip(prompt_set.classes, map(float, probs)))
+    overlay = render_overlay(rgb, full, fov, opacity, colormap)
+    return SaliencyResult(full, overlay, input_map, class_name, method, kind, probabilities)

@@ -1,0 +1,49 @@
+"""Tiny grad-cam targets for image-text similarity.
+
+pytorch-grad-cam calls a target on each row of the wrapped model's output (one image embedding,
+shape (D,)), or on a batch (N, D); both are handled. The scalar returned is what the map explains.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+class SimilarityTarget:
+    """Cosine similarity of the normalised image embedding to one class's text embedding."""
+
+    def __init__(self, text_embedding: torch.Tensor):
+        self.text_embedding = F.normalize(torch.as_tensor(text_embedding).float().flatten(), dim=0)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        emb = F.normalize(model_output, dim=-1)
+        return emb @ _as_tensor(self.text_embedding, emb)
+
+    def __repr__(self) -> str:
+        return f"SimilarityTarget(dim={self.text_embedding.numel()})"
+
+
+class SoftmaxTarget:
+    """The class's softmax probability against the other classes (scaled cosine similarities)."""
+
+    def __init__(self, class_embeddings: torch.Tensor, index: int, logit_scale: float):
+        self.class_embeddings = F.normalize(torch.as_tensor(class_embeddings).float(), dim=-1)
+        if self.class_embeddings.ndim != 2:
+            raise ValueError("class_embeddings must be (C, D)")
+        if not 0 <= int(index) < self.class_embeddings.shape[0]:
+            raise IndexError(f"class index {index} out of range for {self.class_embeddings.shape[0]} classes")
+        self.index = int(index)
+        self.logit_scale = float(logit_scale)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        emb = F.normalize(model_output, dim=-1)
+        logits = self.logit_scale * emb @ _as_tensor(self.class_embeddings, emb).T
+        return logits.softmax(dim=-1)[..., self.index]
+
+    def __repr__(self) -> str:
+        return f"SoftmaxTarget(index={self.index}, classes={self.class_embeddings.shape[0]})"

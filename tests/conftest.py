@@ -1,0 +1,59 @@
+"""Shared fixtures: the default model is loaded once per test session (a few seconds on CPU)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from engine import VisionCLIP
+
+    return VisionCLIP.load()
+
+
+@pytest.fixture(scope="session")
+def untrained_model():
+    from engine import VisionCLIP
+
+    return VisionCLIP.from_config()
+
+
+def make_fundus(size=(320, 240), seed=0, disc_side="right") -> Image.Image:
+    """A crude fundus-like picture: orange disc on black, a pale optic disc, a few dark vessels."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = Image.new("RGB", size, (0, 0, 0))
+    d = ImageDraw.Draw(img)
+    r = min(w, h) // 2 - 4
+    cx, cy = w // 2, h // 2
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(int(rng.integers(150, 200)), 70, 30))
+    dx = r // 2 if disc_side == "right" else -r // 2
+    d.ellipse([cx + dx - r // 6, cy - r // 6, cx + dx + r // 6, cy + r // 6], fill=(240, 200, 150))
+    for _ in range(4):
+        d.line([cx + dx, cy, int(rng.integers(cx - r, cx + r)), int(rng.integers(cy - r, cy + r))], fill=(110, 20, 10), width=3)
+    return img
+
+
+@pytest.fixture
+def fundus_image():
+    return make_fundus()
+
+
+@pytest.fixture
+def labelled_folder(tmp_path):
+    """A tiny labelled folder in the eval layout (labels.csv with path,label)."""
+    rows = []
+    (tmp_path / "img").mkdir()
+    for i in range(6):
+        label = ["normal", "glaucoma", "cataract"][i % 3]
+        name = f"img/{i}.png"
+        make_fundus(seed=i).save(tmp_path / name)
+        rows.append(f"{name},{label}")
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return tmp_path

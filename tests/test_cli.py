@@ -1,0 +1,54 @@
+"""The CLI in a subprocess, as a user runs it: JSON output, one-line errors, exit codes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import make_fundus
+
+
+def run_cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("predict", "eval"):
+        assert cmd in r.stdout
+
+
+def test_predict_and_eval_json(tmp_path, labelled_folder):
+    img = tmp_path / "eye.png"
+    make_fundus().save(img)
+    r = run_cli("predict", img, "--json", "--prompts", "glaucoma")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out["results"][0]["probabilities"]) == {"normal", "glaucoma"}
+
+    r = run_cli("eval", "--data", labelled_folder, "--json", "--plot", tmp_path / "cm.png")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["n"] == 6 and set(res) >= {"balanced_accuracy", "mean_auc", "kappa", "confusion_matrix"}
+    assert (tmp_path / "cm.png").exists()
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: (d / "x.txt").write_text("hi"), ["predict", "{d}/x.txt"], "not a readable image"),
+        (lambda d: (d / "p.json").write_text("{"), ["predict", "{img}", "--prompts", "{d}/p.json"], "not valid JSON"),
+        (lambda d: (d / "p.json").write_text("{}"), ["predict", "{img}", "--prompts", "{d}/p.json"], "empty"),
+        (lambda d: None, ["predict", "{img}", "--model", "{d}/none.safetensors"], "not found"),
+        (lambda d: None, ["eval", "--data", "{d}/nowhere"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, setup, args, message):
+    img = tmp_path / "eye.png"
+    make_fundus().save(img)
+    setup(tmp_path)
+    r = run_cli(*[a.format(d=tmp_path, img=img) for a in args])
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    assert message in (r.stderr + r.stdout)

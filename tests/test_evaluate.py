@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from engine import VisionCLIPError, load_preset
+from engine.evaluate import compute_metrics, evaluate, plot_confusion_matrix, read_labels
+
+
+def test_metrics_known_values():
+    y = ["a", "a", "b", "b"]
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    m = compute_metrics(y, probs, ["a", "b"])
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert m["auc"]["a"] == pytest.approx(1.0) and m["mean_auc"] == pytest.approx(1.0)
+
+
+def test_quadratic_kappa_for_ordered_grades():
+    y = ["g0", "g1", "g2", "g2"]
+    probs = np.eye(3)[[0, 2, 2, 1]]
+    plain = compute_metrics(y, probs, ["g0", "g1", "g2"])
+    ordered = compute_metrics(y, probs, ["g0", "g1", "g2"], ordered=True)
+    assert ordered["kappa_weights"] == "quadratic" and plain["kappa"] != ordered["kappa"]
+
+
+def test_evaluate_folder_restricts_to_present_classes(untrained_model, labelled_folder, tmp_path):
+    pred = tmp_path / "pred.csv"
+    r = evaluate(untrained_model, labelled_folder, load_preset("screening"), predictions_csv=pred)
+    assert set(r["classes"]) == {"normal", "glaucoma", "cataract"}
+    for key in ("n", "classes", "accuracy", "balanced_accuracy", "macro_f1", "auc", "mean_auc", "kappa", "confusion_matrix"):
+        assert key in r
+    assert r["n"] == 6 and sum(map(sum, r["confusion_matrix"])) == 6
+    assert len(pred.read_text().splitlines()) == 7
+    full = evaluate(untrained_model, labelled_folder, load_preset("screening"), all_classes=True)
+    assert len(full["classes"]) == 11
+    fig = plot_confusion_matrix(r, tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 1000 and fig is not None
+
+
+def test_bad_folders(tmp_path_factory, untrained_model, labelled_folder):
+    tmp_path = tmp_path_factory.mktemp("bad")
+    with pytest.raises(VisionCLIPError, match="no labels.csv"):
+        read_labels(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,label\n")
+    with pytest.raises(VisionCLIPError, match="lists no images"):
+        read_labels(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,diagnosis\na.png,x\n")
+    with pytest.raises(VisionCLIPError, match="path,label"):
+        read_labels(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,label\na.png,normal\nb.png,normal\n")
+    with pytest.raises(VisionCLIPError, match="missing: a.png, b.png"):
+        read_labels(tmp_path)
+    (labelled_folder / "labels.csv").write_text("path,label\nimg/0.png,macular hole\n")
+    with pytest.raises(VisionCLIPError, match="macular hole"):
+        evaluate(untrained_model, labelled_folder, load_preset("screening"))

@@ -1,0 +1,92 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import FundusTransform, VisionCLIPError, load_image
+from engine.preprocess import fundus_box
+
+from .conftest import make_fundus
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
+def test_any_mode_becomes_rgb(mode):
+    base = make_fundus()
+    img = base.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 256))
+    fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
+    out = load_image(_bytes(img, fmt))
+    assert out.mode == "RGB" and out.size == base.size
+    assert np.asarray(out).max() > 100  # content survived the conversion
+
+
+def test_exif_orientation_is_applied():
+    img = make_fundus(size=(320, 240))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = load_image(_bytes(img, "JPEG", exif=exif))
+    assert out.size == (240, 320)
+
+
+def test_crop_to_fundus_disc_and_square():
+    img = Image.new("RGB", (600, 300))
+    img.paste(make_fundus(size=(260, 260)), (170, 20))
+    l, t, r, b = fundus_box(np.asarray(img))
+    assert 170 <= l <= 180 and 20 <= t <= 30 and 420 <= r <= 430 and 270 <= b <= 280
+    prepared = FundusTransform(224).prepare(img)
+    assert prepared.tensor.shape == (3, 224, 224)
+    back = prepared.to_original(np.ones((224, 224), dtype=np.float32))
+    assert back.shape == (300, 600)
+    assert back[:, :150].max() == 0 and back[150, 300] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("size", [(50, 1000), (4000, 300), (64, 64)])
+def test_any_aspect_ratio(size):
+    img = Image.fromarray(np.full((size[1], size[0], 3), 120, np.uint8))
+    assert FundusTransform(96)(img).shape == (3, 96, 96)
+
+
+def test_non_image_file(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    with pytest.raises(VisionCLIPError, match="not a readable image"):
+        load_image(p)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_image(tmp_path, fmt):
+    data = _bytes(make_fundus(size=(400, 400)), fmt)
+    p = tmp_path / f"cut.{fmt.lower()}"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VisionCLIPError):
+        load_image(p)
+
+
+def test_zero_byte_file(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(VisionCLIPError, match="empty"):
+        load_image(p)
+    with pytest.raises(VisionCLIPError, match="empty"):
+        load_image(b"")
+
+
+def test_huge_image_refused_before_decoding(tmp_path):
+    big = Image.new("1", (12000, 12000))  # 144 Mpx, a few KB as PNG
+    p = tmp_path / "huge.png"
+    big.save(p)
+    with pytest.raises(VisionCLIPError, match="too large"):
+        load_image(p)
+    with pytest.raises(VisionCLIPError, match="too large"):
+        load_image(make_fundus(), max_pixels=1000)
+
+
+def test_missing_file():
+    with pytest.raises(VisionCLIPError, match="no such image"):
+        load_image("/nonexistent/eye.jpg")
