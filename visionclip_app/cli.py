@@ -1,0 +1,98 @@
+"""Command line of the VisionCLIP app: ``python launch.py [--host H] [--port N] [--db PATH] ...``.
+
+Serves locally and offline; never creates a public share link.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="launch.py", description="VisionCLIP web app (research use only).")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--db", default="visionclip_cases.db", help="SQLite case log (default ./visionclip_cases.db)")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the embedded model)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--auth", default=None, help="require a login, given as user:password")
+    g.add_argument("--auth-file", default=None, help="file of user:password lines")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25 MB)")
+    args = p.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        p.error("--port must be between 1 and 65535")
+    if not 0 < args.max_upload_mb <= 1024:
+        p.error("--max-upload-mb must be between 0 and 1024")
+    return args
+
+
+def parse_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    lines: list[str] = []
+    if args.auth:
+        lines = [args.auth]
+    elif args.auth_file:
+        try:
+            lines = [ln.strip() for ln in Path(args.auth_file).read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: cannot read --auth-file: {e}")
+        lines = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not lines:
+            raise SystemExit("error: --auth-file has no user:password lines")
+    creds = []
+    for ln in lines:
+        user, sep, pw = ln.partition(":")
+        if not sep or not user.strip() or not pw:
+            raise SystemExit("error: credentials must be given as user:password")
+        creds.append((user.strip(), pw))
+    return creds or None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    auth = parse_auth(args)
+    if args.host not in LOCAL_HOSTS:
+        print(f"WARNING: binding to {args.host} makes the app reachable from other machines. "
+              "It has no clinical approval; use --auth and a trusted network.", file=sys.stderr)
+        if not auth:
+            print("WARNING: no --auth given: anyone who can reach this port can use the app and read the case log.",
+                  file=sys.stderr)
+    # Offline and private: no telemetry, no hub downloads, uploads in a private folder removed at exit.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    private_tmp = tempfile.mkdtemp(prefix="visionclip_")
+    os.chmod(private_tmp, 0o700)
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(private_tmp, "gradio")
+    atexit.register(shutil.rmtree, private_tmp, True)
+
+    t0 = time.perf_counter()
+    from engine import VisionCLIP, VisionCLIPError
+    from .handlers import AppContext
+    from .store import CaseStore
+    from .ui import CSS, THEME, build_ui
+
+    try:
+        model = VisionCLIP.load(args.model)
+        store = CaseStore(args.db)
+    except (VisionCLIPError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    ctx = AppContext.create(model, store, Path(private_tmp) / "work", max_upload_mb=args.max_upload_mb)
+    demo = build_ui(ctx)
+    demo.queue(default_concurrency_limit=4)
+    print(f"VisionCLIP app: model {model.model_id}, case log {Path(args.db).resolve()}, "
+          f"ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    demo.launch(
+        server_name=args.host, server_port=args.port, share=False, auth=auth, inbrowser=False,
+        max_file_size=int(args.max_upload_mb * 1024 * 1024), theme=THEME, css=CSS, show_error=False, quiet=False,
+        footer_links=[], allowed_paths=[str(ctx.examples_dir)], mcp_server=False, ssr_mode=False,
+    )
+    return 0

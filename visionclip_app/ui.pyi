@@ -1,0 +1,281 @@
+"""The VisionCLIP Gradio interface, built in one function: ``build_ui(ctx)``.
+
+All logic lives in :mod:`visionclip_app.handlers`; this module only lays out components and wires events.
+"""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from . import handlers as h
+from .store import VERDICTS
+
+CSS = """
+.status-line p { margin: 0.2em 0 !important; }
+#quality-box { border-left: 4px solid #e0a800; padding-left: 0.6em; }
+footer { display: none !important; }
+"""
+THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")
+
+from gradio.events import Dependency
+
+class UploadImage(gr.Image):
+    """gr.Image whose server side hands the handler the uploaded file's path without decoding it.
+
+    Stock gr.Image opens the upload with PIL during preprocessing, so a corrupt or non-image file fails
+    inside gradio with a generic error. Here the handler decodes (engine.load_image) and reports a clear
+    one-line message instead. Same front end as gr.Image.
+    """
+
+    is_template = True  # use the parent's ("image") Svelte component
+
+    def __init__(self, *args, **kwargs):
+        kwargs["type"] = "filepath"
+        kwargs["image_mode"] = None
+        super().__init__(*args, **kwargs)
+
+    def preprocess(self, payload: FileData | None) -> str | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        if payload.path:
+            return str(payload.path)
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component  # data: URLs (some paste paths)
+
+
+def _prog_adapter(progress: gr.Progress):
+    def f(frac, desc=None):
+        progress(frac, desc=desc)
+    return f
+
+
+def build_ui(ctx: h.AppContext) -> gr.Blocks:
+    presets = h.preset_names()
+    default = h.default_preset()
+    methods = h.saliency_methods()
+    initial_table = h.load_preset_table(default)[0] if default else None
+    examples = h.example_images(ctx)
+
+    with gr.Blocks(title="VisionCLIP: zero-shot fundus analysis (research use only)", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# VisionCLIP\nZero-shot analysis of colour fundus photographs from free-text prompts, by a model "
+            "trained **only on synthetic images**. Research and demonstration only: **not a medical device.**")
+        analysis = gr.State(None)
+
+        with gr.Tabs():
+            # ------------------------------------------------------------------ 1. Analyse
+            with gr.Tab("Analyse", id="analyse"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        image_in = UploadImage(label="Fundus photograph (drag and drop, paste or click)",
+                                               sources=["upload", "clipboard"], height=320, elem_id="image-in")
+                        if examples:
+                            gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
+                                        label="Synthetic examples", examples_per_page=8)
+                        analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-btn")
+                        status = gr.Markdown("", elem_id="analyse-status", elem_classes=["status-line"])
+                    with gr.Column(scale=1):
+                        with gr.Row():
+                            preset_dd = gr.Dropdown(presets, value=default, label="Prompt preset", scale=2,
+                                                    elem_id="preset-dd")
+                            load_preset_btn = gr.Button("Load preset", scale=1, size="sm")
+                        prompt_table = gr.Dataframe(
+                            value=initial_table, headers=h.PROMPT_COLUMNS, datatype=["str", "str"],
+                            column_count=2, interactive=True, row_limits=(1, None), wrap=True, max_height=330,
+                            label="Prompts: one row per prompt; rows with the same class are averaged",
+                            elem_id="prompt-table", show_row_numbers=True)
+                        with gr.Row():
+                            add_row_btn = gr.Button("Add row", size="sm")
+                            del_row_num = gr.Number(label="Row #", precision=0, minimum=1, value=None,
+                                                    min_width=80, scale=1)
+                            del_row_btn = gr.Button("Remove row #", size="sm")
+                        with gr.Row():
+                            prompt_file = gr.File(label="Load prompt-set JSON", file_types=[".json"],
+                                                  height=90, scale=2)
+                            save_prompts_btn = gr.Button("Save prompt set", size="sm", scale=1)
+                        saved_prompts = gr.File(label="Saved prompt set", interactive=False, height=90,
+                                                visible=True)
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")
+                        quality_md = gr.Markdown("", elem_id="quality-box")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            sal_class = gr.Dropdown([], label="Saliency for class", interactive=True,
+                                                    allow_custom_value=False, elem_id="sal-class")
+                            sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method")
+                            sal_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
+                        with gr.Row():
+                            original_out = gr.Image(label="Original", type="pil", interactive=False, height=360,
+                                                    format="jpeg")
+                            overlay_out = gr.Image(label="Saliency overlay", type="pil", interactive=False,
+                                                   height=360, elem_id="overlay-out", format="jpeg")
+
+            # ------------------------------------------------------------------ 2. Review and log
+            with gr.Tab("Review and log", id="review"):
+                gr.Markdown("Review the current analysis and log it. Only the image hash and a metadata-free "
+                            "thumbnail are stored; the file name and a patient identifier are stored **only** "
+                            "if you tick the box.")
+                review_summary = gr.Markdown("_No analysis yet: analyse an image first._", elem_id="review-summary")
+                with gr.Row():
+                    reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="reviewer")
+                    verdict = gr.Radio(list(VERDICTS), label="Verdict", value="agree", elem_id="verdict")
+                    confidence = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Reviewer confidence")
+                corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                        label="Corrected label(s) (required when you disagree)",
+                                        elem_id="corrected")
+                notes = gr.Textbox(label="Notes", lines=3, max_length=h.MAX_NOTES_CHARS)
+                with gr.Row():
+                    opt_in = gr.Checkbox(label="Also store the original file name and patient identifier "
+                                               "(opt-in)", value=False)
+                    patient_id = gr.Textbox(label="Patient identifier (stored only with opt-in)", max_lines=1)
+                save_btn = gr.Button("Save review", variant="primary", elem_id="save-review")
+                review_status = gr.Markdown("", elem_id="review-status", elem_classes=["status-line"])
+
+            # ------------------------------------------------------------------ 3. Cases
+            with gr.Tab("Cases", id="cases") as cases_tab:
+                with gr.Row():
+                    f_reviewer = gr.Textbox(label="Reviewer", max_lines=1)
+                    f_label = gr.Textbox(label="Label (predicted or corrected)", max_lines=1)
+                    f_verdict = gr.Dropdown(["any", *VERDICTS], value="any", label="Verdict")
+                    f_from = gr.Textbox(label="From (YYYY-MM-DD, UTC)", max_lines=1)
+                    f_to = gr.Textbox(label="To (YYYY-MM-DD, UTC)", max_lines=1)
+                    f_text = gr.Textbox(label="Search notes", max_lines=1)
+                with gr.Row():
+                    search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+                    export_csv_btn = gr.Button("Export CSV", elem_id="export-csv")
+                    export_json_btn = gr.Button("Export JSON", elem_id="export-json")
+                cases_status = gr.Markdown("", elem_id="cases-status", elem_classes=["status-line"])
+                export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
+                agreement_md = gr.Markdown("")
+                cases_df = gr.Dataframe(headers=h.CASE_COLUMNS, interactive=False, wrap=True, max_height=360,
+                                        label="Cases (click a row to open it)", elem_id="cases-df")
+                with gr.Row():
+                    case_id = gr.Number(label="Case id", precision=0, elem_id="case-id")
+                    open_btn = gr.Button("Open case")
+                with gr.Row():
+                    case_thumb = gr.Image(label="Thumbnail", interactive=False, height=240)
+                    case_sal = gr.Image(label="Saliency at review time", interactive=False, height=240)
+                    agreement_plot = gr.Plot(label="Model vs reviewer")
+                case_md = gr.Markdown("")
+                history_df = gr.Dataframe(headers=h.HISTORY_COLUMNS, interactive=False, label="History (append-only)")
+                with gr.Accordion("Add a correction (appends a revision)", open=False):
+                    with gr.Row():
+                        c_reviewer = gr.Textbox(label="Reviewer", max_lines=1)
+                        c_verdict = gr.Radio(list(VERDICTS), value="disagree", label="Verdict")
+                        c_conf = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Confidence")
+                    c_labels = gr.Textbox(label="Corrected label(s), comma-separated", max_lines=1)
+                    c_notes = gr.Textbox(label="Notes", lines=2)
+                    c_btn = gr.Button("Append correction")
+
+            # ------------------------------------------------------------------ 4. Prompt lab
+            with gr.Tab("Prompt lab", id="lab"):
+                gr.Markdown("Compare one or two prompt sets on a labelled folder (`labels.csv` with columns "
+                            "`path,label`) or on a freshly generated, balanced synthetic benchmark.")
+                set_choices = [h.EDITOR_CHOICE, *presets]
+                with gr.Row():
+                    lab_a = gr.Dropdown(set_choices, value=default or h.EDITOR_CHOICE, label="Prompt set A")
+                    lab_b = gr.Dropdown([h.NONE_CHOICE, *set_choices], value=h.EDITOR_CHOICE, label="Prompt set B")
+                with gr.Row():
+                    lab_source = gr.Radio([("synthetic benchmark", "synthetic"), ("labelled folder", "folder")],
+                                          value="synthetic", label="Data")
+                    lab_n = gr.Number(value=48, precision=0, label="Synthetic images", minimum=4, maximum=2000)
+                    lab_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+                    lab_folder = gr.Textbox(label="Folder (server path)", max_lines=1)
+                lab_btn = gr.Button("Evaluate", variant="primary")
+                lab_status = gr.Markdown("", elem_classes=["status-line"])
+                with gr.Row():
+                    with gr.Column():
+                        lab_md_a = gr.Markdown("")
+                        lab_fig_a = gr.Plot(label="Confusion matrix A")
+                    with gr.Column():
+                        lab_md_b = gr.Markdown("")
+                        lab_fig_b = gr.Plot(label="Confusion matrix B")
+
+            # ------------------------------------------------------------------ 5. About / ethics
+            with gr.Tab("About and ethics", id="about"):
+                caps = h.example_captions(ctx)
+                if caps:
+                    gr.Gallery(value=caps, label="Synthetic training-style samples (generated, not patients)",
+                               columns=6, height=260, allow_preview=True)
+                gr.Markdown(h.about_markdown(ctx))
+
+        # ---------------------------------------------------------------------- events
+        def do_analyse(image_path, table, method, opacity, cls):
+            out = h.analyse(ctx, image_path, table, method, opacity, cls)
+            st, state = out[0], out[-1]
+            return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
+
+        def _summary(state):
+            if not state:
+                return "_No analysis yet: analyse an image first._"
+            p = state["probabilities"]
+            top = sorted(p.items(), key=lambda kv: -kv[1])[:3]
+            warn = "" if state["quality"]["gradable"] else " · ⚠️ looks ungradable"
+            return (f"Current analysis: predicted **{state['predicted_label']}** ("
+                    + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{state['image_sha256'][:12]}`"
+                    + f" · saliency {state.get('saliency_method') or '-'} / {state.get('saliency_class') or '-'}"
+                    + warn)
+
+        analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
+                           review_summary, corrected]
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class]
+        analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
+        image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
+
+        def do_saliency(state, cls, method, opacity):
+            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity)
+            return overlay, st, state, _summary(state)
+
+        for comp in (sal_class, sal_method):
+            comp.input(do_saliency, [analysis, sal_class, sal_method, sal_opacity],
+                       [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+        sal_opacity.release(do_saliency, [analysis, sal_class, sal_method, sal_opacity],
+                            [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+
+        load_preset_btn.click(h.load_preset_table, [preset_dd], [prompt_table, status])
+        preset_dd.input(h.load_preset_table, [preset_dd], [prompt_table, status])
+        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status])
+        save_prompts_btn.click(functools.partial(h.save_prompt_file, ctx), [prompt_table], [saved_prompts, status])
+        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table])
+        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status])
+
+        save_btn.click(lambda *a: h.save_review(ctx, *a)[0],
+                       [analysis, reviewer, verdict, corrected, confidence, notes, opt_in, patient_id],
+                       [review_status])
+
+        filters = [f_reviewer, f_label, f_verdict, f_from, f_to, f_text]
+        search_outputs = [cases_df, agreement_md, agreement_plot, cases_status]
+        search_btn.click(functools.partial(h.search_cases, ctx), filters, search_outputs)
+        cases_tab.select(functools.partial(h.search_cases, ctx), filters, search_outputs)
+        export_csv_btn.click(functools.partial(h.export_cases, ctx, "csv"), filters, [export_file, cases_status])
+        export_json_btn.click(functools.partial(h.export_cases, ctx, "json"), filters, [export_file, cases_status])
+        open_outputs = [case_thumb, case_sal, case_md, history_df, cases_status]
+        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs)
+
+        def select_case(evt: gr.SelectData, df):
+            cid = h.case_id_from_selection(df, evt.index)
+            return (cid, *h.open_case(ctx, cid)) if cid is not None else (gr.update(), *[gr.update()] * 5)
+
+        cases_df.select(select_case, [cases_df], [case_id, *open_outputs])
+
+        def do_correction(cid, rv, vd, labels, conf, nts):
+            st = h.add_correction(ctx, cid, rv, vd, labels, conf, nts)
+            if st.startswith(h.STATUS_OK):
+                return (*h.open_case(ctx, cid)[:4], st)
+            return gr.update(), gr.update(), gr.update(), gr.update(), st
+
+        c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs)
+
+        def do_lab(source, folder, n, seed, a, b, table, progress=gr.Progress()):
+            return h.run_prompt_lab(ctx, source, folder, n, seed, a, b, table, progress=_prog_adapter(progress))
+
+        lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
+                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1)
+    return demo
