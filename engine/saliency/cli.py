@@ -1,0 +1,62 @@
+"""`visionclip explain` sub-command: Grad-CAM saliency of one class for one photograph."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import VisionCLIPError
+from .explain import METHODS, TARGETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", metavar="IMAGE", help="fundus photograph")
+    parser.add_argument("--class", dest="class_name", required=True, metavar="NAME", help="class of the prompt set to explain")
+    parser.add_argument("--prompts", default=None, metavar="FILE", help="prompt set JSON or preset name (default: screening)")
+    parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam; scorecam is slow on CPU)")
+    parser.add_argument("--target", default="similarity", choices=list(TARGETS),
+                        help="explain the cosine similarity (default) or the class's softmax probability")
+    parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
+    parser.add_argument("--out", default=None, metavar="FILE.png", help="overlay to write (default: IMAGE_saliency.png in the current folder)")
+    for flag, kw in (("--model", dict(default=None, help="checkpoint (.safetensors) or folder; default: the embedded model")),
+                     ("--device", dict(default="auto", help="auto, cpu, cuda, cuda:N")),
+                     ("--trust-pickle", dict(action="store_true", help="allow a .pt/.pth checkpoint (it can run code)"))):
+        try:
+            parser.add_argument(flag, **kw)
+        except argparse.ArgumentError:  # the caller already defines the model options
+            pass
+
+
+def run(args) -> int:
+    from ..model import VisionCLIP
+    from ..prompts import load_prompt_set
+    from .explain import explain
+
+    prompt_set = load_prompt_set(getattr(args, "prompts", None))
+    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_saliency.png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+        raise VisionCLIPError(f"--out must be an image file name such as overlay.png, not {out.name}")
+    if out.parent and not out.parent.exists():
+        raise VisionCLIPError(f"output folder {out.parent} does not exist")
+    model = VisionCLIP.load(getattr(args, "model", None), device=getattr(args, "device", "auto"),
+                            trust_pickle=getattr(args, "trust_pickle", False))
+    result = explain(model, args.image, prompt_set, args.class_name, method=args.method, target=args.target,
+                     opacity=args.opacity)
+    result.overlay.save(out)
+    note = "" if model.is_trained else " (untrained model: the map is not meaningful)"
+    print(f"{result.method} saliency ({result.target}) of '{result.class_name}' written to {out}")
+    print(f"P({result.class_name}) = {result.probability:.3f}{note}")
+    return 0
+
+
+def main(argv=None) -> int:  # convenience: python -m engine.saliency.cli
+    p = argparse.ArgumentParser(prog="visionclip explain")
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except VisionCLIPError as e:
+        print(f"visionclip explain: error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
