@@ -90,6 +90,9 @@ def main(argv=None) -> int:
     demo.queue(default_concurrency_limit=4)
     print(f"VisionCLIP app: model {model.model_id}, case log {Path(args.db).resolve()}, "
           f"ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    import threading
+    from .handlers import warmup
+    threading.Thread(target=warmup, args=(ctx,), daemon=True, name="visionclip-warmup").start()
     demo.launch(
         server_name=args.host, server_port=args.port, share=False, auth=auth, inbrowser=False,
         max_file_size=int(args.max_upload_mb * 1024 * 1024), theme=THEME, css=CSS, show_error=False, quiet=False,

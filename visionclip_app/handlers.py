@@ -260,7 +260,8 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
 def saliency_methods() -> list[str]:
     try:
         from engine import saliency as sal
-        return list(getattr(sal, "METHODS", ["gradcam"]))
+        slow = set(getattr(sal, "SLOW_METHODS", ())) | {"scorecam"}  # minutes per image on a CPU
+        return [m for m in getattr(sal, "METHODS", ["gradcam"]) if m not in slow]
     except ImportError:
         return ["gradcam"]
 
@@ -338,6 +339,21 @@ def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method
     state = {**state, "saliency_method": used, "saliency_class": class_name,
              "saliency_thumbnail": strip_and_thumbnail(overlay)}
     return overlay, ok_status(f"Saliency ({used}) for '{class_name}'."), state
+
+
+def warmup(ctx: AppContext) -> float:
+    """Run one analysis of a synthetic image with the default preset so the first real one is fast."""
+    t0 = time.perf_counter()
+    try:
+        from engine.synth import render_fundus
+        image = Image.fromarray(render_fundus(0, 384).image)
+        ps = engine_prompts.load_preset(default_preset()) if default_preset() else None
+        if ps is not None:
+            probs = ctx.model.classify([image], ps)[0]
+            _saliency(ctx, image, ps, max(probs, key=probs.get), saliency_methods()[0], 0.5)
+    except Exception as e:  # warm-up is best effort
+        log.warning("warm-up failed: %s", one_line(e))
+    return time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------- review
@@ -555,12 +571,12 @@ def export_cases(ctx: AppContext, fmt: str, reviewer=None, label=None, verdict=N
 
 
 # ------------------------------------------------------------------------------------- prompt lab
-def make_synthetic_benchmark(ctx: AppContext, n: int, seed: int, prompt_set: PromptSet | None = None,
+def make_synthetic_benchmark(ctx: AppContext, n: int, seed: int, prompt_sets: list[PromptSet] | None = None,
                              size: int = 256, progress: Callable | None = None) -> Path:
     """A balanced labelled folder (images/*.png + labels.csv path,label) from the engine's synthetic generator.
 
-    Classes are the generator's screening conditions whose names are classes of ``prompt_set`` (all of them
-    when none match); each image has exactly one condition.
+    Classes are the generator's screening conditions whose names are classes of every given prompt set;
+    each image has exactly one condition.
     """
     from engine.synth import labels_to_classes, render_fundus
     from engine.synth.schema import CONDITIONS
@@ -569,9 +585,9 @@ def make_synthetic_benchmark(ctx: AppContext, n: int, seed: int, prompt_set: Pro
         return labels_to_classes(render_fundus(0, 64, [cond]).labels)[0]
 
     names = {c: cls_name(c) for c in CONDITIONS}
-    wanted = [c for c, name in names.items() if prompt_set is None or prompt_set.class_lookup(name)]
+    wanted = [c for c, name in names.items() if all(ps.class_lookup(name) for ps in prompt_sets or [])]
     if len(wanted) < 2:
-        raise UserError("Prompt set A names fewer than two of the generator's conditions "
+        raise UserError("The prompt sets share fewer than two of the generator's conditions "
                         f"({', '.join(sorted(names.values()))}); use a folder instead.")
     out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="bench_"))
     (out / "images").mkdir()
@@ -636,7 +652,8 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
                 raise UserError("Synthetic benchmark size must be between 4 and 2000 images.")
             if sd < 0:
                 raise UserError("Seed must be a non-negative whole number.")
-            data_dir = make_synthetic_benchmark(ctx, n, sd, ps_a, progress=progress)
+            data_dir = make_synthetic_benchmark(ctx, n, sd, [p for p in (ps_a, ps_b) if p is not None],
+                                                progress=progress)
         elif source == "folder":
             if not folder or not str(folder).strip():
                 raise UserError("Enter the path of a labelled folder (with labels.csv).")
