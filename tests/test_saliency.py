@@ -1,0 +1,208 @@
+"""Grad-CAM saliency (engine.saliency): maps, overlays, towers, ViT reshape, metrics, sanity, errors."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from engine import PromptSet, VisionCLIP, VisionCLIPError
+from engine.preprocess import fundus_mask
+from engine.saliency import METHODS, SimilarityTarget, SoftmaxTarget, TokenReshape, explain, find_target_layer
+from engine.saliency import metrics as M
+
+TWO = PromptSet({"normal": ["a normal fundus photograph"], "glaucoma": ["an enlarged optic cup"]})
+
+
+def _fundus(h: int = 160, w: int = 200, seed: int = 0) -> np.ndarray:
+    """A small fundus-like photograph: textured orange disc on a black surround, not square."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = min(h, w) * 0.45
+    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < r * r
+    img = np.zeros((h, w, 3), np.uint8)
+    base = np.array([190, 90, 40], np.float32) + rng.normal(0, 12, (h, w, 3))
+    base[int(h * 0.3):int(h * 0.45), int(w * 0.55):int(w * 0.7)] = (250, 230, 120)  # a bright "lesion"
+    img[disc] = np.clip(base[disc], 0, 255).astype(np.uint8)
+    return img
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return VisionCLIP.load()
+
+
+def _check_map(res, image):
+    h, w = image.shape[:2]
+    assert res.map.shape == (h, w) and res.map.dtype == np.float32
+    assert np.isfinite(res.map).all() and res.map.min() >= 0 and res.map.max() <= 1
+    assert res.map.std() > 0, "map is constant"
+    assert res.overlay.size == (w, h) and res.overlay.mode == "RGB"
+
+
+# --- maps and overlays ----------------------------------------------------------------------------
+def test_effnet_map_on_original_zero_outside_fundus(effnet):
+    image = _fundus()
+    res = explain(effnet, image, TWO, "Glaucoma")
+    _check_map(res, image)
+    fov = fundus_mask(image)
+    assert (res.map[~fov] == 0).all()
+    assert res.input_map.shape == (effnet.image_size, effnet.image_size)
+    assert res.class_name == "glaucoma" and res.method == "gradcam" and res.target == "similarity"
+    assert set(res.probabilities) == {"normal", "glaucoma"} and abs(sum(res.probabilities.values()) - 1) < 1e-5
+    ov = np.asarray(res.overlay)
+    assert (ov[~fov] == image[~fov]).all(), "overlay must keep the photograph outside the fundus"
+    assert not (ov[fov] == image[fov]).all(), "overlay must blend the map inside the fundus"
+    plain = np.asarray(explain(effnet, image, TWO, "glaucoma", opacity=0.0).overlay)
+    assert (plain == image).all(), "opacity 0 gives the original photograph, not the normalised tensor"
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "layercam", "eigencam"])
+def test_other_methods(effnet, method):
+    res = explain(effnet, _fundus(), TWO, "glaucoma", method=method)
+    _check_map(res, _fundus())
+    assert res.method == method
+
+
+def test_softmax_target(effnet):
+    res = explain(effnet, _fundus(), TWO, "glaucoma", target="softmax")
+    assert res.target == "softmax" and res.map.std() > 0
+
+
+def test_rn50_random_tower():
+    m = VisionCLIP.from_config("RN50", pretrained_towers=False)
+    layer, reshape = find_target_layer(m.network.visual)
+    assert layer is m.network.visual.layer4 and reshape is None
+    _check_map(explain(m, _fundus(), TWO, "glaucoma"), _fundus())
+
+
+def test_vit_b16_random_tower():
+    m = VisionCLIP.from_config("ViT-B-16", pretrained_towers=False)
+    layer, reshape = find_target_layer(m.network.visual)
+    assert layer is m.network.visual.transformer.resblocks[-1].ln_1 and isinstance(reshape, TokenReshape)
+    _check_map(explain(m, _fundus(), TWO, "glaucoma"), _fundus())
+
+
+# --- ViT reshape from the token count --------------------------------------------------------------
+@pytest.mark.parametrize("side,prefix", [(7, 1), (14, 1), (14, 0), (7, 5)])
+def test_token_reshape_grid_from_count(side, prefix):
+    n, d = 2, 3
+    grid = torch.arange(side * side, dtype=torch.float32).view(1, side * side, 1).expand(n, -1, d)
+    tokens = torch.cat([torch.full((n, prefix, d), -1.0), grid], dim=1)
+    out = TokenReshape(batch_first=True)(tokens)
+    assert out.shape == (n, d, side, side)
+    assert out[0, 0, 1, 0] == side and out[1, 2, side - 1, side - 1] == side * side - 1  # row-major patches
+    seq_first = TokenReshape(batch_first=False)(tokens.permute(1, 0, 2))
+    assert torch.equal(seq_first, out)
+
+
+def test_token_reshape_known_prefix_and_bad_rank():
+    assert TokenReshape(num_prefix_tokens=1).grid_for(50) == (1, 7, 7)
+    with pytest.raises(ValueError):
+        TokenReshape()(torch.zeros(2, 3))
+
+
+# --- targets ------------------------------------------------------------------------------------
+def test_targets():
+    emb = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    out = torch.randn(8)
+    sim = SimilarityTarget(emb[1])(out)
+    assert torch.allclose(sim, torch.nn.functional.normalize(out, dim=0) @ emb[1])
+    probs = torch.stack([SoftmaxTarget(emb, i, 50.0)(out) for i in range(3)])
+    assert torch.allclose(probs.sum(), torch.tensor(1.0))
+    assert SoftmaxTarget(emb, 0, 50.0)(out[None].repeat(4, 1)).shape == (4,)
+
+
+# --- metrics on hand-made maps --------------------------------------------------------------------
+def test_pointing_game_and_energy_known_values():
+    fov = np.zeros((20, 20), bool)
+    fov[2:18, 2:18] = True  # 256 px
+    mask = np.zeros_like(fov)
+    mask[2:10, 2:10] = True  # 64 px: a quarter of the field
+    hit = np.zeros((20, 20), np.float32)
+    hit[5, 5] = 1.0
+    assert M.pointing_game(hit, mask)
+    miss = np.zeros((20, 20), np.float32)
+    miss[12, 12] = 1.0
+    assert not M.pointing_game(miss, mask)
+    assert not M.pointing_game(miss, mask, tolerance=4)  # (12,12) is 3*sqrt(2) = 4.24 px from the mask
+    assert M.pointing_game(miss, mask, tolerance=5)
+    uniform = fov.astype(np.float32)
+    assert M.energy_ratio(uniform, mask, fov) == pytest.approx(1.0)
+    assert M.energy_fraction(uniform, mask, fov) == pytest.approx(0.25)
+    inside = mask.astype(np.float32)
+    assert M.energy_ratio(inside, mask, fov) == pytest.approx(4.0)
+    assert M.energy_ratio(miss, mask, fov) == pytest.approx(0.0)
+    half = inside + (fov & ~mask) * (1 / 3)  # energy 64 in, 64 out
+    assert M.energy_fraction(half, mask, fov) == pytest.approx(0.5)
+
+
+def test_baselines_and_map_similarity():
+    fov = np.zeros((40, 40), bool)
+    fov[5:35, 5:35] = True
+    centre = M.centre_bias_map((40, 40), fov)
+    assert np.unravel_index(centre.argmax(), centre.shape) in [(19, 19), (19, 20), (20, 19), (20, 20)]
+    assert (centre[~fov] == 0).all() and (M.uniform_random_map((40, 40), fov)[~fov] == 0).all()
+    rnd = M.uniform_random_map((40, 40), fov, seed=1)
+    assert M.energy_ratio(rnd, fov & (np.arange(40)[:, None] < 20), fov) == pytest.approx(1.0, abs=0.1)
+    assert M.spearman(centre, centre) == pytest.approx(1.0)
+    assert M.ssim(centre, centre) == pytest.approx(1.0)
+    assert M.spearman(centre, np.zeros_like(centre)) == 0.0
+    assert M.spearman(centre, centre.max() - centre) == pytest.approx(-1.0)
+
+
+def test_condition_mask():
+    masks = {"drusen_soft": np.eye(4, dtype=bool), "enlarged_cup": np.zeros((4, 4), bool)}
+    assert M.condition_mask(masks, "Age-related macular degeneration").sum() == 4
+    assert M.condition_mask(masks, "glaucoma") is None
+
+
+def test_library_metric_runs(effnet):
+    from engine.saliency import make_target
+
+    res = explain(effnet, _fundus(), TWO, "glaucoma")
+    target, _ = make_target(effnet, TWO, "glaucoma")
+    out = M.library_faithfulness(effnet.network, effnet.transform(_fundus()), res.input_map, target, percentiles=())
+    assert np.isfinite(out["cam_mult_change"])
+
+
+# --- Adebayo model-randomisation check ------------------------------------------------------------
+def test_randomised_image_tower_changes_map(effnet):
+    image = _fundus()
+    random = M.randomize_image_tower(effnet, seed=0)
+    assert random.network.text is effnet.network.text  # only the image tower is copied
+    assert not torch.equal(random.network.visual.trunk.conv_stem.weight, effnet.network.visual.trunk.conv_stem.weight)
+    a = explain(effnet, image, TWO, "glaucoma").input_map
+    b = explain(random, image, TWO, "glaucoma").input_map
+    assert M.spearman(a, b) < 0.8
+    assert np.abs(a - b).mean() > 0.05
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+def test_unknown_class_lists_valid(effnet):
+    with pytest.raises(VisionCLIPError, match="normal, glaucoma"):
+        explain(effnet, _fundus(), TWO, "cataract")
+
+
+def test_unknown_method_and_target(effnet):
+    with pytest.raises(VisionCLIPError, match=", ".join(METHODS).replace("+", r"\+")):
+        explain(effnet, _fundus(), TWO, "glaucoma", method="fullgrad")
+    with pytest.raises(VisionCLIPError, match="similarity, softmax"):
+        explain(effnet, _fundus(), TWO, "glaucoma", target="logit")
+    with pytest.raises(VisionCLIPError, match="opacity"):
+        explain(effnet, _fundus(), TWO, "glaucoma", opacity=2)
+
+
+def test_one_class_softmax_warns_and_falls_back(effnet):
+    one = PromptSet({"glaucoma": ["an enlarged optic cup"]})
+    with pytest.warns(UserWarning, match="softmax target is meaningless for one class; using similarity"):
+        res = explain(effnet, _fundus(), one, "glaucoma", target="softmax")
+    assert res.target == "similarity" and res.map.std() > 0
+
+
+def test_image_errors_come_from_load_image(effnet):
+    with pytest.raises(VisionCLIPError, match="no such image file"):
+        explain(effnet, "/nonexistent/eye.png", TWO, "glaucoma")
