@@ -1,0 +1,275 @@
+"""Training data: weighted mixtures of sources, addressed by a global sample index.
+
+Every sample is a pure function of (seed, global index): which source it comes from, which item,
+and its augmentation. So any rank/worker split sees disjoint samples, and a resumed run replays
+exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+
+from ..errors import VisionCLIPError
+from ..preprocess import FundusTransform, load_image
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def index_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def class_key(labels: dict | None, caption: str) -> str:
+    """What counts as 'the same label' for soft targets: the set of screening classes, else the caption."""
+    if labels:
+        from ..synth.schema import labels_to_classes
+
+        return "|".join(sorted(labels_to_classes(labels)))
+    return "caption:" + caption
+
+
+# --- sources -------------------------------------------------------------------------------
+class SyntheticSource:
+    """The procedural generator, rendered on the fly (infinite)."""
+
+    def __init__(self, seed: int = 0, size: int = 256, conditions=None, **_):
+        from ..synth import SyntheticFundusStream
+
+        self.stream = SyntheticFundusStream(seed=seed, size=size, conditions=conditions)
+        self.length = None
+        self.description = f"synthetic generator (seed {seed}, {size} px)"
+
+    def get(self, i: int):
+        s = self.stream.sample(i)
+        return s["image"], s["caption"], class_key(s["labels"], s["caption"])
+
+
+class SynFundusFolder:
+    """A folder in SynFundus-1M layout: labels.csv (SynFundus columns) and images/<idx>.<ext>.
+
+    Captions come from the CSV's caption column when present, else from the labels through the
+    generator's caption builder, so the real SynFundus-1M trains as it is.
+    """
+
+    def __init__(self, path: str, images: str = "images", **_):
+        from ..synth.schema import normalise_labels
+
+        root = Path(path)
+        csv_path = root / "labels.csv"
+        if not csv_path.is_file():
+            raise VisionCLIPError(f"SynFundus folder {root} has no labels.csv")
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise VisionCLIPError(f"{csv_path} lists no images")
+        image_dir = root / images
+        if not image_dir.is_dir():
+            raise VisionCLIPError(f"SynFundus folder {root} has no {images}/ folder")
+        by_stem = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        self.items = []
+        for row in rows:
+            lower = {k.strip().lower(): v for k, v in row.items() if k}
+            idx = str(lower.get("idx", lower.get("id", lower.get("image", "")))).strip()
+            path_ = by_stem.get(idx) or by_stem.get(Path(idx).stem)
+            if path_ is None:
+                continue
+            labels = normalise_labels(lower)
+            self.items.append((path_, labels, (lower.get("caption") or "").strip()))
+        if not self.items:
+            raise VisionCLIPError(f"no image of {csv_path} was found in {image_dir}")
+        self.length = len(self.items)
+        self.description = f"SynFundus-layout folder {root} ({self.length} images)"
+
+    def get(self, i: int):
+        from ..synth import build_caption
+
+        path, labels, caption = self.items[i % self.length]
+        if not caption:
+            caption = build_caption(labels, None, np.random.default_rng(index_seed(i, 11)))
+        return load_image(path), caption, class_key(labels, caption)
+
+
+class CsvSource:
+    """A CSV of image path + caption (paths relative to the CSV's folder), optional label column."""
+
+    def __init__(self, path: str, image_column: str = "path", caption_column: str = "caption", label_column: str | None = None, **_):
+        csv_path = Path(path)
+        if not csv_path.is_file():
+            raise VisionCLIPError(f"caption CSV not found: {csv_path}")
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            for col in (image_column, caption_column):
+                if col not in cols:
+                    raise VisionCLIPError(f"{csv_path.name} has no column '{col}' (columns: {', '.join(cols)})")
+            self.items = [
+                (csv_path.parent / r[image_column], r[caption_column].strip(), (r.get(label_column) or "") if label_column else "")
+                for r in reader if r.get(image_column) and (r.get(caption_column) or "").strip()
+            ]
+        if not self.items:
+            raise VisionCLIPError(f"{csv_path} lists no image/caption pairs")
+        self.length = len(self.items)
+        self.description = f"caption CSV {csv_path} ({self.length} pairs)"
+
+    def get(self, i: int):
+        path, caption, label = self.items[i % self.length]
+        return load_image(path), caption, ("label:" + label) if label else "caption:" + caption
+
+
+class WebDatasetSource:
+    """WebDataset tar shards (image + caption per key), read in order: index i is the i-th sample."""
+
+    def __init__(self, urls: str, image_key: str = "png;jpg;jpeg", caption_key: str = "txt", length: int | None = None, **_):
+        import webdataset as wds
+
+        self.urls, self.image_key, self.caption_key = urls, image_key, caption_key
+        self._wds = wds
+        self._iter = None
+        self._pos = 0
+        self.length = length
+        self.description = f"WebDataset shards {urls}"
+
+    def _restart(self):
+        ds = self._wds.WebDataset(self.urls, shardshuffle=False, empty_check=False).to_tuple(self.image_key, self.caption_key)
+        self._iter, self._pos = iter(ds), 0
+
+    def get(self, i: int):
+        if self.length:
+            i %= self.length
+        if self._iter is None or i < self._pos:
+            self._restart()
+        try:
+            for _ in range(i - self._pos):  # skip forward (resume, or samples owned by other ranks)
+                next(self._iter)
+            raw_image, raw_caption = next(self._iter)
+        except StopIteration:
+            if self.length is None and self._pos:
+                self.length = self._pos  # learnt the size: wrap around
+                return self.get(i)
+            raise VisionCLIPError(f"WebDataset {self.urls} holds no samples") from None
+        self._pos = i + 1
+        caption = raw_caption.decode("utf-8") if isinstance(raw_caption, bytes) else str(raw_caption)
+        return load_image(io.BytesIO(raw_image)), caption.strip(), "caption:" + caption.strip()
+
+
+SOURCES = {"synthetic": SyntheticSource, "synfundus": SynFundusFolder, "csv": CsvSource, "webdataset": WebDatasetSource}
+
+
+def build_sources(specs: list[dict]):
+    sources, weights = [], []
+    for spec in specs:
+        kwargs = {k: v for k, v in spec.items() if k not in ("type", "weight")}
+        sources.append(SOURCES[spec["type"]](**kwargs))
+        weights.append(float(spec.get("weight", 1.0)))
+    w = np.asarray(weights)
+    return sources, w / w.sum()
+
+
+# --- augmentation ----------------------------------------------------------------------------
+class TrainTransform:
+    """Fundus crop + mild geometric and photometric jitter, seeded per sample.
+
+    No flips: captions name the eye side and the disc's position follows it.
+    """
+
+    def __init__(self, base: FundusTransform, augment: bool = True):
+        self.base, self.augment = base, augment
+
+    def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
+        square, *_ = self.base.square_fundus(img)
+        if self.augment:
+            rng = np.random.default_rng(seed)
+            side = square.width
+            scale = rng.uniform(0.85, 1.0)
+            crop = int(side * scale)
+            x0, y0 = rng.integers(0, side - crop + 1, size=2)
+            square = square.crop((int(x0), int(y0), int(x0) + crop, int(y0) + crop))
+            square = square.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
+            square = ImageEnhance.Brightness(square).enhance(rng.uniform(0.8, 1.2))
+            square = ImageEnhance.Contrast(square).enhance(rng.uniform(0.8, 1.2))
+            square = ImageEnhance.Color(square).enhance(rng.uniform(0.8, 1.2))
+            if rng.random() < 0.15:  # mild softness only: strong blur is a cataract sign
+                square = square.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        return self.base.to_tensor(square)
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """Map-style view of the mixture: item ``g`` is the g-th sample of the global stream."""
+
+    def __init__(self, sources, probs: np.ndarray, transform: TrainTransform, seed: int):
+        self.sources, self.probs, self.transform, self.seed = sources, probs, transform, seed
+        self._cum = np.cumsum(probs)
+
+    def __len__(self) -> int:  # only batch samplers index it; the stream is unbounded
+        return 2**62
+
+    def locate(self, g: int) -> tuple[int, int]:
+        if len(self.sources) == 1:
+            s = 0
+        else:
+            u = (index_seed(self.seed, g, 1) % 2**24) / 2**24
+            s = int(np.searchsorted(self._cum, u, side="right").clip(0, len(self.sources) - 1))
+        src = self.sources[s]
+        # finite sources are drawn with replacement by a hash of the index; the generator never repeats
+        local = g if src.length is None else index_seed(self.seed, g, 2) % src.length
+        return s, local
+
+    def __getitem__(self, g: int):
+        s, local = self.locate(g)
+        try:
+            img, caption, key = self.sources[s].get(local)
+            return self.transform(img, index_seed(self.seed, g, 3)), caption, key
+        except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
+            log.debug("skipping sample %d: %s", g, e)
+            return None
+
+
+def collate(batch):
+    good = [b for b in batch if b is not None]
+    if not good:
+        return {"images": None, "captions": [], "keys": [], "skipped": len(batch)}
+    return {
+        "images": torch.stack([b[0] for b in good]),
+        "captions": [b[1] for b in good],
+        "keys": [b[2] for b in good],
+        "skipped": len(batch) - len(good),
+    }
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Global indices for this rank's micro-batches, from ``start_step`` on."""
+
+    def __init__(self, start_step: int, steps: int, batch_size: int, accum_steps: int, rank: int, world: int):
+        self.start, self.steps, self.bs, self.accum, self.rank, self.world = start_step, steps, batch_size, accum_steps, rank, world
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.accum
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            for micro in range(self.accum):
+                base = ((step * self.accum + micro) * self.world + self.rank) * self.bs
+                yield list(range(base, base + self.bs))
+
+
+def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int, world: int):
+    sources, probs = build_sources(cfg.sources)
+    finite = sum(s.length for s in sources if s.length is not None) if all(s.length for s in sources) else None
+    if finite is not None and finite < cfg.batch_size:
+        raise VisionCLIPError(f"batch_size {cfg.batch_size} is larger than the dataset ({finite} samples)")
+    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment), cfg.seed)
+    sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, cfg.accum_steps, rank, world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+        persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+    )
+    return loader, sources
