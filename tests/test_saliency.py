@@ -151,7 +151,8 @@ def test_baselines_and_map_similarity():
     assert M.spearman(centre, centre) == pytest.approx(1.0)
     assert M.ssim(centre, centre) == pytest.approx(1.0)
     assert M.spearman(centre, np.zeros_like(centre)) == 0.0
-    assert M.spearman(centre, centre.max() - centre) == pytest.approx(-1.0)
+    free = M.centre_bias_map((40, 40))
+    assert M.spearman(free, 1.0 - free) == pytest.approx(-1.0, abs=1e-4)
 
 
 def test_condition_mask():
