@@ -28,6 +28,7 @@ class TrainConfig:
     text_unlocked_layers: int = 0  # text tower frozen (projection trained) unless > 0
     image_unlocked_groups: int | None = None  # None: whole image tower trains; N: only the last N groups
     freeze_bn_stats: bool = False
+    image_dropout: float | None = None  # None: the tower's default (timm EfficientNet: 0.2 before the head)
     # data
     sources: list = field(default_factory=lambda: [{"type": "synthetic", "weight": 1.0, "seed": 0, "size": 256}])
     workers: int = 1

@@ -47,6 +47,7 @@ class CachedTextFeatures:
     def __call__(self, captions: list[str]) -> torch.Tensor:
         missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
         if missing:
+            self.text.transformer.eval()  # frozen tower: features without dropout, same every time
             tokens = self.tokenizer(missing).to(self.device)
             mask = (tokens != self.text.config.pad_token_id).long()
             out = self.text.transformer(input_ids=tokens, attention_mask=mask)
@@ -189,7 +190,7 @@ def _class_for(cond: str, classes: list[str]) -> str:
     return DR_CLASS if cond == "dr" else CONDITION_FLAGS[CONDITION_KEYS[cond]]
 
 
-def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval_dirs) -> dict:
+def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval_dirs, train_mode) -> dict:
     from ..evaluate import compute_metrics, evaluate
     from ..prompts import load_prompt_set
 
@@ -207,7 +208,7 @@ def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval
             results[f"eval/{Path(d).name}/balanced_accuracy"] = r["balanced_accuracy"]
             results[f"eval/{Path(d).name}/mean_auc"] = r["mean_auc"]
     finally:
-        network.train()
+        train_mode()
     return results
 
 
@@ -281,16 +282,26 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         for p in model.text.proj.parameters():
             p.requires_grad = True  # the projection into the shared space always learns
     if cfg.image_unlocked_groups is not None and hasattr(model, "lock_image_tower"):
-        model.lock_image_tower(unlocked_groups=cfg.image_unlocked_groups, freeze_bn_stats=cfg.freeze_bn_stats)
+        # BN statistics are handled by train_mode() below; open_clip's own BN freezing would drop
+        # the activation fused into timm's BatchNormAct2d layers.
+        model.lock_image_tower(unlocked_groups=cfg.image_unlocked_groups, freeze_bn_stats=False)
         for p in model.visual.head.parameters() if hasattr(model.visual, "head") else []:
             p.requires_grad = True
-    elif cfg.freeze_bn_stats:
-        from open_clip.utils import freeze_batch_norm_2d
 
-        model.visual = freeze_batch_norm_2d(model.visual)
+    trunk = getattr(model.visual, "trunk", None)
+    if cfg.image_dropout is not None and hasattr(trunk, "drop_rate"):
+        trunk.drop_rate = cfg.image_dropout
+
+    def train_mode() -> None:
+        model.train()
+        if cfg.freeze_bn_stats:  # keep ImageNet statistics: small synthetic batches would skew them
+            for m in model.visual.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     if cfg.channels_last:
         model.visual.to(memory_format=torch.channels_last)
-    model.train()
+    train_mode()
 
     pre = preprocess_settings(config)
     tokenizer = create_tokenizer(config)
@@ -418,7 +429,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
             bar.set_postfix(loss=f"{row['loss']:.3f}", samples_s=f"{rate:.1f}")
             window_t, window_n = time.time(), 0
         if env.is_master and val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            res = validate(model, config, step, cfg, val_set, env.device, cfg.eval_data)
+            res = validate(model, config, step, cfg, val_set, env.device, cfg.eval_data, train_mode)
             metrics_file.write(json.dumps(res) + "\n")
             metrics_file.flush()
             score = res.get("val/synthetic_balanced_accuracy")
