@@ -23,17 +23,12 @@ THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")
 class UploadImage(gr.Image):
     """gr.Image whose server side hands the handler the uploaded file's path without decoding it.
 
-    Stock gr.Image opens the upload with PIL during preprocessing, so a corrupt or non-image file fails
+    Construct it with type="filepath", image_mode=None. Stock gr.Image opens the upload with PIL during preprocessing, so a corrupt or non-image file fails
     inside gradio with a generic error. Here the handler decodes (engine.load_image) and reports a clear
     one-line message instead. Same front end as gr.Image.
     """
 
     is_template = True  # use the parent's ("image") Svelte component
-
-    def __init__(self, *args, **kwargs):
-        kwargs["type"] = "filepath"
-        kwargs["image_mode"] = None
-        super().__init__(*args, **kwargs)
 
     def preprocess(self, payload: FileData | None) -> str | None:  # type: ignore[override]
         if payload is None:
@@ -68,7 +63,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         image_in = UploadImage(label="Fundus photograph (drag and drop, paste or click)",
-                                               sources=["upload", "clipboard"], height=320, elem_id="image-in")
+                                               type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                               height=320, elem_id="image-in")
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
                                         label="Synthetic examples", examples_per_page=8)
@@ -86,15 +82,15 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             elem_id="prompt-table", show_row_numbers=True)
                         with gr.Row():
                             add_row_btn = gr.Button("Add row", size="sm")
-                            del_row_num = gr.Number(label="Row #", precision=0, minimum=1, value=None,
-                                                    min_width=80, scale=1)
+                            del_row_num = gr.Number(label="Row #", precision=0, minimum=1, value=1,
+                                                    min_width=80, scale=1, show_label=False)
                             del_row_btn = gr.Button("Remove row #", size="sm")
                         with gr.Row():
                             prompt_file = gr.File(label="Load prompt-set JSON", file_types=[".json"],
                                                   height=90, scale=2)
                             save_prompts_btn = gr.Button("Save prompt set", size="sm", scale=1)
-                        saved_prompts = gr.File(label="Saved prompt set", interactive=False, height=90,
-                                                visible=True)
+                        saved_prompts = gr.File(label="Saved prompt set (download)", interactive=False,
+                                                height=70)
                 with gr.Row():
                     with gr.Column(scale=1):
                         probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")

@@ -1,0 +1,204 @@
+"""End-to-end: the real app in Debian's chromium, driven by Playwright for Python.
+
+Starts ``python launch.py --port N --db TMP`` and walks the main journey: upload an example, edit a prompt,
+see probabilities and the saliency overlay, change the class, save a review, find it in Cases, export CSV.
+Screenshots go to test-artifacts/. Skipped only when /usr/bin/chromium is absent.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+EXAMPLE = ROOT / "assets" / "examples" / "synthetic_glaucoma_13.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"app did not answer at {url} within {timeout} s")
+
+
+def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fh = log.open("w")
+    return subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--db", str(db), *(extra or [])],
+                            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    proc = start_app(port, tmp / "cases.db", tmp / "app.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc)
+        yield {"url": f"http://127.0.0.1:{port}/", "db": tmp / "cases.db", "log": tmp / "app.log"}
+    finally:
+        stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def text_of(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def wait_text(page, selector: str, needle: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "([sel, needle]) => { const e = document.querySelector(sel); return e && e.innerText.includes(needle); }",
+        arg=[selector, needle], timeout=timeout)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
+
+
+def edit_cell(page, table: str, row: int, col: int, value: str) -> None:
+    cell = page.locator(f"{table} [data-testid='cell-{row}-{col}']")
+    cell.dblclick()
+    editor = page.locator(f"{table} [data-testid='cell-{row}-{col}'] textarea, "
+                          f"{table} [data-testid='cell-{row}-{col}'] input")
+    editor.first.wait_for(state="visible", timeout=10_000)
+    editor.first.fill(value)
+    editor.first.press("Enter")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_main_journey(app, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app["url"], wait_until="load")
+    page.wait_for_selector("#analyse-btn", timeout=60_000)
+    shot(page, "01_start")
+
+    # 1. upload an example: the upload itself runs the analysis
+    page.locator("#image-in input[type=file]").set_input_files(str(EXAMPLE))
+    wait_text(page, "#analyse-status", "Predicted")
+    wait_text(page, "#probs-out", "glaucoma")
+    shot(page, "02_uploaded")
+
+    # 2. edit a prompt: rename the first row's class, then re-run
+    edit_cell(page, "#prompt-table", 0, 0, "healthy eye")
+    page.wait_for_timeout(300)
+    page.locator("#analyse-btn").click()
+    wait_text(page, "#probs-out", "healthy eye")
+    assert "Predicted" in text_of(page, "#analyse-status")
+    overlay = page.locator("#overlay-out img")
+    overlay.first.wait_for(state="visible", timeout=30_000)
+    assert overlay.first.get_attribute("src")
+    shot(page, "03_after_prompt_edit")
+
+    # 3. saliency for another class
+    choose(page, "sal-class", "cataract")
+    wait_text(page, "#analyse-status", "for 'cataract'")
+    shot(page, "04_class_changed")
+
+    # 4. save a review
+    open_tab(page, "Review and log")
+    wait_text(page, "#review-summary", "saliency gradcam / cataract")
+    page.locator("#reviewer input, #reviewer textarea").first.fill("E2E Reviewer")
+    page.locator("#verdict").get_by_role("radio", name="disagree").check()
+    choose(page, "corrected", "glaucoma")
+    page.keyboard.press("Escape")
+    page.locator("#review-summary").click()
+    page.locator("#save-review").click()
+    wait_text(page, "#review-status", "Saved case #1")
+    shot(page, "05_review_saved")
+
+    # 5. find it in Cases
+    open_tab(page, "Cases")
+    wait_text(page, "#cases-df", "E2E Reviewer")
+    shot(page, "06_cases")
+
+    # 6. export CSV and check its row
+    page.locator("#export-csv").click()
+    wait_text(page, "#cases-status", "Exported 1 case")
+    link = page.locator("#export-file a").first
+    link.wait_for(state="attached", timeout=30_000)
+    href = link.get_attribute("href")
+    body = page.request.get(href if href.startswith("http") else app["url"].rstrip("/") + href).text()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["reviewer"] == "E2E Reviewer" and row["verdict"] == "disagree"
+    assert row["corrected_labels"] == '["glaucoma"]'
+    assert row["saliency_class"] == "cataract" and row["saliency_method"] == "gradcam"
+    assert '"healthy eye"' in row["prompt_set_json"]
+    assert row["original_filename"] == "" and row["patient_id"] == ""
+    shot(page, "07_exported")
+    assert not errors, errors
+    page.close()
+
+
+def test_bad_upload_shows_one_line_error_and_app_keeps_serving(app, browser, tmp_path):
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is text, not a PNG")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app["url"], wait_until="load")
+    page.wait_for_selector("#analyse-btn", timeout=60_000)
+    page.locator("#image-in input[type=file]").set_input_files(str(bad))
+    wait_text(page, "#analyse-status", "⚠️")  # the upload itself runs the analysis
+    page.wait_for_function("!document.querySelector('#analyse-status').innerText.includes('processing')")
+    lines = [ln for ln in text_of(page, "#analyse-status").splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Not a usable image" in lines[0], lines
+    shot(page, "08_bad_upload")
+    # still serving: a good image works afterwards
+    page.locator("#image-in input[type=file]").set_input_files(str(EXAMPLE))
+    wait_text(page, "#analyse-status", "Predicted")
+    page.close()
