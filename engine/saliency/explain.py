@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,6 +33,7 @@ METHODS = {
 }
 TARGETS = ("similarity", "softmax")
 SLOW_METHODS = {"scorecam"}
+_LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad live on the shared network
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
             "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam"}
 
@@ -102,6 +104,24 @@ def input_fundus_mask(tensor: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return fundus_mask(rgb)
 
 
+def _hooks_for_this_thread_only(aag, layer: nn.Module) -> None:
+    """Re-register grad-cam's hooks so that forwards from other threads (an app classifying with the same
+    network meanwhile) are not recorded as this map's activations."""
+    if not all(hasattr(aag, a) for a in ("handles", "save_activation", "save_gradient")):
+        return  # another grad-cam version: keep its own hooks
+    owner = threading.get_ident()
+
+    def mine(fn):
+        def hook(module, inputs, output):
+            if threading.get_ident() == owner:
+                fn(module, inputs, output)
+        return hook
+
+    aag.release()
+    aag.handles = [layer.register_forward_hook(mine(aag.save_activation)),
+                   layer.register_forward_hook(mine(aag.save_gradient))]
+
+
 def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
             score_batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,)."""
@@ -113,16 +133,18 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
     if x.ndim == 3:
         x = x[None]
     x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
-    cam = METHODS[method](model=wrapper, target_layers=[layer], reshape_transform=reshape)
-    if method == "scorecam":
-        cam.batch_size = score_batch_size
-    try:
-        with torch.enable_grad():
-            grayscale = cam(input_tensor=x, targets=[target])
-        embedding = cam.outputs[0].detach().float().cpu()
-    finally:
-        cam.activations_and_grads.release()
-        wrapper.zero_grad(set_to_none=True)
+    with _LOCK:
+        cam = METHODS[method](model=wrapper, target_layers=[layer], reshape_transform=reshape)
+        _hooks_for_this_thread_only(cam.activations_and_grads, layer)
+        if method == "scorecam":
+            cam.batch_size = score_batch_size
+        try:
+            with torch.enable_grad():
+                grayscale = cam(input_tensor=x, targets=[target])
+            embedding = cam.outputs[0].detach().float().cpu()
+        finally:
+            cam.activations_and_grads.release()
+            wrapper.zero_grad(set_to_none=True)
     out = np.nan_to_num(np.asarray(grayscale[0], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0), embedding
 
