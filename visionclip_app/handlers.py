@@ -29,8 +29,8 @@ from .store import VERDICTS, CaseRecord, CaseStore, StoreError, strip_and_thumbn
 
 log = logging.getLogger(__name__)
 
-STATUS_ERROR = "⚠️"
-STATUS_OK = "✅"
+STATUS_ERROR = "⚠"  # plain symbols (not emoji): render with ordinary fonts
+STATUS_OK = "✓"
 PROMPT_COLUMNS = ["class", "prompt"]
 APP_MAX_PROMPT_CHARS = 500          # the text tower reads ~77 tokens; 500 characters is already far past it
 APP_MAX_CLASSES = 50
@@ -296,7 +296,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     if quality["gradable"]:
         quality_md = "Image quality: no problems found by the automatic screen."
     else:
-        quality_md = ("### ⚠️ This image looks ungradable\n" + "\n".join(f"- {r}" for r in quality["reasons"])
+        quality_md = ("### ⚠ This image looks ungradable\n" + "\n".join(f"- {r}" for r in quality["reasons"])
                       + "\n\nResults on ungradable images are unreliable.")
     state = {
         "image": image, "image_sha256": hashlib.sha256(data).hexdigest(),
@@ -471,7 +471,7 @@ def agreement_figure(ag: dict):
     import matplotlib.pyplot as plt
     labels, mat = ag["labels"], np.array(ag["matrix"]) if ag["labels"] else np.zeros((0, 0))
     n = max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(2.2 + 0.6 * n, 1.8 + 0.5 * n), dpi=90)
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.2 + 0.6 * n), max(3.5, 1.8 + 0.5 * n)), dpi=90)
     if labels:
         ax.imshow(mat, cmap="Blues")
         for i in range(len(labels)):
@@ -486,7 +486,7 @@ def agreement_figure(ag: dict):
         ax.text(0.5, 0.5, "no reviewed cases", ha="center", va="center")
         ax.set_axis_off()
     rate = "n/a" if ag["agreement_rate"] is None else f"{ag['agreement_rate']:.0%}"
-    ax.set_title(f"Model vs reviewer: agreement {rate} (n={ag['n']})", fontsize=9)
+    ax.set_title(f"agreement {rate} (n={ag['n']})", fontsize=9)
     fig.tight_layout()
     plt.close(fig)
     return fig

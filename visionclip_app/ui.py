@@ -77,7 +77,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             load_preset_btn = gr.Button("Load preset", scale=1, size="sm")
                         prompt_table = gr.Dataframe(
                             value=initial_table, headers=h.PROMPT_COLUMNS, datatype=["str", "str"],
-                            column_count=2, interactive=True, wrap=True, max_height=330,
+                            column_count=2, interactive=True, wrap=True, max_height=330, column_widths=["32%", "68%"],
                             label="Prompts: one row per prompt; rows with the same class are averaged",
                             elem_id="prompt-table", show_row_numbers=True)
                         with gr.Row():
@@ -86,11 +86,11 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                                                     min_width=80, scale=1, show_label=False)
                             del_row_btn = gr.Button("Remove row #", size="sm")
                         with gr.Row():
-                            prompt_file = gr.File(label="Load prompt-set JSON", file_types=[".json"],
-                                                  height=90, scale=2)
-                            save_prompts_btn = gr.Button("Save prompt set", size="sm", scale=1)
+                            prompt_file = gr.UploadButton("Load prompt-set JSON", file_types=[".json"],
+                                                          type="filepath", size="sm")
+                            save_prompts_btn = gr.Button("Save prompt set", size="sm")
                         saved_prompts = gr.File(label="Saved prompt set (download)", interactive=False,
-                                                height=70)
+                                                height=70, visible=False)
                 with gr.Row():
                     with gr.Column(scale=1):
                         probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")
@@ -147,13 +147,13 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 cases_df = gr.Dataframe(headers=h.CASE_COLUMNS, interactive=False, wrap=True, max_height=360,
                                         label="Cases (click a row to open it)", elem_id="cases-df")
                 with gr.Row():
-                    case_id = gr.Number(label="Case id", precision=0, elem_id="case-id")
+                    case_id = gr.Number(label="Case id", precision=0, value=None, elem_id="case-id")
                     open_btn = gr.Button("Open case")
                 with gr.Row():
                     case_thumb = gr.Image(label="Thumbnail", interactive=False, height=240)
                     case_sal = gr.Image(label="Saliency at review time", interactive=False, height=240)
                     agreement_plot = gr.Plot(label="Model vs reviewer")
-                case_md = gr.Markdown("")
+                case_md = gr.Markdown("", elem_id="case-md")
                 history_df = gr.Dataframe(headers=h.HISTORY_COLUMNS, interactive=False, label="History (append-only)")
                 with gr.Accordion("Add a correction (appends a revision)", open=False):
                     with gr.Row():
@@ -207,7 +207,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 return "_No analysis yet: analyse an image first._"
             p = state["probabilities"]
             top = sorted(p.items(), key=lambda kv: -kv[1])[:3]
-            warn = "" if state["quality"]["gradable"] else " · ⚠️ looks ungradable"
+            warn = "" if state["quality"]["gradable"] else " · ⚠ looks ungradable"
             return (f"Current analysis: predicted **{state['predicted_label']}** ("
                     + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{state['image_sha256'][:12]}`"
                     + f" · saliency {state.get('saliency_method') or '-'} / {state.get('saliency_class') or '-'}"
@@ -232,7 +232,11 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         load_preset_btn.click(h.load_preset_table, [preset_dd], [prompt_table, status])
         preset_dd.input(h.load_preset_table, [preset_dd], [prompt_table, status])
         prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status])
-        save_prompts_btn.click(functools.partial(h.save_prompt_file, ctx), [prompt_table], [saved_prompts, status])
+        def do_save_prompts(table):
+            path, st = h.save_prompt_file(ctx, table)
+            return (gr.update(value=path, visible=True) if path else gr.update()), st
+
+        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status])
         add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table])
         del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status])
 

@@ -24,17 +24,12 @@ from gradio.events import Dependency
 class UploadImage(gr.Image):
     """gr.Image whose server side hands the handler the uploaded file's path without decoding it.
 
-    Stock gr.Image opens the upload with PIL during preprocessing, so a corrupt or non-image file fails
+    Construct it with type="filepath", image_mode=None. Stock gr.Image opens the upload with PIL during preprocessing, so a corrupt or non-image file fails
     inside gradio with a generic error. Here the handler decodes (engine.load_image) and reports a clear
     one-line message instead. Same front end as gr.Image.
     """
 
     is_template = True  # use the parent's ("image") Svelte component
-
-    def __init__(self, *args, **kwargs):
-        kwargs["type"] = "filepath"
-        kwargs["image_mode"] = None
-        super().__init__(*args, **kwargs)
 
     def preprocess(self, payload: FileData | None) -> str | None:  # type: ignore[override]
         if payload is None:

@@ -164,6 +164,9 @@ def test_main_journey(app, browser):
     # 5. find it in Cases
     open_tab(page, "Cases")
     wait_text(page, "#cases-df", "E2E Reviewer")
+    page.locator("#cases-df [data-testid='cell-0-2']").click()  # open the case by clicking its row
+    wait_text(page, "#case-md", "Case #1")
+    assert "cataract" in text_of(page, "#case-md")
     shot(page, "06_cases")
 
     # 6. export CSV and check its row
@@ -193,7 +196,7 @@ def test_bad_upload_shows_one_line_error_and_app_keeps_serving(app, browser, tmp
     page.goto(app["url"], wait_until="load")
     page.wait_for_selector("#analyse-btn", timeout=60_000)
     page.locator("#image-in input[type=file]").set_input_files(str(bad))
-    wait_text(page, "#analyse-status", "⚠️")  # the upload itself runs the analysis
+    wait_text(page, "#analyse-status", "⚠")  # the upload itself runs the analysis
     page.wait_for_function("!document.querySelector('#analyse-status').innerText.includes('processing')")
     lines = [ln for ln in text_of(page, "#analyse-status").splitlines() if ln.strip()]
     assert len(lines) == 1 and "Not a usable image" in lines[0], lines
