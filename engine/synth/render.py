@@ -191,7 +191,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
             ang = math.radians(rng.uniform(55, 80))
             h = math.atan2(sup * math.sin(ang), t * math.cos(ang))
             off = rng.uniform(-0.25, 0.25) * ctx.dd * 0.5
-            stack.append((kind, ctx.dx + off, ctx.dy + sup * 0.05 * ctx.dd, h, base_w * wscale * rng.uniform(0.92, 1.08), True, 0))
+            stack.append((kind, ctx.dx + off, ctx.dy + sup * 0.05 * ctx.dd, h, base_w * wscale * rng.uniform(0.92, 1.08), sup, 0))
             ang2 = math.radians(rng.uniform(35, 75))
             h2 = math.atan2(sup * math.sin(ang2), -t * math.cos(ang2))
             stack.append((kind, ctx.dx + off, ctx.dy, h2, base_w * wscale * rng.uniform(0.6, 0.75), False, 0))
@@ -199,6 +199,9 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
         h3 = math.atan2(rng.uniform(-0.2, 0.2), t)
         stack.append((kind, ctx.dx, ctx.dy, h3, base_w * wscale * 0.45, False, 1))
     minw = 0.004
+    arc_a = rng.uniform(1.3, 1.9) * ctx.dd
+    arc_b = rng.uniform(0.8, 1.2) * ctx.dd
+    arc_c = rng.uniform(0.0, 0.15)
     while stack:
         kind, x, y, h, w, orbit, depth = stack.pop()
         pts = [(x, y)]
@@ -206,20 +209,16 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
         dh = 0.0
         length = 0.0
         next_branch = rng.exponential(0.15 if depth < 2 else 0.22) + 0.05
-        maxlen = 2.6 if depth == 0 else rng.uniform(0.35, 1.2)
+        maxlen = 2.6 if depth == 0 else (rng.uniform(0.35, 1.2) if orbit is not None else rng.uniform(0.12, 0.35))
         while True:
-            if orbit and (x - ctx.fx) * ctx.tsign > rng.uniform(-0.1, 0.25):
-                orbit = False
             if orbit:
-                rx, ry = x - ctx.fx, y - ctx.fy
-                rr = math.hypot(rx, ry) + 1e-6
-                tx, ty = -ry / rr, rx / rr
-                if tx * math.cos(h) + ty * math.sin(h) < 0:
-                    tx, ty = -tx, -ty
-                out = 0.12
-                target = math.atan2(ty + out * ry / rr, tx + out * rx / rr)
+                # temporal arcade: follow v(s) = A tanh(s / B) away from the disc, curving around the fovea
+                sx = max(0.0, (x - ctx.dx) * t)
+                sup = orbit
+                slope = arc_a / arc_b / math.cosh(min(sx / arc_b, 20.0)) ** 2 - arc_c
+                target = math.atan2(sup * slope, t)
                 d = (target - h + math.pi) % (2 * math.pi) - math.pi
-                h += 0.22 * d
+                h += 0.3 * d
             dh = 0.75 * dh + rng.normal(0, 0.045 * tortuosity)
             h += dh
             x += step * math.cos(h)
@@ -230,6 +229,8 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
             ws.append(w)
             if x * x + y * y > 1.08 or length > maxlen or w < minw:
                 break
+            if depth and (x - ctx.fx) ** 2 + (y - ctx.fy) ** 2 < (0.45 * ctx.dd) ** 2:
+                break
             if length > next_branch and depth < 4:
                 next_branch = length + rng.exponential(0.14 + 0.06 * depth) + 0.05
                 frac = rng.uniform(0.4, 0.75)
@@ -237,12 +238,17 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
                 w = (max(w ** 3 - wc ** 3, (w * 0.5) ** 3)) ** (1 / 3)
                 if wc >= minw:
                     side = 1 if rng.random() < 0.5 else -1
-                    if orbit:  # arcade branches: towards the fovea or the periphery
+                    child = False
+                    if orbit:  # arcade branches: mostly to the periphery, small ones towards the fovea
                         rx, ry = x - ctx.fx, y - ctx.fy
                         cross = math.cos(h) * ry - math.sin(h) * rx
-                        side = (1 if cross > 0 else -1) * (1 if rng.random() < 0.5 else -1)
-                    hc = h + side * math.radians(rng.uniform(40, 80))
-                    stack.append((kind, x, y, hc, wc, False, depth + 1))
+                        outward = rng.random() < 0.65
+                        side = (1 if cross > 0 else -1) * (1 if outward else -1)
+                        if not outward:
+                            wc *= 0.7
+                            child = None  # short macular branch
+                    hc = h + side * math.radians(rng.uniform(40, 75))
+                    stack.append((kind, x, y, hc, wc, child, depth + 1))
         if len(pts) > 1:
             vessels.append((kind, pts, ws))
     return vessels
@@ -316,14 +322,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     ctx.cy = S / 2 + rng.normal(0, 0.01) * S
     ctx.tsign = -1 if lab["eye_side"] == "right" else 1  # temporal direction (towards fovea) in x
     myopia = lab["is_pathologic_myopia"]
-    ctx.dd = rng.uniform(0.21, 0.28) * (1.1 if myopia else 1.0)  # disc diameter (unit)
-    centre_mode = rng.random()
-    if centre_mode < 0.7:  # macula-centred
-        ctx.fx = rng.normal(0, 0.05) - 0.05 * ctx.tsign
-    else:  # disc-centred-ish
-        ctx.fx = ctx.tsign * rng.uniform(0.1, 0.25)
+    ctx.dd = rng.uniform(0.24, 0.3) * (1.1 if myopia else 1.0)  # disc diameter (unit)
     ctx.fy = rng.normal(0.03, 0.04)
-    sep = 2.5 * ctx.dd * rng.uniform(0.9, 1.1) * (1.15 if myopia else 1.0)
+    sep = 2.5 * ctx.dd * rng.uniform(0.9, 1.1) * (1.1 if myopia else 1.0)
+    ctx.fx = ctx.tsign * sep * (rng.uniform(0.3, 0.55) if rng.random() < 0.8 else rng.uniform(0.1, 0.3))
     ctx.dx = ctx.fx - ctx.tsign * sep
     ctx.dy = ctx.fy - rng.uniform(0.02, 0.12) * ctx.dd * 1.5
     R = ctx.R
@@ -829,7 +831,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         if dens > 0.85:
             lab["quality_grade"] = "reject"
     # defocus
-    blur = {"good": rng.uniform(0.4, 1.2), "usable": rng.uniform(1.0, 2.5), "reject": rng.uniform(2.5, 6)}[q] * S / 512
+    blur = {"good": rng.uniform(1.2, 2.8), "usable": rng.uniform(2.0, 3.5), "reject": rng.uniform(3.5, 7)}[q] * S / 512
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
     # eyelash shadow: soft dark smudge entering from the top or bottom rim
@@ -848,7 +850,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         dust = cv2.GaussianBlur(dust, (0, 0), max(0.8, S / 300))
         img *= (1 - 0.3 * dust)[..., None]
     # colour balance / gamma
-    wb = rng.lognormal(0, [0.1, 0.13, 0.22]).astype(np.float32)
+    wb = np.exp(np.clip(rng.normal(0, [0.1, 0.1, 0.18]), -0.25, 0.35)).astype(np.float32)
     if rng.random() < 0.15:  # cooler/greenish cameras
         wb *= np.array([0.85, 1.1, 1.2], np.float32)
     img *= wb
