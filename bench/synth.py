@@ -3,6 +3,7 @@
 Per core = images / CPU seconds used (robust on a shared machine); wall-clock throughput is also printed.
 
 Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1]
+       python bench/synth.py --gallery   # writes docs/synthetic_gallery.png
 """
 import argparse
 import os
@@ -50,5 +51,32 @@ def main():
               f"({a.workers} worker{'s' if a.workers > 1 else ''}, {total} images)")
 
 
+
+
+def gallery(path="docs/synthetic_gallery.png", size=192, cols=6):
+    """One labelled row per condition, columns spread over seeds (and so over image quality)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rows = [("normal", ["normal"]), ("DR mild", ["dr1"]), ("DR moderate", ["dr2"]), ("DR severe", ["dr3"]),
+            ("DR proliferative", ["dr4"]), ("DME", ["dme"]), ("AMD", ["amd"]), ("glaucoma", ["glaucoma"]),
+            ("pathologic myopia", ["pathologic_myopia"]), ("hypertensive", ["hypertensive_retinopathy"]),
+            ("RVO", ["rvo"]), ("ERM", ["erm"]), ("optic atrophy", ["optic_atrophy"]), ("cataract", ["cataract"])]
+    lw = 150
+    canvas = Image.new("RGB", (lw + cols * size, len(rows) * size), (255, 255, 255))
+    d = ImageDraw.Draw(canvas)
+    for r, (name, cond) in enumerate(rows):
+        d.text((8, r * size + size // 2 - 6), name, fill=(0, 0, 0))
+        for c in range(cols):
+            s = render_fundus(100 + c * 7 + r, size, cond)
+            canvas.paste(Image.fromarray(s.image), (lw + c * size, r * size))
+            d.text((lw + c * size + 4, r * size + size - 14), s.labels["quality_grade"], fill=(255, 255, 255))
+    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    return path
+
+
 if __name__ == "__main__":
-    main()
+    if "--gallery" in sys.argv:
+        print(gallery())
+    else:
+        main()

@@ -353,6 +353,8 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
 
     # ---------------- background ----------------
     pig = rng.beta(2.0, 2.2)  # 0 blond .. 1 dark
+    if myopia:
+        pig = max(pig, rng.uniform(0.45, 0.8))
     base = np.array([0.95 - 0.45 * pig, 0.6 - 0.34 * pig, 0.36 - 0.24 * pig], np.float32)
     base *= rng.uniform(0.9, 1.08, 3).astype(np.float32)
     low = _smooth_noise(rng, (L, L), 5, 0.05) + _smooth_noise(rng, (L, L), 24, 0.018)
@@ -363,8 +365,8 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     lum = 1.0 + low
     if tess > 0.08:
         # choroidal vessels: noise sampled in polar coordinates -> radially elongated stripes
-        nth = int(rng.integers(40, 70))
-        grid = rng.standard_normal((8, nth + 3)).astype(np.float32)
+        nth = int(rng.integers(90, 150))
+        grid = rng.standard_normal((5, nth + 3)).astype(np.float32)
         grid[:, -3:] = grid[:, :3]
         T = max(64, S // 2)
         yt, xt = _grid(T)
@@ -373,9 +375,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         uyt = (yt * tsc - ctx.cy) / R
         ang = (cv2.phase(uxt, uyt) * (nth / (2 * np.pi))).astype(np.float32)
         mr = cv2.magnitude(uxt, uyt)
-        n1 = cv2.remap(grid, ang, mr * 6.0, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        n1 += _smooth_noise(rng, (T, T), 18, 0.35)
-        ridge = np.exp(-(n1 ** 2) * 5.0)  # choroidal vessels (orange) vs dark spaces
+        # contour lines of isotropic noise form a reticular network, slightly stretched radially
+        n1 = 0.5 * cv2.remap(grid, ang, mr * 3.0, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        n1 += _smooth_noise(rng, (T, T), int(rng.integers(22, 34)), 1.0)
+        ridge = np.exp(-(n1 ** 2) * 7.0)  # choroidal vessels (orange) vs dark spaces
         rad = np.clip(mr * 1.2, 0.3, 1.0)
         tmap = up(tess * (ridge - 0.45) * rad)
         if myopia:
@@ -400,7 +403,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     bgl[..., 2] = base[2] * lum * (1 - 0.1 * mac) * (1 + 0.8 * halo)
     img = up(bgl)
     if tmap is not None:
-        img *= (1 + tmap[..., None] * np.array([0.35, 0.6, 0.6], np.float32))
+        img *= (1 + tmap[..., None] * np.array([0.6, 0.45, 0.3], np.float32))
 
     # ---------------- optic disc ----------------
     tilt = myopia and rng.random() < 0.7
@@ -428,7 +431,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     ppa = myopia and rng.random() < 0.85 or (glauc and rng.random() < 0.35)
     if ppa:
         ppa_map = np.zeros((S, S), np.float32)
-        ext = rng.uniform(0.25, 0.9) * d_ax * (1.6 if myopia else 0.7)
+        ext = rng.uniform(0.3, 1.0) * d_ax * (2.2 if myopia else 0.7)
         pc = (int(round((dxp + ctx.tsign * ext * 0.5) * 16)), c16[1])
         cv2.ellipse(ppa_map, pc, (int((d_ax * ecc + ext * 0.5) * 16), int((d_ax + ext * 0.25) * 16)), disc_ang, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
         ppa_map = cv2.GaussianBlur(ppa_map[dsl], (k, k), 0) * (1 - disc_map[dsl])
@@ -733,11 +736,17 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
             m = ctx.mask("chorioretinal_atrophy")
             tmp = np.zeros((S, S), np.float32)
             for _ in range(int(rng.integers(1, 4))):
-                _blob(ctx, tmp, m, ctx.fx + rng.normal(0, 0.8 * ctx.dd), ctx.fy + rng.normal(0, 0.6 * ctx.dd),
-                      ctx.dd * rng.uniform(0.15, 0.45), 1.0, rng.uniform(0.6, 1), rng.uniform(0, 180))
-            tmp = cv2.GaussianBlur(tmp, (0, 0), max(0.8, 0.004 * R))
-            white += 0.55 * tmp
-            bright += 0.3 * tmp
+                _blob(ctx, tmp, None, ctx.fx + rng.normal(0, 0.8 * ctx.dd), ctx.fy + rng.normal(0, 0.6 * ctx.dd),
+                      ctx.dd * rng.uniform(0.2, 0.5), 1.0, rng.uniform(0.6, 1), rng.uniform(0, 180))
+            # irregular border: blur, perturb with noise, re-threshold
+            tmp = cv2.GaussianBlur(tmp, (0, 0), max(1.0, 0.03 * R)) + _smooth_noise(rng, (S, S), 30, 0.12)
+            patch = (tmp > 0.5).astype(np.float32)
+            m[(patch > 0) & (m == 0)] = 1
+            edge_p = cv2.GaussianBlur(patch, (0, 0), max(0.8, 0.004 * R))
+            ring = np.clip(edge_p * (1 - edge_p) * 4, 0, 1)
+            white += 0.45 * edge_p
+            bright += 0.35 * edge_p
+            dark += 0.5 * ring * (_smooth_noise(rng, (S, S), 40, 1.0) > 0.3)
             ctx.add_finding("chorioretinal_atrophy", "macula", "patchy")
     if htn:
         if rng.random() < 0.5:
@@ -766,9 +775,11 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         r_ = ctx.dd * rng.uniform(0.8, 1.5)
         tmp = np.zeros((S, S), np.float32)
         _blob(ctx, tmp, m, ctx.fx + rng.normal(0, 0.03), ctx.fy + rng.normal(0, 0.03), r_, 1.0, rng.uniform(0.6, 1.0), rng.uniform(0, 180))
-        st = _smooth_noise(rng, (S, S), 40, 1.0)
-        sheenm = cv2.GaussianBlur(tmp, (0, 0), r_ * R * 0.2) * np.clip(0.5 + st, 0, 1.5)
-        img += (sheenm * rng.uniform(0.18, 0.3))[..., None] * np.array([0.9, 0.9, 0.85], np.float32)
+        # cellophane sheen with fine radiating wrinkle striae
+        st = np.abs(_smooth_noise(rng, (S, S), 60, 1.0))
+        striae = np.exp(-st * 6.0)
+        sheenm = cv2.GaussianBlur(tmp, (0, 0), r_ * R * 0.25) * (0.45 + 0.55 * striae)
+        img += (sheenm * rng.uniform(0.14, 0.26))[..., None] * np.array([0.85, 0.9, 0.9], np.float32)
         ctx.add_finding("epiretinal_membrane", "macula", "moderate" if rng.random() < 0.5 else "mild")
 
     # composite lesions
