@@ -1,0 +1,102 @@
+"""Benchmark the app in a real browser (Debian chromium via Playwright); prints, does not assert.
+
+  python bench/app.py [--runs 5] [--size 1024]
+
+1. start-up to first page: from spawning ``python launch.py`` to the Analyse button being visible in the browser
+   (targets: < 20 s on 2 CPU cores);
+2. Analyse press to results: a 1024 px synthetic photograph is uploaded once, then the Analyse button is pressed
+   ``--runs`` times; each time is from the click to the status line reporting the new result, with the
+   probabilities and the saliency overlay rendered (target: < 1.5 s). The first press is reported separately
+   (it may include the model's warm-up), and the median of the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--size", type=int, default=1024)
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} not found: apt-get install chromium")
+        return 1
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from engine.synth import render_fundus
+
+    tmp = Path(tempfile.mkdtemp(prefix="visionclip_bench_"))
+    photo = tmp / "fundus.jpg"
+    Image.fromarray(render_fundus(123, args.size).image).save(photo, quality=92)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        proc = start_app(port, tmp / "bench.db", tmp / "app.log")
+        try:
+            while True:
+                try:
+                    page.goto(url, wait_until="load", timeout=5000)
+                    break
+                except Exception:
+                    if proc.poll() is not None:
+                        print((tmp / "app.log").read_text())
+                        return 1
+                    if time.perf_counter() - t0 > 180:
+                        print("app did not start within 180 s")
+                        return 1
+                    time.sleep(0.25)
+            page.wait_for_selector("#analyse-btn", state="visible", timeout=60_000)
+            startup = time.perf_counter() - t0
+            print(f"start-up to first page:        {startup:6.2f} s   (target < 20 s)")
+
+            page.locator("#image-in input[type=file]").set_input_files(str(photo))
+            page.wait_for_function("document.querySelector('#analyse-status').innerText.includes('Predicted')",
+                                   timeout=120_000)
+            times = []
+            for i in range(args.runs):
+                # Watch the status line: the run is done once it has shown "processing" and then stopped.
+                page.evaluate("""() => {
+                    window.__sawProcessing = false;
+                    const s = document.querySelector('#analyse-status');
+                    if (window.__obs) window.__obs.disconnect();
+                    window.__obs = new MutationObserver(() => {
+                        if (s.innerText.includes('processing')) window.__sawProcessing = true; });
+                    window.__obs.observe(s, {subtree: true, childList: true, characterData: true, attributes: true});
+                }""")
+                t = time.perf_counter()
+                page.locator("#analyse-btn").click()
+                page.wait_for_function(
+                    "(() => { const s = document.querySelector('#analyse-status');"
+                    " const o = document.querySelector('#overlay-out img');"
+                    " return window.__sawProcessing && !s.innerText.includes('processing')"
+                    " && s.innerText.includes('Predicted') && o && o.complete && o.naturalWidth > 0; })()",
+                    timeout=120_000, polling=20)
+                times.append(time.perf_counter() - t)
+            first, rest = times[0], times[1:] or times
+            print(f"Analyse press to results:      first {first:5.2f} s, median of next {len(rest)}: "
+                  f"{statistics.median(rest):5.2f} s (min {min(rest):.2f}, max {max(rest):.2f})   (target < 1.5 s)")
+            print(f"photograph: {args.size}x{args.size} px JPEG; browser: {CHROMIUM} headless")
+        finally:
+            stop_app(proc)
+            browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
