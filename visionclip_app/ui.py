@@ -175,17 +175,18 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 with gr.Row():
                     lab_source = gr.Radio([("synthetic benchmark", "synthetic"), ("labelled folder", "folder")],
                                           value="synthetic", label="Data")
-                    lab_n = gr.Number(value=48, precision=0, label="Synthetic images", minimum=4, maximum=2000)
+                    lab_n = gr.Number(value=48, precision=0, label="Synthetic images", minimum=4, maximum=2000,
+                                      elem_id="lab-n")
                     lab_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
                     lab_folder = gr.Textbox(label="Folder (server path)", max_lines=1)
-                lab_btn = gr.Button("Evaluate", variant="primary")
-                lab_status = gr.Markdown("", elem_classes=["status-line"])
+                lab_btn = gr.Button("Evaluate", variant="primary", elem_id="lab-btn")
+                lab_status = gr.Markdown("", elem_classes=["status-line"], elem_id="lab-status")
                 with gr.Row():
                     with gr.Column():
-                        lab_md_a = gr.Markdown("")
+                        lab_md_a = gr.Markdown("", elem_id="lab-md-a")
                         lab_fig_a = gr.Plot(label="Confusion matrix A")
                     with gr.Column():
-                        lab_md_b = gr.Markdown("")
+                        lab_md_b = gr.Markdown("", elem_id="lab-md-b")
                         lab_fig_b = gr.Plot(label="Confusion matrix B")
 
             # ------------------------------------------------------------------ 5. About / ethics
@@ -194,7 +195,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 if caps:
                     gr.Gallery(value=caps, label="Synthetic training-style samples (generated, not patients)",
                                columns=6, height=260, allow_preview=True)
-                gr.Markdown(h.about_markdown(ctx))
+                gr.Markdown(h.about_markdown(ctx), elem_id="about-md")
 
         # ---------------------------------------------------------------------- events
         def do_analyse(image_path, table, method, opacity, cls):

@@ -185,6 +185,17 @@ def test_main_journey(app, browser):
     assert '"healthy eye"' in row["prompt_set_json"]
     assert row["original_filename"] == "" and row["patient_id"] == ""
     shot(page, "07_exported")
+
+    # 7. prompt lab on a small synthetic benchmark, and the about page
+    open_tab(page, "Prompt lab")
+    page.locator("#lab-n input").fill("8")
+    page.locator("#lab-btn").click()
+    wait_text(page, "#lab-status", "Evaluated 2 prompt set(s)", timeout=120_000)
+    assert "accuracy" in text_of(page, "#lab-md-a") and "accuracy" in text_of(page, "#lab-md-b")
+    shot(page, "09_prompt_lab")
+    open_tab(page, "About and ethics")
+    wait_text(page, "#about-md", "not a medical device")
+    shot(page, "10_about")
     assert not errors, errors
     page.close()
 
