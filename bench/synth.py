@@ -71,7 +71,7 @@ def gallery(path="docs/synthetic_gallery.png", size=192, cols=6):
             s = render_fundus(100 + c * 7 + r, size, cond)
             canvas.paste(Image.fromarray(s.image), (lw + c * size, r * size))
             d.text((lw + c * size + 4, r * size + size - 14), s.labels["quality_grade"], fill=(255, 255, 255))
-    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
     return path
 
 

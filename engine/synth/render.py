@@ -322,7 +322,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     ctx.cy = S / 2 + rng.normal(0, 0.01) * S
     ctx.tsign = -1 if lab["eye_side"] == "right" else 1  # temporal direction (towards fovea) in x
     myopia = lab["is_pathologic_myopia"]
-    ctx.dd = rng.uniform(0.24, 0.3) * (1.1 if myopia else 1.0)  # disc diameter (unit)
+    ctx.dd = rng.uniform(0.26, 0.32) * (1.1 if myopia else 1.0)  # disc diameter (unit)
     ctx.fy = rng.normal(0.03, 0.04)
     sep = 2.5 * ctx.dd * rng.uniform(0.9, 1.1) * (1.1 if myopia else 1.0)
     ctx.fx = ctx.tsign * sep * (rng.uniform(0.3, 0.55) if rng.random() < 0.8 else rng.uniform(0.1, 0.3))
@@ -448,10 +448,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         cup_map *= 0.3
         ctx.mask("disc_oedema")[disc_map > 0.3] = 1
         ctx.add_finding("disc_oedema", "optic disc", "moderate")
-    disc_col = np.array([1.0, 0.78, 0.55], np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
-    cup_col = np.array([1.0, 0.93, 0.78], np.float32)
+    disc_col = np.array([1.08, 0.72, 0.5], np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    cup_col = np.array([1.35, 1.25, 1.05], np.float32)
     if atrophy:
-        disc_col = np.array([1.0, 0.93, 0.85], np.float32)
+        disc_col = np.array([1.3, 1.2, 1.05], np.float32)
         ctx.mask("disc_pallor")[disc_map > 0.5] = 1
         ctx.add_finding("disc_pallor", "optic disc", "marked" if rng.random() < 0.5 else "moderate")
     if glauc:
@@ -463,7 +463,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     sub = img[dsl]
     da = disc_map[dsl][..., None] * rng.uniform(0.8, 0.95)
     sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
-    ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * rng.uniform(0.5, 0.85)
+    ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * (rng.uniform(0.75, 0.95) if glauc else rng.uniform(0.5, 0.85))
     sub[:] = sub * (1 - ca) + cup_col * ca
 
     # ---------------- vessels ----------------
