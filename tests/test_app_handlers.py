@@ -334,3 +334,43 @@ def test_build_ui_constructs(ctx):
     from visionclip_app.ui import build_ui
     demo = build_ui(ctx)
     assert isinstance(demo, gr.Blocks)
+
+
+# ---------------------------------------------------------------------------------------- command line
+def test_cli_args_auth_and_host_warnings(tmp_path):
+    from visionclip_app import cli
+    a = cli.parse_args([])
+    assert (a.host, a.port, a.db, a.model, a.max_upload_mb) == ("127.0.0.1", 7860, "visionclip_cases.db", None, 25.0)
+    assert cli.parse_auth(a) is None
+    assert cli.parse_auth(cli.parse_args(["--auth", "ann:s3:cret"])) == [("ann", "s3:cret")]
+    f = tmp_path / "users.txt"
+    f.write_text("# reviewers\nann:pw1\nbob:pw2\n")
+    assert cli.parse_auth(cli.parse_args(["--auth-file", str(f)])) == [("ann", "pw1"), ("bob", "pw2")]
+    for bad in (["--auth", "nopassword"], ["--auth", ":pw"], ["--auth-file", str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit):
+            cli.parse_auth(cli.parse_args(bad))
+    for bad in (["--port", "0"], ["--max-upload-mb", "-1"], ["--auth", "a:b", "--auth-file", str(f)]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(bad)
+    assert cli.host_warnings("127.0.0.1", None) == [] and cli.host_warnings("localhost", None) == []
+    assert len(cli.host_warnings("0.0.0.0", None)) == 2
+    assert len(cli.host_warnings("0.0.0.0", [("a", "b")])) == 1
+
+
+def test_cli_main_launches_locally_without_share(model, tmp_path, monkeypatch, capsys):
+    import gradio as gr
+    import engine
+    from visionclip_app import cli
+    from visionclip_app import handlers as hh
+    seen = {}
+    monkeypatch.setattr(engine.VisionCLIP, "load", classmethod(lambda cls, path=None, device=None: model))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    monkeypatch.setattr(hh, "warmup", lambda ctx: 0.0)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # restored after the test
+    rc = cli.main(["--host", "0.0.0.0", "--port", "7999", "--db", str(tmp_path / "c.db"), "--auth", "a:b",
+                   "--max-upload-mb", "5"])
+    assert rc == 0
+    assert seen["share"] is False and seen["server_name"] == "0.0.0.0" and seen["server_port"] == 7999
+    assert seen["auth"] == [("a", "b")] and seen["max_file_size"] == 5 * 1024 * 1024
+    assert "WARNING: binding to 0.0.0.0" in capsys.readouterr().err
+    assert (tmp_path / "c.db").exists()

@@ -55,15 +55,21 @@ def parse_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
     return creds or None
 
 
+def host_warnings(host: str, auth) -> list[str]:
+    if host in LOCAL_HOSTS:
+        return []
+    out = [f"WARNING: binding to {host} makes the app reachable from other machines. "
+           "It has no clinical approval; use --auth and a trusted network."]
+    if not auth:
+        out.append("WARNING: no --auth given: anyone who can reach this port can use the app and read the case log.")
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     auth = parse_auth(args)
-    if args.host not in LOCAL_HOSTS:
-        print(f"WARNING: binding to {args.host} makes the app reachable from other machines. "
-              "It has no clinical approval; use --auth and a trusted network.", file=sys.stderr)
-        if not auth:
-            print("WARNING: no --auth given: anyone who can reach this port can use the app and read the case log.",
-                  file=sys.stderr)
+    for w in host_warnings(args.host, auth):
+        print(w, file=sys.stderr)
     # Offline and private: no telemetry, no hub downloads, uploads in a private folder removed at exit.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
