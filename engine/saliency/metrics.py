@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from scipy import ndimage, stats
 
-# Screening class -> the synthetic generator's mask names that show it.
+# Screening class -> the synthetic generator's mask names that show it. Diffuse findings that cover
+# the whole field (tessellation, media opacity) say nothing about localisation: the pointing game is
+# trivially won on them, so they are left out (cataract has no localised finding at all).
 LESION_MASKS: dict[str, tuple[str, ...]] = {
     "diabetic retinopathy": ("microaneurysms", "dot_blot_haemorrhages", "flame_haemorrhages", "hard_exudates",
                              "cotton_wool_spots", "irma", "venous_beading", "neovascularisation_disc",
@@ -21,15 +23,13 @@ LESION_MASKS: dict[str, tuple[str, ...]] = {
     "age-related macular degeneration": ("drusen_soft", "drusen_hard", "pigment_changes", "geographic_atrophy",
                                          "cnv_scar"),
     "glaucoma": ("enlarged_cup",),
-    "pathologic myopia": ("tessellation", "peripapillary_atrophy", "lacquer_cracks", "chorioretinal_atrophy",
-                          "tilted_disc"),
+    "pathologic myopia": ("peripapillary_atrophy", "lacquer_cracks", "chorioretinal_atrophy", "tilted_disc"),
     "hypertensive retinopathy": ("arteriolar_narrowing", "av_nicking", "copper_wiring", "silver_wiring",
                                  "flame_haemorrhages", "cotton_wool_spots", "disc_oedema"),
     "retinal vein occlusion": ("vein_dilation", "flame_haemorrhages", "dot_blot_haemorrhages", "cotton_wool_spots",
                                "macular_oedema"),
     "epiretinal membrane": ("epiretinal_membrane",),
     "optic atrophy": ("disc_pallor",),
-    "cataract": ("media_opacity",),
 }
 
 
