@@ -374,3 +374,17 @@ def test_cli_main_launches_locally_without_share(model, tmp_path, monkeypatch, c
     assert seen["auth"] == [("a", "b")] and seen["max_file_size"] == 5 * 1024 * 1024
     assert "WARNING: binding to 0.0.0.0" in capsys.readouterr().err
     assert (tmp_path / "c.db").exists()
+
+
+def test_concurrent_sessions_analyse_and_log(ctx, fundus_path):
+    """Several sessions at once (as gradio's worker threads would run them): all succeed, all are logged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def session(k):
+        out = h.analyse(ctx, fundus_path, small_table(), "gradcam", 0.5, None)
+        assert out[0].startswith(h.STATUS_OK), out[0]
+        return h.save_review(ctx, out[-1], f"reviewer {k}", "agree", [], 0.5, "")[1]
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(session, range(4)))
+    assert all(ids) and ctx.store.count() == 4

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +56,8 @@ class AppContext:
     work_dir: Path                      # private temp folder for exports; never named after uploads
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     examples_dir: Path = Path(__file__).resolve().parent.parent / "assets" / "examples"
+    # One model call at a time: Grad-CAM hooks on the shared network and the text cache are not thread-safe.
+    model_lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
     @classmethod
     def create(cls, model: VisionCLIP, store: CaseStore, work_dir: str | Path | None = None, **kw) -> "AppContext":
@@ -251,7 +254,8 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
     except (ImportError, AttributeError):
         return None, "saliency unavailable in this engine build"
     try:
-        res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", opacity=float(opacity))
+        with ctx.model_lock:
+            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", opacity=float(opacity))
     except VisionCLIPError as e:
         return None, one_line(e)
     return res.overlay, getattr(res, "method", method)
@@ -285,7 +289,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            probs = ctx.model.classify([image], ps)[0]
+            with ctx.model_lock:
+                probs = ctx.model.classify([image], ps)[0]
     except VisionCLIPError as e:
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
@@ -349,7 +354,8 @@ def warmup(ctx: AppContext) -> float:
         image = Image.fromarray(render_fundus(0, 384).image)
         ps = engine_prompts.load_preset(default_preset()) if default_preset() else None
         if ps is not None:
-            probs = ctx.model.classify([image], ps)[0]
+            with ctx.model_lock:
+                probs = ctx.model.classify([image], ps)[0]
             _saliency(ctx, image, ps, max(probs, key=probs.get), saliency_methods()[0], 0.5)
     except Exception as e:  # warm-up is best effort
         log.warning("warm-up failed: %s", one_line(e))
@@ -671,7 +677,8 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
             if progress and total:
                 progress(0.3 + 0.7 * (k + done / total) / len(sets), desc=f"prompt set {name}: {done}/{total} images")
         try:
-            r = ev.evaluate(ctx.model, data_dir, prompt_set=ps, progress=prog)
+            with ctx.model_lock:
+                r = ev.evaluate(ctx.model, data_dir, prompt_set=ps, progress=prog)
         except VisionCLIPError as e:
             return (*blank, error_status(f"Prompt set {name}: {e}"))
         fig = ev.plot_confusion_matrix(r)

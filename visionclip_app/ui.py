@@ -51,7 +51,9 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
     initial_table = h.load_preset_table(default)[0] if default else None
     examples = h.example_images(ctx)
 
-    with gr.Blocks(title="VisionCLIP: zero-shot fundus analysis (research use only)", analytics_enabled=False) as demo:
+    # delete_cache: every 30 min, remove cached uploads/outputs older than 2 h (gradio's upload cache).
+    with gr.Blocks(title="VisionCLIP: zero-shot fundus analysis (research use only)", analytics_enabled=False,
+                   delete_cache=(1800, 7200)) as demo:
         gr.Markdown(
             "# VisionCLIP\nZero-shot analysis of colour fundus photographs from free-text prompts, by a model "
             "trained **only on synthetic images**. Research and demonstration only: **not a medical device.**")
