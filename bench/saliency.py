@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -112,19 +113,21 @@ def time_methods(model, prompt_set, args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             explain(model, r.image, prompt_set, cls, method=method) if method != "scorecam" else None  # warm-up
-            times = []
+            times, cpu = [], []
             for _ in range(repeats):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 explain(model, r.image, prompt_set, cls, method=method)
                 times.append((time.perf_counter() - t) * 1000)
-        out[method] = {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats}
+                cpu.append((time.process_time() - c) * 1000)
+        out[method] = {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats,
+                       "cpu_ms": statistics.median(cpu)}
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint or folder (default: VisionCLIP.load())")
-    p.add_argument("--n", type=int, default=20, help="images per condition (default 20)")
+    p.add_argument("--n", type=int, default=20, help="images per condition (default 20; 0: speed only)")
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
@@ -144,13 +147,14 @@ def main(argv=None) -> int:
     prompt_set = load_prompt_set(args.prompts)
     random_model = M.randomize_image_tower(model, seed=args.seed)
     print(f"model {model.model_id} trained={model.is_trained} | method {args.method} | {args.n} images/condition "
-          f"at {args.size}px | torch threads {torch.get_num_threads()}")
+          f"at {args.size}px | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
     results = {"model": model.model_id, "trained": model.is_trained, "method": args.method, "conditions": {}}
     hdr = (f"{'condition':34s} {'n':>3s} {'share':>6s} {'P(cls)':>6s} | {'PG cam':>6s} {'tol':>5s} {'rand':>5s} "
            f"{'ctr':>5s} {'ctrtol':>6s} | {'ER cam':>6s} {'rand':>5s} {'ctr':>5s} | {'mult cam':>8s} {'rand':>6s} "
            f"{'ctr':>6s} | {'ROAD cam':>8s} {'rand':>6s} {'ctr':>6s} | {'rho':>5s} {'ssim':>5s}")
-    print(hdr)
-    for key in args.conditions:
+    if args.n > 0:
+        print(hdr)
+    for key in args.conditions if args.n > 0 else []:
         cls = class_for(key)
         if cls not in prompt_set:
             print(f"{cls}: not in the prompt set, skipped")
@@ -165,15 +169,17 @@ def main(argv=None) -> int:
               f"{s['er_centre']:5.2f} | {s['mult_cam']:8.4f} {s['mult_rand']:6.4f} {s['mult_centre']:6.4f} | "
               f"{s['road_cam']:8.4f} {s['road_rand']:6.4f} {s['road_centre']:6.4f} | {s['sanity_rho']:5.2f} "
               f"{s['sanity_ssim']:5.2f}   ({time.time() - t:.0f}s)", flush=True)
-    print("PG: pointing game (share of images whose map maximum is in a lesion mask; chance ~ share); tol: "
-          f"within {args.tolerance}px@512; ER: energy ratio in masks (1 = uniform); mult: CamMultImageConfidence"
-          "Change; ROAD: ROADCombined (higher = more faithful); rho/ssim: trained vs randomised tower (low = passes)")
+    if args.n > 0:
+        print("PG: pointing game (share of images whose map maximum is in a lesion mask; chance ~ share); tol: "
+              f"within {args.tolerance}px@512; ER: energy ratio in masks (1 = uniform); mult: CamMultImageConfidence"
+              "Change; ROAD: ROADCombined (higher = more faithful); rho/ssim: trained vs randomised tower (low = passes)")
     if not args.no_speed:
         speed = time_methods(model, prompt_set, args)
         results["speed_ms_224"] = speed
-        print("one map, one class, 224 px photograph (explain() end to end):")
+        print(f"one map, one class, 224 px photograph (explain() end to end; load average {os.getloadavg()[0]:.1f}):")
         for method, v in speed.items():
-            print(f"  {method:10s} median {v['median_ms']:8.0f} ms  min {v['min_ms']:8.0f} ms  ({v['repeats']} runs)")
+            print(f"  {method:10s} median {v['median_ms']:8.0f} ms  min {v['min_ms']:8.0f} ms  "
+                  f"CPU time {v['cpu_ms']:8.0f} ms (all threads)  ({v['repeats']} runs)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
