@@ -388,3 +388,22 @@ def test_concurrent_sessions_analyse_and_log(ctx, fundus_path):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(session, range(4)))
     assert all(ids) and ctx.store.count() == 4
+
+
+def test_neutral_upload_names():
+    from visionclip_app.uploads import UploadNames, rewrite_multipart
+    names = UploadNames(capacity=2)
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"C:\\\\scans\\\\Jane Doe MRN1.JPG\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\nfilename=\"keep-me-in-data\"\r\n"
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"notes.exe\"\r\n\r\nMZ\r\n--XyZ--\r\n")
+    out = rewrite_multipart(body, b"XyZ", names)
+    assert b"Jane" not in out and b"notes" not in out
+    assert b'filename="keep-me-in-data"' in out  # file data untouched
+    import re as _re
+    new = [m.decode() for m in _re.findall(rb'filename="(upload-[0-9a-f]{16}[^"]*)"', out)]
+    assert len(new) == 2 and new[0].endswith(".jpg") and "." not in new[1]
+    assert names.original_name(f"/tmp/x/{new[0]}") == "Jane Doe MRN1.JPG"
+    assert names.original_name("/tmp/x/upload-0000000000000000.png") is None
+    assert names.original_name("photo.png") is None
+    names.neutral_name("a.png")
+    assert names.original_name(new[0]) is None  # evicted: bounded memory

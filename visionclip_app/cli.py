@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    private_tmp = tempfile.mkdtemp(prefix="visionclip_")
+    private_tmp = tempfile.mkdtemp(prefix="visionclip_", dir=os.environ.get("VISIONCLIP_TMPDIR") or None)
     os.chmod(private_tmp, 0o700)
     os.environ["GRADIO_TEMP_DIR"] = os.path.join(private_tmp, "gradio")
     atexit.register(shutil.rmtree, private_tmp, True)
@@ -116,9 +116,13 @@ def main(argv=None) -> int:
           f"ready in {time.perf_counter() - t0:.1f} s", flush=True)
     from .handlers import warmup
     threading.Thread(target=warmup, args=(ctx,), daemon=True, name="visionclip-warmup").start()
+    from starlette.middleware import Middleware
+    from .uploads import NeutralUploadNames
+    upload_limit = int(args.max_upload_mb * 1024 * 1024)
+    middleware = [Middleware(NeutralUploadNames, names=ctx.upload_names, max_bytes=upload_limit + 1024 * 1024)]
     demo.launch(
         server_name=args.host, server_port=args.port, share=False, auth=auth, inbrowser=False,
-        max_file_size=int(args.max_upload_mb * 1024 * 1024), theme=THEME, css=CSS, show_error=False, quiet=False,
+        max_file_size=upload_limit, app_kwargs={"middleware": middleware}, theme=THEME, css=CSS, show_error=False, quiet=False,
         footer_links=[], allowed_paths=[str(ctx.examples_dir)], mcp_server=False, ssr_mode=False,
     )
     return 0

@@ -27,6 +27,7 @@ from engine import prompts as engine_prompts
 from engine.quality import assess_quality
 
 from .store import VERDICTS, CaseRecord, CaseStore, StoreError, strip_and_thumbnail
+from .uploads import NEUTRAL_RE, UploadNames
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class AppContext:
     examples_dir: Path = Path(__file__).resolve().parent.parent / "assets" / "examples"
     # One model call at a time: Grad-CAM hooks on the shared network and the text cache are not thread-safe.
     model_lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    upload_names: UploadNames = dataclasses.field(default_factory=UploadNames)
 
     @classmethod
     def create(cls, model: VisionCLIP, store: CaseStore, work_dir: str | Path | None = None, **kw) -> "AppContext":
@@ -261,6 +263,16 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
     return res.overlay, getattr(res, "method", method)
 
 
+def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
+    """The browser's file name (kept in memory only; stored in the case log only on opt-in)."""
+    if not image_path:
+        return None
+    name = Path(image_path).name
+    if NEUTRAL_RE.match(name):  # renamed on upload by uploads.NeutralUploadNames
+        return ctx.upload_names.original_name(name)
+    return name
+
+
 def saliency_methods() -> list[str]:
     try:
         from engine import saliency as sal
@@ -306,7 +318,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     state = {
         "image": image, "image_sha256": hashlib.sha256(data).hexdigest(),
         "thumbnail": strip_and_thumbnail(image),
-        "original_filename": Path(image_path).name if image_path else None,
+        "original_filename": _original_name(ctx, image_path),
         "prompt_set_json": json.dumps(ps.to_dict(), ensure_ascii=False), "prompt_set_sha256": ps.sha256,
         "prompt_set": ps, "probabilities": probs, "predicted_label": predicted, "model_id": ctx.model.model_id,
         "saliency_method": used if overlay is not None else None, "saliency_class": cls if overlay is not None else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,8 +49,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"app did not answer at {url} within {timeout} s")
 
 
-def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None) -> subprocess.Popen:
+def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None,
+              tmpdir: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if tmpdir is not None:
+        env["VISIONCLIP_TMPDIR"] = str(tmpdir)
     fh = log.open("w")
     return subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--db", str(db), *(extra or [])],
                             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -68,10 +72,12 @@ def stop_app(proc: subprocess.Popen) -> None:
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     port = free_port()
-    proc = start_app(port, tmp / "cases.db", tmp / "app.log")
+    (tmp / "apptmp").mkdir()
+    proc = start_app(port, tmp / "cases.db", tmp / "app.log", tmpdir=tmp / "apptmp")
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc)
-        yield {"url": f"http://127.0.0.1:{port}/", "db": tmp / "cases.db", "log": tmp / "app.log"}
+        yield {"url": f"http://127.0.0.1:{port}/", "db": tmp / "cases.db", "log": tmp / "app.log",
+               "tmp": tmp / "apptmp", "dir": tmp}
     finally:
         stop_app(proc)
 
@@ -127,11 +133,15 @@ def test_main_journey(app, browser):
     page.wait_for_selector("#analyse-btn", timeout=60_000)
     shot(page, "01_start")
 
-    # 1. upload an example: the upload itself runs the analysis
-    page.locator("#image-in input[type=file]").set_input_files(str(EXAMPLE))
+    # 1. upload a photograph whose name is identifying: the upload itself runs the analysis
+    upload = app["dir"] / "Jane_Doe_MRN12345.png"
+    shutil.copy(EXAMPLE, upload)
+    page.locator("#image-in input[type=file]").set_input_files(str(upload))
     wait_text(page, "#analyse-status", "Predicted")
     wait_text(page, "#probs-out", "glaucoma")
     shot(page, "02_uploaded")
+    on_disk = [p.name for p in app["tmp"].rglob("*")]
+    assert on_disk and not [n for n in on_disk if "Jane" in n or "MRN" in n], on_disk
 
     # 2. edit a prompt: rename the first row's class, then re-run
     edit_cell(page, "#prompt-table", 0, 0, "healthy eye")
