@@ -733,11 +733,13 @@ def about_markdown(ctx: AppContext) -> str:
              "depend strongly on the wording of the prompts, and have not been clinically validated. Grad-CAM "
              "maps show what influenced the score, not where disease is.",
              "## Data card",
-             f"- Training data: **100% synthetic** fundus images ({td.get('synthetic_images', 'unknown')} images)",
+             f"- Training data: **100% synthetic** fundus images "
+             f"({td.get('synthetic_images', td.get('synthetic_images_seen', 'unknown'))} images seen in training)",
              f"- Real patient images used for training: **{td.get('real_patient_images', 0)}**",
-             f"- Generator version: {td.get('generator_version', meta.get('generator_version', 'n/a'))}",
+             f"- Generator version: {td.get('generator_version') or td.get('generator') or 'n/a'}",
              f"- Model id: `{ctx.model.model_id}` · trained: {meta.get('trained', 'unknown')}"]
-    extra = {k: v for k, v in td.items() if k not in ("synthetic_images", "real_patient_images", "generator_version")}
+    shown = ("synthetic_images", "synthetic_images_seen", "real_patient_images", "generator_version", "generator")
+    extra = {k: v for k, v in td.items() if k not in shown}
     for k, v in extra.items():
         parts.append(f"- {k.replace('_', ' ')}: {v if not isinstance(v, (dict, list)) else json.dumps(v)[:300]}")
     parts += ["## Model card", card.read_text(encoding="utf-8") if card.is_file() else
