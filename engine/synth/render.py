@@ -97,6 +97,17 @@ def _grid(n):
     return g
 
 
+def _blur(img, sigma):
+    """Gaussian blur; large sigmas are done at reduced resolution (same look, a fraction of the cost)."""
+    if sigma < 1.6:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    h, w = img.shape[:2]
+    f = 2 if sigma < 4 else (4 if sigma < 10 else 8)
+    small = cv2.resize(img, (max(8, w // f), max(8, h // f)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), max(0.5, (sigma * sigma - (f / 2) ** 2) ** 0.5 / f))
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _smooth_noise(rng, shape, cells, amp=1.0):
     """Smooth value noise: small random grid up-sampled with bicubic interpolation."""
     h, w = shape
@@ -423,12 +434,12 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     cup_r = d_ax * cdr
     cv2.ellipse(cup_map, cupc, (max(1, int(cup_r * ecc * 16)), max(1, int(cup_r * 1.05 * 16))), disc_ang, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
     k = max(3, int(d_ax * 0.25) | 1)
-    hb = int(d_ax * 4 + 8)
+    ppa = myopia and rng.random() < 0.85 or (glauc and rng.random() < 0.35)
+    hb = int(d_ax * (4.0 if ppa else 1.6) + 8)
     dsl = (slice(max(0, int(dyp) - hb), min(S, int(dyp) + hb)), slice(max(0, int(dxp) - hb), min(S, int(dxp) + hb)))
     disc_map[dsl] = cv2.GaussianBlur(disc_map[dsl], (k, k), 0)
     cup_map[dsl] = cv2.GaussianBlur(cup_map[dsl], (k * 2 + 1, k * 2 + 1), 0)
     # peripapillary atrophy (myopia, glaucoma sometimes)
-    ppa = myopia and rng.random() < 0.85 or (glauc and rng.random() < 0.35)
     if ppa:
         ppa_map = np.zeros((S, S), np.float32)
         ext = rng.uniform(0.3, 1.0) * d_ax * (2.2 if myopia else 0.7)
@@ -534,14 +545,14 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
             vd[tmpv > 0.5] = 1
         ctx.add_finding("vein_dilation", "all four quadrants" if crvo else
                         ("superotemporal" if rvo_quadrant[0] else "inferotemporal"), "marked")
-    absorb = cv2.transform(cv2.merge([vv, va]), np.stack([vabs, aabs], 1).astype(np.float32))
+    refl_s = rng.uniform(0.05, 0.18)
+    rcol = -refl_s * np.array([1.0, 1.3, 1.4], np.float32)  # central light reflex brightens the vessel axis
+    absorb = cv2.transform(cv2.merge([vv, va, reflex]), np.stack([vabs, aabs, rcol], 1).astype(np.float32))
     np.subtract(1.0, absorb, out=absorb)
     img *= absorb
     if va_wire is not None:
         a = va_wire[..., None] * 0.6
         img[:] = img * (1 - a) + wire_col * img.max(axis=2, keepdims=True) * a
-    refl_s = rng.uniform(0.03, 0.12)
-    img += (refl_s * reflex)[..., None] * np.array([0.8, 0.7, 0.6], np.float32)
 
     # ---------------- lesions ----------------
     red = np.zeros((S, S), np.float32)      # haemorrhage absorption
@@ -653,7 +664,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
             big = np.zeros((S, S), np.float32)
             r_ = ctx.dd * rng.uniform(0.8, 1.8) * (1.0 if name == "preretinal_haemorrhage" else 1.6)
             _blob(ctx, big, m, x, y, r_, 1.0, rng.uniform(0.6, 0.9), rng.uniform(0, 180))
-            big = cv2.GaussianBlur(big, (0, 0), max(1.0, r_ * R * (0.1 if name == "preretinal_haemorrhage" else 0.5)))
+            big = _blur(big, max(1.0, r_ * R * (0.1 if name == "preretinal_haemorrhage" else 0.5)))
             red += big * 1.1
             ctx.add_finding(name, ctx.location(x, y), "moderate")
         if rng.random() < 0.35:
@@ -667,7 +678,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         r_ = ctx.dd * rng.uniform(0.5, 1.0)
         oed = np.zeros((S, S), np.float32)
         _blob(ctx, oed, m, ctx.fx + rng.normal(0, 0.02), ctx.fy + rng.normal(0, 0.02), r_, 1.0)
-        oed = cv2.GaussianBlur(oed, (0, 0), r_ * R * 0.3)
+        oed = _blur(oed, r_ * R * 0.3)
         white += 0.25 * oed
         # circinate ring of exudates
         m2 = ctx.mask("hard_exudates")
@@ -710,7 +721,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
                 bright += 0.5 * tmp
                 white += 0.25 * tmp
             else:
-                tmp = cv2.GaussianBlur(tmp, (0, 0), max(0.8, r_ * R * 0.15))
+                tmp = _blur(tmp, max(0.8, r_ * R * 0.15))
                 white += 0.6 * tmp
                 ring = tmp * (1 - tmp) * 4
                 dark += 0.5 * ring
@@ -739,7 +750,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
                 _blob(ctx, tmp, None, ctx.fx + rng.normal(0, 0.8 * ctx.dd), ctx.fy + rng.normal(0, 0.6 * ctx.dd),
                       ctx.dd * rng.uniform(0.2, 0.5), 1.0, rng.uniform(0.6, 1), rng.uniform(0, 180))
             # irregular border: blur, perturb with noise, re-threshold
-            tmp = cv2.GaussianBlur(tmp, (0, 0), max(1.0, 0.03 * R)) + _smooth_noise(rng, (S, S), 30, 0.12)
+            tmp = _blur(tmp, max(1.0, 0.03 * R)) + _smooth_noise(rng, (S, S), 30, 0.12)
             patch = (tmp > 0.5).astype(np.float32)
             m[(patch > 0) & (m == 0)] = 1
             edge_p = cv2.GaussianBlur(patch, (0, 0), max(0.8, 0.004 * R))
@@ -778,7 +789,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         # cellophane sheen with fine radiating wrinkle striae
         st = np.abs(_smooth_noise(rng, (S, S), 60, 1.0))
         striae = np.exp(-st * 6.0)
-        sheenm = cv2.GaussianBlur(tmp, (0, 0), r_ * R * 0.25) * (0.45 + 0.55 * striae)
+        sheenm = _blur(tmp, r_ * R * 0.25) * (0.45 + 0.55 * striae)
         img += (sheenm * rng.uniform(0.14, 0.26))[..., None] * np.array([0.85, 0.9, 0.9], np.float32)
         ctx.add_finding("epiretinal_membrane", "macula", "moderate" if rng.random() < 0.5 else "mild")
 
@@ -819,7 +830,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         a = rng.random() * 6.28
         d = uxl * math.cos(a) + uyl * math.sin(a)
         illum = illum * np.clip(1 - np.clip((d - rng.uniform(0.1, 0.5)) * 2.5, 0, 1) * rng.uniform(0.5, 0.9), 0, 1)
-    img *= up(illum.astype(np.float32))[..., None]
+    wb = np.exp(np.clip(rng.normal(0, [0.1, 0.1, 0.18]), -0.25, 0.35)).astype(np.float32)
+    if rng.random() < 0.15:  # cooler/greenish cameras
+        wb *= np.array([0.85, 1.1, 1.2], np.float32)
+    img *= up(illum.astype(np.float32)[..., None] * wb)
     # flare / haze crescent at the rim
     if rng.random() < (0.15 if q == "good" else 0.4):
         a = rng.random() * 6.28
@@ -830,7 +844,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     if lab["is_cataract"]:
         dens = rng.uniform(0.4, 1.0)
         sig = S * (0.006 + 0.02 * dens)
-        img = cv2.GaussianBlur(img, (0, 0), sig)
+        img = _blur(img, sig)
         veil = np.array([0.95, 0.85, 0.7], np.float32) * rng.uniform(0.6, 1.0)
         va_ = 0.25 + 0.5 * dens
         veil_map = (va_ * (0.8 + 0.3 * _smooth_noise(rng, (S, S), 3, 1.0)))[..., None]
@@ -844,7 +858,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     # defocus
     blur = {"good": rng.uniform(1.2, 2.8), "usable": rng.uniform(2.0, 3.5), "reject": rng.uniform(3.5, 7)}[q] * S / 512
     if blur > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), blur)
+        img = _blur(img, blur)
     # eyelash shadow: soft dark smudge entering from the top or bottom rim
     if q != "good" and rng.random() < 0.35:
         lash = np.zeros((S, S), np.float32)
@@ -852,7 +866,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         y0 = (ctx.cy - R * rng.uniform(0.75, 1.0)) if top else (ctx.cy + R * rng.uniform(0.75, 1.0))
         cv2.ellipse(lash, (int(ctx.cx + rng.normal(0, 0.3) * R), int(y0)), (int(R * rng.uniform(0.4, 0.9)), int(R * rng.uniform(0.1, 0.3))),
                     rng.uniform(-15, 15), 0, 360, 1.0, -1)
-        lash = cv2.GaussianBlur(lash, (0, 0), R * 0.08)
+        lash = _blur(lash, R * 0.08)
         img *= (1 - rng.uniform(0.4, 0.85) * lash)[..., None]
     if rng.random() < 0.3:
         dust = np.zeros((S, S), np.float32)
@@ -861,10 +875,6 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         dust = cv2.GaussianBlur(dust, (0, 0), max(0.8, S / 300))
         img *= (1 - 0.3 * dust)[..., None]
     # colour balance / gamma
-    wb = np.exp(np.clip(rng.normal(0, [0.1, 0.1, 0.18]), -0.25, 0.35)).astype(np.float32)
-    if rng.random() < 0.15:  # cooler/greenish cameras
-        wb *= np.array([0.85, 1.1, 1.2], np.float32)
-    img *= wb
     np.clip(img, 0, 1, out=img)
     gamma = rng.uniform(0.8, 1.25)
     img = cv2.pow(img, gamma)
