@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -56,8 +56,9 @@ class SyntheticSource:
 class SynFundusFolder:
     """A folder in SynFundus-1M layout: labels.csv (SynFundus columns) and images/<idx>.<ext>.
 
-    Captions come from the CSV's caption column when present, else from the labels through the
-    generator's caption builder, so the real SynFundus-1M trains as it is.
+    Captions: with a ``findings`` column (our generator's folders) a fresh description is built
+    for every draw, so repeated images meet varied wording; else the CSV's caption column; else the
+    labels alone through the same caption builder, so the real SynFundus-1M trains as it is.
     """
 
     def __init__(self, path: str, images: str = "images", **_):
@@ -83,18 +84,25 @@ class SynFundusFolder:
             if path_ is None:
                 continue
             labels = normalise_labels(lower)
-            self.items.append((path_, labels, (lower.get("caption") or "").strip()))
+            try:
+                findings = json.loads(lower["findings"]) if lower.get("findings") else None
+            except json.JSONDecodeError:
+                findings = None
+            self.items.append((path_, labels, findings, (lower.get("caption") or "").strip()))
         if not self.items:
             raise VisionCLIPError(f"no image of {csv_path} was found in {image_dir}")
         self.length = len(self.items)
         self.description = f"SynFundus-layout folder {root} ({self.length} images)"
 
-    def get(self, i: int):
-        from ..synth import build_caption
+    def get(self, i: int, draw: int | None = None):
+        from ..synth import build_caption, label_caption
 
-        path, labels, caption = self.items[i % self.length]
-        if not caption:
-            caption = build_caption(labels, None, np.random.default_rng(index_seed(i, 11)))
+        path, labels, findings, caption = self.items[i % self.length]
+        rng = np.random.default_rng(index_seed(i if draw is None else draw, 11))
+        if findings is not None:
+            caption = build_caption(labels, findings, rng) if rng.random() < 0.8 else label_caption(labels, rng)
+        elif not caption:
+            caption = build_caption(labels, None, rng)
         return load_image(path), caption, class_key(labels, caption)
 
 
@@ -147,16 +155,17 @@ class WebDatasetSource:
             i %= self.length
         if self._iter is None or i < self._pos:
             self._restart()
-        try:
-            for _ in range(i - self._pos):  # skip forward (resume, or samples owned by other ranks)
-                next(self._iter)
-            raw_image, raw_caption = next(self._iter)
-        except StopIteration:
-            if self.length is None and self._pos:
+        while True:  # read forward to sample i (resume, or samples owned by other ranks)
+            try:
+                raw_image, raw_caption = next(self._iter)
+            except StopIteration:
+                if self._pos == 0:
+                    raise VisionCLIPError(f"WebDataset {self.urls} holds no samples") from None
                 self.length = self._pos  # learnt the size: wrap around
                 return self.get(i)
-            raise VisionCLIPError(f"WebDataset {self.urls} holds no samples") from None
-        self._pos = i + 1
+            self._pos += 1
+            if self._pos - 1 == i:
+                break
         caption = raw_caption.decode("utf-8") if isinstance(raw_caption, bytes) else str(raw_caption)
         return load_image(io.BytesIO(raw_image)), caption.strip(), "caption:" + caption.strip()
 
@@ -226,7 +235,8 @@ class MixtureDataset(torch.utils.data.Dataset):
     def __getitem__(self, g: int):
         s, local = self.locate(g)
         try:
-            img, caption, key = self.sources[s].get(local)
+            src = self.sources[s]
+            img, caption, key = src.get(local, draw=g) if isinstance(src, SynFundusFolder) else src.get(local)
             return self.transform(img, index_seed(self.seed, g, 3)), caption, key
         except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
             log.debug("skipping sample %d: %s", g, e)

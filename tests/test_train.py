@@ -1,0 +1,230 @@
+"""Training program: config checks, data sources, losses, exact resume after SIGKILL, DDP parity."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from engine import VisionCLIP, VisionCLIPError
+from engine.train.loss import SoftLabelClipLoss
+from engine.train.params import config_from_dict, load_config
+
+from .conftest import make_fundus
+
+TINY = {
+    "image_size": 64,
+    "sources": [{"type": "synthetic", "seed": 0, "size": 64}],
+    "steps": 4,
+    "batch_size": 4,
+    "workers": 0,
+    "warmup_steps": 1,
+    "save_every": 2,
+    "val_synthetic": 0,
+    "log_every": 1,
+    "freeze_bn_stats": True,
+    "image_dropout": 0.0,
+}
+
+
+def write_config(path: Path, **overrides) -> Path:
+    path.write_text(yaml.safe_dump({**TINY, **overrides}))
+    return path
+
+
+def train_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "engine.cli", "train", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+
+
+# --- config and data checks: one clear line before any work -----------------------------------
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"stepz": 3}, "unknown key 'stepz' \\(did you mean 'steps'\\?\\)"),
+        ({"steps": "many"}, "'steps' must be int"),
+        ({"batch_size": 1}, "at least 2"),
+        ({"loss": "hinge"}, "loss must be"),
+        ({"sources": [{"type": "pictures"}]}, "needs a type"),
+        ({"sources": [{"type": "synthetic", "colour": 1}]}, "unknown keys: colour"),
+    ],
+)
+def test_bad_config_values(doc, message):
+    with pytest.raises(VisionCLIPError, match=message):
+        config_from_dict(doc)
+
+
+def test_unreadable_config_file(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("steps: [1, 2\n")
+    with pytest.raises(VisionCLIPError, match="cannot be parsed"):
+        load_config(bad)
+    with pytest.raises(VisionCLIPError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def _csv_dataset(tmp_path: Path, n: int, corrupt: int = 0) -> Path:
+    rows = []
+    for i in range(n):
+        p = tmp_path / f"{i}.png"
+        if i < corrupt:
+            p.write_bytes(b"\x89PNG broken")
+        else:
+            make_fundus(size=(80, 80), seed=i).save(p)
+        rows.append({"path": p.name, "caption": f"fundus photograph number {i}"})
+    with (tmp_path / "pairs.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "caption"])
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path / "pairs.csv"
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t: ["--out", t / "run", "--resume"], "nothing to resume"),
+        (lambda t: ["--out", t / "afile" / "run"], "not writable"),
+        (lambda t: ["--out", t / "run", "--eval-data", t / "nowhere"], "no labels.csv"),
+    ],
+)
+def test_bad_run_folders(tmp_path, make_args, message):
+    (tmp_path / "afile").write_text("x")
+    cfg = write_config(tmp_path / "c.yaml")
+    r = train_cli("--config", cfg, *make_args(tmp_path))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_data_and_batch_larger_than_dataset(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", sources=[{"type": "synfundus", "path": str(tmp_path / "absent")}])
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "no labels.csv" in r.stderr
+    csv_path = _csv_dataset(tmp_path, 3)
+    cfg = write_config(tmp_path / "c2.yaml", sources=[{"type": "csv", "path": str(csv_path)}], batch_size=8)
+    r = train_cli("--config", cfg, "--out", tmp_path / "run2")
+    assert r.returncode == 2 and "larger than the dataset" in r.stderr
+
+
+def test_csv_source_skips_and_counts_corrupt_images(tmp_path):
+    from engine.preprocess import FundusTransform
+    from engine.train.data import make_loader
+
+    csv_path = _csv_dataset(tmp_path, 6, corrupt=2)
+    cfg = config_from_dict({**TINY, "sources": [{"type": "csv", "path": str(csv_path)}], "batch_size": 6, "steps": 3})
+    loader, _ = make_loader(cfg, FundusTransform(64), 0, 0, 1)
+    batches = list(loader)
+    skipped = sum(b["skipped"] for b in batches)
+    assert skipped > 0 and all(b["images"].shape[0] == 6 - b["skipped"] for b in batches)
+
+
+def test_synfundus_layout_source(tmp_path):
+    from engine.synth import generate_dataset
+    from engine.train.data import SynFundusFolder
+
+    generate_dataset(tmp_path / "syn", n=3, seed=5, size=64, workers=1, progress=False)
+    src = SynFundusFolder(str(tmp_path / "syn"))
+    img, caption, key = src.get(1, draw=10)
+    assert img.size == (64, 64) and caption and key
+    _, caption_again, _ = src.get(1, draw=10)
+    assert caption_again == caption  # a draw is reproducible
+
+
+def test_webdataset_source(tmp_path):
+    import io
+    import tarfile
+
+    from engine.train.data import WebDatasetSource
+
+    shard = tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i in range(3):
+            for suffix, data in (("png", _png(i)), ("txt", f"caption {i}".encode())):
+                info = tarfile.TarInfo(f"{i:04d}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    src = WebDatasetSource(str(shard))
+    assert src.get(0)[1] == "caption 0" and src.get(2)[1] == "caption 2"
+    assert src.get(1)[1] == "caption 1"  # going back restarts the shard
+    assert src.get(4)[1] == "caption 1"  # wraps around once the size is known
+
+
+def _png(seed):
+    import io
+
+    buf = io.BytesIO()
+    make_fundus(size=(64, 64), seed=seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# --- losses ------------------------------------------------------------------------------------
+def test_soft_label_loss_equals_clip_loss_for_distinct_labels():
+    from open_clip.loss import ClipLoss
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    distinct = SoftLabelClipLoss()(img, txt, scale, torch.arange(6))
+    assert distinct == pytest.approx(float(ClipLoss()(img, txt, scale)), rel=1e-6)
+    shared = SoftLabelClipLoss()(img, txt, scale, torch.tensor([0, 0, 0, 1, 1, 2]))
+    assert float(shared) != pytest.approx(float(distinct), rel=1e-3)
+
+
+# --- runs ------------------------------------------------------------------------------------
+def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", steps=5)
+    r = train_cli("--config", cfg, "--out", tmp_path / "straight")
+    assert r.returncode == 0, r.stderr
+    r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
+    assert r.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
+    r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
+    assert r.returncode == 0, r.stderr
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+    loss_a = [m["loss"] for m in metrics(tmp_path / "straight")]
+    loss_b = {m["step"]: m["loss"] for m in metrics(tmp_path / "killed")}
+    assert [loss_b[s] for s in range(1, 6)] == pytest.approx(loss_a, rel=1e-4)
+    # keep_last=2: older checkpoints pruned; the final model loads as a trained model
+    assert len(list((tmp_path / "killed" / "checkpoints").glob("step_*.state.safetensors"))) == 2
+    model = VisionCLIP.load(tmp_path / "killed" / "model.safetensors")
+    assert model.is_trained and model.metadata["training_data"]["real_patient_images"] == 0
+
+
+def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", lr=1.0e30, warmup_steps=0, grad_clip=0.0, save_every=1, steps=6)
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "loss became nan" in r.stderr.lower()
+    assert "last good checkpoint" in r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_follows_single_process(tmp_path):
+    """Same global batch and seed: 2 ranks x 4 samples track 1 rank x 8 within 1e-4 (float reduction order)."""
+    single = write_config(tmp_path / "single.yaml", steps=3, batch_size=8, augment=False)
+    double = write_config(tmp_path / "double.yaml", steps=3, batch_size=4, augment=False)
+    r = train_cli("--config", single, "--out", tmp_path / "one")
+    assert r.returncode == 0, r.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "engine.train.main", "--config", str(double), "--out", str(tmp_path / "two")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one = [m["loss"] for m in metrics(tmp_path / "one")]
+    two = [m["loss"] for m in metrics(tmp_path / "two")]
+    assert len(one) == len(two) == 3
+    assert two == pytest.approx(one, rel=1e-4)
