@@ -72,6 +72,32 @@ QUALITY_REMARKS = {
 }
 
 
+_QUADS = ("superotemporal", "superonasal", "inferotemporal", "inferonasal")
+
+
+def _with_location(w, loc):
+    """Attach a location phrase to a finding phrase with correct grammar."""
+    if loc == "diffuse":
+        if w.startswith(("a ", "an ")):
+            return w
+        return w if w.startswith(("diffuse", "generalised")) else f"diffuse {w}"
+    if loc == "arterioles" or ("disc" in w and loc in ("optic disc", "peripapillary")) or ("cup" in w and loc == "optic disc"):
+        return w
+    if loc in _QUADS:
+        return f"{w} in the {loc} quadrant"
+    if loc == "fovea":
+        return f"{w} at the fovea"
+    if loc == "peripapillary":
+        return f"{w} around the optic disc"
+    if loc == "optic disc":
+        return f"{w} at the optic disc"
+    if loc.startswith(("temporal to", "at ", "in ", "around ")):
+        return f"{w} {loc}"
+    if loc.startswith(("all ", "two ")):
+        return f"{w} in {loc}"
+    return f"{w} in the {loc}"
+
+
 def _rng(rng):
     return rng if rng is not None else np.random.default_rng()
 
@@ -148,17 +174,7 @@ def build_caption(labels: dict, findings: list | None = None, rng: np.random.Gen
             w = _pick(rng, words)
             loc = f.get("location") or ""
             sev = f.get("severity") or ""
-            bits = w
-            if loc and rng.random() < 0.8:
-                prep = "in the" if not loc.startswith(("at ", "temporal", "all", "two", "diffuse", "arterioles", "periphery")) else ""
-                if loc == "diffuse":
-                    bits = f"diffuse {w}"
-                elif loc in ("arterioles",):
-                    bits = w
-                elif prep:
-                    bits = f"{w} {prep} {loc}"
-                else:
-                    bits = f"{w} {'in the ' if loc == 'periphery' else ('in ' if loc.startswith(('all', 'two')) else '')}{loc}"
+            bits = _with_location(w, loc) if loc and rng.random() < 0.8 else w
             if sev and rng.random() < 0.4 and not sev[0].isdigit():
                 bits = f"{bits} ({sev})"
             elif sev.startswith("cup-to-disc"):
