@@ -21,9 +21,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def model():
-    from engine import VisionCLIP
-    return VisionCLIP.load()
+def model(default_model):
+    """The session-wide default model from tests/conftest.py (loaded once per test session)."""
+    return default_model
 
 
 @pytest.fixture
