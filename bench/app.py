@@ -91,7 +91,9 @@ def main(argv=None) -> int:
             first, rest = times[0], times[1:] or times
             print(f"Analyse press to results:      first {first:5.2f} s, median of next {len(rest)}: "
                   f"{statistics.median(rest):5.2f} s (min {min(rest):.2f}, max {max(rest):.2f})   (target < 1.5 s)")
-            print(f"photograph: {args.size}x{args.size} px JPEG; browser: {CHROMIUM} headless")
+            import os
+            print(f"photograph: {args.size}x{args.size} px JPEG; browser: {CHROMIUM} headless; "
+                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
         finally:
             stop_app(proc)
             browser.close()
