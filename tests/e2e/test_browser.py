@@ -222,7 +222,11 @@ def test_bad_upload_shows_one_line_error_and_app_keeps_serving(app, browser, tmp
     lines = [ln for ln in text_of(page, "#analyse-status").splitlines() if ln.strip()]
     assert len(lines) == 1 and "Not a usable image" in lines[0], lines
     shot(page, "08_bad_upload")
-    # still serving: a good image works afterwards
-    page.locator("#image-in input[type=file]").set_input_files(str(EXAMPLE))
+    # still serving: pick an example from the gallery and analyse it
+    page.locator("button.gallery-item").nth(4).click()  # sorted: amd, cataract, dr, glaucoma, hypertensive, normal
+    page.locator("#image-in img").first.wait_for(state="visible", timeout=30_000)
+    page.locator("#analyse-btn").click()
     wait_text(page, "#analyse-status", "Predicted")
+    page.locator("#overlay-out img").first.wait_for(state="visible", timeout=30_000)
+    shot(page, "11_example_after_error")
     page.close()
