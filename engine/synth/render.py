@@ -209,7 +209,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
         # small macular branches direct from disc
         h3 = math.atan2(rng.uniform(-0.2, 0.2), t)
         stack.append((kind, ctx.dx, ctx.dy, h3, base_w * wscale * 0.45, False, 1))
-    minw = 0.004
+    minw = 0.0028
     arc_a = rng.uniform(1.3, 1.9) * ctx.dd
     arc_b = rng.uniform(0.8, 1.2) * ctx.dd
     arc_c = rng.uniform(0.0, 0.15)
@@ -242,7 +242,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
                 break
             if depth and (x - ctx.fx) ** 2 + (y - ctx.fy) ** 2 < (0.45 * ctx.dd) ** 2:
                 break
-            if length > next_branch and depth < 4:
+            if length > next_branch and depth < 5:
                 next_branch = length + rng.exponential(0.14 + 0.06 * depth) + 0.05
                 frac = rng.uniform(0.4, 0.75)
                 wc = w * frac
