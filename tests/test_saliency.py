@@ -207,3 +207,20 @@ def test_one_class_softmax_warns_and_falls_back(effnet):
 def test_image_errors_come_from_load_image(effnet):
     with pytest.raises(VisionCLIPError, match="no such image file"):
         explain(effnet, "/nonexistent/eye.png", TWO, "glaucoma")
+
+
+def test_tiny_vit_at_another_input_size_end_to_end():
+    """A 112 px ViT (7x7 patch grid): the reshape follows the token count, not a fixed 14x14."""
+    import copy
+
+    import open_clip
+
+    cfg = copy.deepcopy(open_clip.get_model_config("ViT-B-16"))
+    cfg["embed_dim"] = 32
+    cfg["vision_cfg"].update(image_size=112, layers=2, width=64, head_width=32, patch_size=16)
+    cfg["text_cfg"].update(layers=1, width=32, heads=2)
+    m = VisionCLIP.from_config(cfg, pretrained_towers=False)
+    assert m.image_size == 112
+    res = explain(m, _fundus(), TWO, "glaucoma")
+    _check_map(res, _fundus())
+    assert res.input_map.shape == (112, 112)
