@@ -286,7 +286,8 @@ def _draw_vessels(ctx, vessels, img_v, img_a, reflex, widen=None):
             while j < n - 1 and abs(wpx[j] - w0) < 0.6:
                 j += 1
             th = max(1, int(round(w0)))
-            cv2.polylines(target, [ipts[i:j + 1]], False, 1.0, th, cv2.LINE_AA, sh)
+            val = 1.0 if w0 >= 3.0 else 0.3 + 0.7 * (w0 / 3.0)  # thin vessels: less contrast
+            cv2.polylines(target, [ipts[i:j + 1]], False, val, th, cv2.LINE_AA, sh)
             if w0 > 3.5:
                 cv2.polylines(reflex, [ipts[i:j + 1]], False, 1.0, 1, cv2.LINE_AA, sh)
             i = j
@@ -564,7 +565,9 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     qname = {(True, True): "superotemporal", (True, False): "superonasal",
              (False, True): "inferotemporal", (False, False): "inferonasal"}
 
-    def scatter(name, fmap, n, radius, quadrant=None, near_mac=0.5, ecc=1.0, flame=False, val=1.0, rmax=0.82):
+    def scatter(name, fmap, n, radius, quadrant=None, near_mac=0.5, ecc=1.0, flame=False, val=1.0, rmax=0.82, irregular=None):
+        if irregular is None:
+            irregular = "haemorrhage" in name
         pts = _quadrant_points(ctx, n, quadrant, near_macula=near_mac, rmax=rmax)
         m = ctx.mask(name)
         for x, y in pts:
@@ -577,7 +580,12 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
                 _blob(ctx, fmap, m, x, y, rad, val * rng.uniform(0.6, 1.0), e, ang)
                 # the ellipse is drawn with axes (rad, rad*e): elongated along the fibre direction
                 continue
-            _blob(ctx, fmap, m, x, y, rad, val * rng.uniform(0.6, 1.0), e, rng.uniform(0, 180))
+            v = val * rng.uniform(0.6, 1.0)
+            _blob(ctx, fmap, m, x, y, rad, v, e, rng.uniform(0, 180))
+            if irregular and rad > 0.008:  # blot haemorrhages: irregular outline from overlapping lobes
+                for _ in range(int(rng.integers(1, 3))):
+                    _blob(ctx, fmap, m, x + rng.normal(0, rad * 0.5), y + rng.normal(0, rad * 0.5),
+                          rad * rng.uniform(0.4, 0.8), v * rng.uniform(0.7, 1.0), rng.uniform(0.5, 1.0), rng.uniform(0, 180))
         return pts
 
     def add(name, pts, severity, default_loc=None):
@@ -797,7 +805,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     if red.any():
         np.clip(red, 0, 1.2, out=red)
         red_b = cv2.GaussianBlur(red, (3, 3), 0) if S >= 256 else red
-        hab = np.array([[0.4], [0.75], [0.7]], np.float32)
+        hab = np.array([[0.3], [0.74], [0.68]], np.float32)
         absorb = cv2.transform(red_b[..., None], hab)
         np.subtract(1.0, absorb, out=absorb)
         img *= absorb
