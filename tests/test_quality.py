@@ -63,3 +63,20 @@ def test_degraded_images_are_flagged(degrade, word):
 def test_reasons_are_one_line_each():
     q = assess_quality(fake_fundus().filter(ImageFilter.GaussianBlur(15)))
     assert all("\n" not in r and len(r) < 120 for r in q["reasons"])
+
+
+def test_calibration_on_the_synthetic_generator():
+    """Few false alarms on the engine's own good/usable renders; heavy blur of the same images is caught."""
+    synth = pytest.importorskip("engine.synth")
+    flagged, blurred_caught, n = 0, 0, 0
+    for seed in range(2000, 2024):
+        r = synth.render_fundus(seed, size=512)
+        if r.labels.get("quality_grade") == "reject":
+            continue
+        n += 1
+        im = Image.fromarray(r.image)
+        flagged += not assess_quality(im)["gradable"]
+        blurred_caught += not assess_quality(im.filter(ImageFilter.GaussianBlur(8)))["gradable"]
+    assert n >= 15
+    assert flagged <= max(1, n // 10), (flagged, n)
+    assert blurred_caught >= 0.8 * n, (blurred_caught, n)
