@@ -286,7 +286,8 @@ def _draw_vessels(ctx, vessels, img_v, img_a, reflex, widen=None):
             while j < n - 1 and abs(wpx[j] - w0) < 0.6:
                 j += 1
             th = max(1, int(round(w0)))
-            val = 1.0 if w0 >= 3.0 else 0.3 + 0.7 * (w0 / 3.0)  # thin vessels: less contrast
+            wn = w0 * 256.0 / S  # width normalised to a 256 px image so the look is size-independent
+            val = 1.0 if wn >= 4.0 else 0.2 + 0.8 * (wn / 4.0)  # thin vessels: less contrast
             cv2.polylines(target, [ipts[i:j + 1]], False, val, th, cv2.LINE_AA, sh)
             if w0 > 3.5:
                 cv2.polylines(reflex, [ipts[i:j + 1]], False, 1.0, 1, cv2.LINE_AA, sh)
@@ -520,7 +521,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     else:
         va_wire = None
     # vessel colouring (multiplicative absorption)
-    vess_str = rng.uniform(0.75, 1.0)
+    vess_str = rng.uniform(0.55, 0.9)
     vabs = np.array([0.24, 0.6, 0.55], np.float32) * vess_str
     aabs = np.array([0.1, 0.38, 0.35], np.float32) * vess_str
     vv = cv2.GaussianBlur(vv, (3, 3), 0.6 * S / 512 + 0.3)
