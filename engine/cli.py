@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from . import __version__
+from .cli_args import add_model_arguments
 from .errors import VisionCLIPError
 
 # Subcommands that live beside their library code: module with add_arguments(parser) and run(args).
@@ -21,12 +22,6 @@ EXTERNAL_COMMANDS = {
     "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
     "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
 }
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint (.safetensors) or folder; default: the embedded model")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--trust-pickle", action="store_true", help="allow a .pt/.pth checkpoint (it can run code)")
 
 
 def load_model(args):
@@ -113,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
-    _add_model_args(p)
+    add_model_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="zero-shot metrics on a labelled folder",
@@ -125,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix")
     p.add_argument("--predictions", metavar="FILE.csv", help="write each image's probabilities")
     p.add_argument("--batch-size", type=int, default=32)
-    _add_model_args(p)
+    add_model_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
@@ -136,8 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_arguments(p)
-        if name in ("explain",):
-            _add_model_args(p) if "--model" not in p._option_string_actions else None
         p.set_defaults(func=mod.run)
     return parser
 

@@ -215,7 +215,7 @@ def _free_port() -> int:
 
 
 def test_two_process_gloo_follows_single_process(tmp_path):
-    """Same global batch and seed: 2 ranks x 4 samples track 1 rank x 8 within 1e-4 (float reduction order)."""
+    """Same global batch and seed: 2 ranks x 4 samples track 1 rank x 8 within 0.1% (float reduction order)."""
     single = write_config(tmp_path / "single.yaml", steps=3, batch_size=8, augment=False)
     double = write_config(tmp_path / "double.yaml", steps=3, batch_size=4, augment=False)
     r = train_cli("--config", single, "--out", tmp_path / "one")
@@ -227,4 +227,4 @@ def test_two_process_gloo_follows_single_process(tmp_path):
     one = [m["loss"] for m in metrics(tmp_path / "one")]
     two = [m["loss"] for m in metrics(tmp_path / "two")]
     assert len(one) == len(two) == 3
-    assert two == pytest.approx(one, rel=1e-4)
+    assert two == pytest.approx(one, rel=1e-3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_args import add_model_arguments
 from ..errors import VisionCLIPError
 from .explain import METHODS, TARGETS
 
@@ -17,14 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explain the cosine similarity (default) or the class's softmax probability")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
     parser.add_argument("--out", default=None, metavar="FILE.png", help="overlay to write (default: IMAGE_saliency.png in the current folder)")
-    for flag, kw in (("--model", dict(default=None, help="checkpoint (.safetensors) or folder; default: the embedded model")),
-                     ("--device", dict(default="auto", help="auto, cpu, cuda, cuda:N")),
-                     ("--trust-pickle", dict(action="store_true", help="allow a .pt/.pth checkpoint (it can run code)"))):
-        try:
-            parser.add_argument(flag, **kw)
-        except argparse.ArgumentError:  # the caller already defines the model options
-            pass
-
+    add_model_arguments(parser)
 
 def run(args) -> int:
     from ..model import VisionCLIP
@@ -37,8 +31,7 @@ def run(args) -> int:
         raise VisionCLIPError(f"--out must be an image file name such as overlay.png, not {out.name}")
     if out.parent and not out.parent.exists():
         raise VisionCLIPError(f"output folder {out.parent} does not exist")
-    model = VisionCLIP.load(getattr(args, "model", None), device=getattr(args, "device", "auto"),
-                            trust_pickle=getattr(args, "trust_pickle", False))
+    model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
     result = explain(model, args.image, prompt_set, args.class_name, method=args.method, target=args.target,
                      opacity=args.opacity)
     result.overlay.save(out)

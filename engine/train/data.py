@@ -56,12 +56,18 @@ class SyntheticSource:
 class SynFundusFolder:
     """A folder in SynFundus-1M layout: labels.csv (SynFundus columns) and images/<idx>.<ext>.
 
-    Captions: with a ``findings`` column (our generator's folders) a fresh description is built
-    for every draw, so repeated images meet varied wording; else the CSV's caption column; else the
-    labels alone through the same caption builder, so the real SynFundus-1M trains as it is.
+    Captions (``captions``): "csv" uses the caption column (built when the folder was generated),
+    falling back to the labels; "rebuild" builds a fresh description per draw from the findings
+    column, for varied wording at the cost of a text-tower pass per draw (the frozen tower's cache
+    only helps captions that repeat); "labels" builds from the labels alone in a few wordings per
+    label combination, which is how the real SynFundus-1M (labels, no captions) trains through the
+    same caption builder, and cheap on CPU because the captions repeat.
     """
 
-    def __init__(self, path: str, images: str = "images", **_):
+    def __init__(self, path: str, images: str = "images", captions: str = "csv", **_):
+        if captions not in ("csv", "rebuild", "labels"):
+            raise VisionCLIPError(f"synfundus captions must be csv, rebuild or labels, not '{captions}'")
+        self.captions = captions
         from ..synth.schema import normalise_labels
 
         root = Path(path)
@@ -98,10 +104,15 @@ class SynFundusFolder:
         from ..synth import build_caption, label_caption
 
         path, labels, findings, caption = self.items[i % self.length]
-        rng = np.random.default_rng(index_seed(i if draw is None else draw, 11))
-        if findings is not None:
+        draw = i if draw is None else draw
+        if self.captions == "labels":
+            # a few wordings per label combination: captions repeat, so the frozen text tower's
+            # cache answers nearly every draw (the text tower dominates a CPU step otherwise)
+            draw %= 8
+        rng = np.random.default_rng(index_seed(draw, 11))
+        if self.captions == "rebuild" and findings is not None:
             caption = build_caption(labels, findings, rng) if rng.random() < 0.8 else label_caption(labels, rng)
-        elif not caption:
+        elif self.captions == "labels" or not caption:
             caption = build_caption(labels, None, rng)
         return load_image(path), caption, class_key(labels, caption)
 

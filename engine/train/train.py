@@ -39,6 +39,12 @@ STATE_SUFFIX = ".state.safetensors"
 class CachedTextFeatures:
     """Pooled outputs of a frozen HF text tower, computed once per distinct caption."""
 
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        # Pad to the longest caption, not the full context: masked mean pooling gives the same
+        # features, and the text tower is the costliest part of a CPU step.
+        hf = self.tokenizer.tokenizer
+        return hf(texts, padding=True, truncation=True, max_length=self.tokenizer.context_length, return_tensors="pt").input_ids
+
     def __init__(self, text_tower, tokenizer, device, max_items: int = 200_000):
         self.text, self.tokenizer, self.device, self.max_items = text_tower, tokenizer, device, max_items
         self.cache: dict[str, torch.Tensor] = {}
@@ -48,7 +54,7 @@ class CachedTextFeatures:
         missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
         if missing:
             self.text.transformer.eval()  # frozen tower: features without dropout, same every time
-            tokens = self.tokenizer(missing).to(self.device)
+            tokens = self._tokenize(missing).to(self.device)
             mask = (tokens != self.text.config.pad_token_id).long()
             out = self.text.transformer(input_ids=tokens, attention_mask=mask)
             pooled = self.text.pooler(out, mask).float().cpu()

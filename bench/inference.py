@@ -1,0 +1,119 @@
+"""Inference speed and memory of the default model, with open_clip RN50 (random weights) as a peer.
+
+    python bench/inference.py [--runs 20] [--device cpu|cuda]
+
+Prints per-image latency at batch 1, throughput at batch 32 (224 px), the cost of a re-classify
+after editing one prompt (cached text embeddings), and the peak RSS of a fresh process that loads
+the default model and classifies one image. Targets on 2 CPU cores: <= 60 ms per image at batch 1,
+a re-classify costs one text encoding plus the image encoding, peak RSS < 1.5 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from engine import PromptSet, VisionCLIP, load_preset  # noqa: E402
+
+RSS_SNIPPET = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from engine import VisionCLIP, load_preset
+from PIL import Image
+import numpy as np
+m = VisionCLIP.load()
+m.classify([Image.fromarray(np.full((512, 512, 3), 120, np.uint8))], load_preset("screening"))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def example_image() -> Image.Image:
+    examples = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.png"))
+    if examples:
+        return Image.open(examples[0]).convert("RGB")
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, runs: int, device) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(runs):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure(name: str, model: VisionCLIP, image: Image.Image, runs: int) -> dict:
+    tensor = model.transform(image)
+    batch32 = [tensor] * 32
+    lat_e2e = timed(lambda: model.encode_images([image]), runs, model.device)
+    lat_net = timed(lambda: model.encode_images([tensor]), runs, model.device)
+    thr = timed(lambda: model.encode_images(batch32, batch_size=32), max(3, runs // 4), model.device)
+    ps = load_preset("screening")
+    model.classify([image], ps)
+    edited = ps.to_dict()
+    edited["glaucoma"] = edited["glaucoma"][:-1] + ["an edited glaucoma prompt, never seen before"]
+    before = model.text_encodings
+    t = time.perf_counter()
+    model.classify([image], PromptSet(edited))
+    recls = time.perf_counter() - t
+    t = time.perf_counter()
+    model.encode_texts(["another new prompt for timing one text encoding"])
+    one_text = time.perf_counter() - t
+    return {
+        "model": name,
+        "batch1_ms_end_to_end": 1000 * statistics.median(lat_e2e),
+        "batch1_ms_network": 1000 * statistics.median(lat_net),
+        "batch32_img_per_s": 32 / statistics.median(thr),
+        "reclassify_ms": 1000 * recls,
+        "reclassify_text_encodings": model.text_encodings - before,
+        "one_text_encoding_ms": 1000 * one_text,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    image = example_image()
+    rows = []
+    default = VisionCLIP.load(device=args.device)
+    rows.append(measure(f"default ({default.model_id})", default, image, args.runs))
+    rn50 = VisionCLIP.from_config("RN50", pretrained_towers=False, device=args.device)
+    rows.append(measure("open_clip RN50 (random)", rn50, image, args.runs))
+    print(f"device: {default.device}, torch threads: {torch.get_num_threads()}")
+    keys = list(rows[0])[1:]
+    print(f"{'metric':28s}" + "".join(f"{r['model'][:34]:>36s}" for r in rows))
+    for k in keys:
+        print(f"{k:28s}" + "".join(f"{r[k]:36.1f}" for r in rows))
+    print(f"ratio default/RN50 batch-1 latency: {rows[0]['batch1_ms_network'] / rows[1]['batch1_ms_network']:.2f}")
+    print(f"ratio default/RN50 batch-32 throughput: {rows[0]['batch32_img_per_s'] / rows[1]['batch32_img_per_s']:.2f}")
+    if args.device == "cpu":
+        root = str(Path(__file__).resolve().parent.parent)
+        out = subprocess.run([sys.executable, "-c", RSS_SNIPPET.format(root=root)], capture_output=True, text=True)
+        rss = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
+        print(f"peak RSS, load default + classify one image: {rss} MB (target < 1536)")
+    if torch.cuda.is_available() and args.device == "cpu":
+        print("a GPU is present: run again with --device cuda for GPU figures")
+
+
+if __name__ == "__main__":
+    main()
