@@ -372,11 +372,11 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     base *= rng.uniform(0.9, 1.08, 3).astype(np.float32)
     low = _smooth_noise(rng, (L, L), 5, 0.05) + _smooth_noise(rng, (L, L), 24, 0.018)
     # choroidal tessellation
-    tess = rng.beta(1.0, 5.0) * (1 - pig * 0.6) * (rng.random() < 0.5)
+    tess = 0.6 * rng.beta(1.0, 5.0) * (1 - pig * 0.6) * (rng.random() < 0.5)
     if myopia:
         tess = rng.uniform(0.55, 1.0)
     lum = 1.0 + low
-    if tess > 0.08:
+    if tess > 0.05:
         # choroidal vessels: noise sampled in polar coordinates -> radially elongated stripes
         nth = int(rng.integers(90, 150))
         grid = rng.standard_normal((5, nth + 3)).astype(np.float32)
@@ -578,7 +578,11 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
             if flame:
                 ang = math.degrees(math.atan2(y - ctx.dy, x - ctx.dx))
                 e = rng.uniform(0.25, 0.45)
-                _blob(ctx, fmap, m, x, y, rad, val * rng.uniform(0.6, 1.0), e, ang)
+                v = val * rng.uniform(0.6, 1.0)
+                for k in range(3):  # feathered, tapered streak along the nerve-fibre direction
+                    off = rad * 0.25 * k
+                    _blob(ctx, fmap, m if k == 0 else None, x - off * math.cos(math.radians(ang)), y - off * math.sin(math.radians(ang)),
+                          rad * (1 - 0.25 * k), v * (0.5 + 0.25 * k), e * (1 - 0.2 * k), ang)
                 # the ellipse is drawn with axes (rad, rad*e): elongated along the fibre direction
                 continue
             v = val * rng.uniform(0.6, 1.0)
