@@ -596,35 +596,23 @@ def make_synthetic_benchmark(ctx: AppContext, n: int, seed: int, prompt_sets: li
     Classes are the generator's screening conditions whose names are classes of every given prompt set;
     each image has exactly one condition.
     """
-    from engine.synth import labels_to_classes, render_fundus
+    from engine.synth.benchmark import condition_class, write_benchmark
     from engine.synth.schema import CONDITIONS
 
-    def cls_name(cond):
-        return labels_to_classes(render_fundus(0, 64, [cond]).labels)[0]
-
-    names = {c: cls_name(c) for c in CONDITIONS}
-    wanted = [c for c, name in names.items() if all(ps.class_lookup(name) for ps in prompt_sets or [])]
+    wanted = [c for c in CONDITIONS if all(ps.class_lookup(condition_class(c)) for ps in prompt_sets or [])]
     if len(wanted) < 2:
         raise UserError("The prompt sets share fewer than two of the generator's conditions "
-                        f"({', '.join(sorted(names.values()))}); use a folder instead.")
-    out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="bench_"))
-    (out / "images").mkdir()
-    rows = []
-    for i in range(n):
-        cond = wanted[i % len(wanted)]
-        r = render_fundus(seed + i, size, [cond])
-        labs = labels_to_classes(r.labels)
-        label = names[cond] if names[cond] in labs else labs[0]
-        Image.fromarray(r.image).save(out / "images" / f"{i:05d}.png", compress_level=1)
-        rows.append((f"images/{i:05d}.png", label))
-        if progress and (i % 8 == 0 or i == n - 1):
-            progress(0.3 * (i + 1) / n, desc=f"generating synthetic benchmark {i + 1}/{n}")
-    import csv
-    with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label"])
-        w.writerows(rows)
-    return out
+                        f"({', '.join(condition_class(c) for c in CONDITIONS)}); use a folder instead.")
+    out = Path(tempfile.mkdtemp(dir=ctx.work_dir, prefix="bench_")) / "set"
+
+    def report(done, total):
+        if progress and (done % 8 == 0 or done == total):
+            progress(0.3 * done / total, desc=f"generating synthetic benchmark {done}/{total}")
+
+    try:
+        return write_benchmark(out, max(n, len(wanted)), seed=seed, size=size, conditions=wanted, progress=report)
+    except VisionCLIPError as e:
+        raise UserError(str(e)) from None
 
 
 def _lab_prompt_set(choice: str | None, table: Any) -> PromptSet | None:

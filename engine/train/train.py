@@ -176,24 +176,10 @@ def load_training_state(path: Path, optimizer, scheduler) -> tuple[int, dict]:
 # --- validation ------------------------------------------------------------------------------
 def synthetic_validation_set(cfg: TrainConfig, size: int):
     """Held-out synthetic images, an equal share per condition, from seeds training never uses."""
-    from ..synth import CONDITIONS, render_fundus
-    from ..synth.schema import labels_to_classes
+    from ..synth.benchmark import benchmark_samples
 
-    per = max(1, cfg.val_synthetic // len(CONDITIONS))
-    images, labels = [], []
-    for ci, cond in enumerate(CONDITIONS):
-        for j in range(per):
-            s = render_fundus(cfg.val_seed + ci * 100_000 + j, size=size, conditions=[cond])
-            classes = labels_to_classes(s.labels)
-            images.append(s.image)
-            labels.append(classes[0] if cond == "normal" else _class_for(cond, classes))
-    return images, labels
-
-
-def _class_for(cond: str, classes: list[str]) -> str:
-    from ..synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS
-
-    return DR_CLASS if cond == "dr" else CONDITION_FLAGS[CONDITION_KEYS[cond]]
+    images, labels = zip(*benchmark_samples(cfg.val_synthetic, cfg.val_seed, size))
+    return list(images), list(labels)
 
 
 def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval_dirs, train_mode) -> dict:
