@@ -836,7 +836,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     illum = illum * (1 + une * (uxl * math.cos(ga) + uyl * math.sin(ga)))
     expo = rng.lognormal(-0.05, 0.22)
     if q != "good" and rng.random() < 0.4:
-        expo *= rng.choice([rng.uniform(0.35, 0.65), rng.uniform(1.35, 1.8)]) if q == "reject" else rng.uniform(0.6, 0.85)
+        expo *= rng.choice([rng.uniform(0.35, 0.65), rng.uniform(1.25, 1.55)]) if q == "reject" else rng.uniform(0.6, 0.85)
     illum = illum * expo
     # small pupil shadow / dark crescent
     if q != "good" and rng.random() < 0.4:
@@ -844,8 +844,8 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         d = uxl * math.cos(a) + uyl * math.sin(a)
         illum = illum * np.clip(1 - np.clip((d - rng.uniform(0.1, 0.5)) * 2.5, 0, 1) * rng.uniform(0.5, 0.9), 0, 1)
     wb = np.exp(np.clip(rng.normal(0, [0.1, 0.1, 0.18]), -0.25, 0.35)).astype(np.float32)
-    if rng.random() < 0.15:  # cooler/greenish cameras
-        wb *= np.array([0.85, 1.1, 1.2], np.float32)
+    if rng.random() < 0.12:  # cooler cameras
+        wb *= np.array([0.85, 1.0, 1.15], np.float32)
     img *= up(illum.astype(np.float32)[..., None] * wb)
     # flare / haze crescent at the rim
     if rng.random() < (0.15 if q == "good" else 0.4):
