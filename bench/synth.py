@@ -53,7 +53,7 @@ def main():
 
 
 
-def gallery(path="docs/synthetic_gallery.png", size=192, cols=6):
+def gallery(path="docs/synthetic_gallery.png", size=160, cols=6):
     """One labelled row per condition, columns spread over seeds (and so over image quality)."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -71,7 +71,7 @@ def gallery(path="docs/synthetic_gallery.png", size=192, cols=6):
             s = render_fundus(100 + c * 7 + r, size, cond)
             canvas.paste(Image.fromarray(s.image), (lw + c * size, r * size))
             d.text((lw + c * size + 4, r * size + size - 14), s.labels["quality_grade"], fill=(255, 255, 255))
-    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+    canvas.save(path, compress_level=9)
     return path
 
 
