@@ -192,3 +192,15 @@ def test_stream_workers_differ():
     assert len(imgs) == 4 and len(set(imgs)) == 4
     single = [np.asarray(x["image"]).tobytes() for x in SyntheticFundusStream(seed=0, size=64, length=4)]
     assert sorted(single) == sorted(imgs)
+
+
+def test_benchmark_folder_reads_as_labelled_eval_set(tmp_path):
+    from engine.evaluate import read_labels
+    from engine.synth.benchmark import condition_class, write_benchmark
+
+    out = write_benchmark(tmp_path / "b", 4, seed=7, size=64, conditions=["normal", "glaucoma"])
+    rows = read_labels(out)
+    assert [label for _, label in rows] == ["normal", "glaucoma", "normal", "glaucoma"]
+    assert condition_class("dr") == "diabetic retinopathy"
+    with pytest.raises(VisionCLIPError):
+        write_benchmark(out, 4, size=64)  # not empty: refuse to overwrite

@@ -16,12 +16,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel processes (default 1)")
     parser.add_argument("--conditions", nargs="+", default=None, metavar="COND",
                         help=f"force conditions: {', '.join(CONDITIONS)}, dr0..dr4 (default: realistic mix)")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="write a labelled evaluation set instead (labels.csv path,label; one condition per "
+                             "image, cycling over --conditions or all), readable by `visionclip eval`")
 
 
 def run(args) -> int:
     conds = None
     if args.conditions:
         conds = [c for a in args.conditions for c in a.split(",") if c.strip()]
+    if args.benchmark:
+        from engine.synth.benchmark import write_benchmark
+        from tqdm import tqdm
+
+        if args.n < 1 or not 64 <= args.size <= 4096:
+            raise VisionCLIPError("--n must be at least 1 and --size between 64 and 4096")
+        with tqdm(total=args.n, desc="benchmark", unit="img") as bar:
+            out = write_benchmark(args.out, args.n, seed=args.seed, size=args.size, conditions=conds,
+                                  progress=lambda done, total: bar.update(done - bar.n))
+        print(f"Wrote a labelled synthetic benchmark of {args.n} images to {out}")
+        return 0
     out = generate_dataset(args.out, args.n, seed=args.seed, size=args.size, workers=args.workers,
                            conditions=conds, progress=True)
     print(f"Wrote {args.n} synthetic fundus images to {out}")

@@ -1,0 +1,67 @@
+"""Zero-shot results of a model for its model card: held-out synthetic data and the real eval folders.
+
+    python bench/model_card.py [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440]
+
+Prints Markdown tables (balanced accuracy against chance, AUC per class, confusion matrices) with
+the `visionclip eval` command that reproduces each figure. Real folders are evaluation only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import VisionCLIP, load_preset  # noqa: E402
+from engine.evaluate import evaluate  # noqa: E402
+from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
+
+# eval folder -> prompt preset matching its labels
+REAL_FOLDERS = {"eyedisease_dev": "eyedisease", "palm_dev": "palm"}
+
+
+def table(title: str, command: str, r: dict) -> str:
+    classes = r["classes"]
+    lines = [f"### {title}", "", f"`{command}`", "",
+             f"n = {r['n']}; balanced accuracy **{r['balanced_accuracy']:.3f}** (chance {r['chance_balanced_accuracy']:.3f}); "
+             f"accuracy {r['accuracy']:.3f}; macro F1 {r['macro_f1']:.3f}; mean AUC **{r['mean_auc']:.3f}**; "
+             f"kappa {r['kappa']:.3f}", "",
+             "| label \\ predicted | " + " | ".join(classes) + " | recall | AUC |",
+             "|---|" + "---|" * (len(classes) + 2)]
+    for c, row in zip(classes, r["confusion_matrix"]):
+        total = sum(row)
+        recall = f"{row[classes.index(c)] / total:.3f}" if total else "n/a"
+        auc = f"{r['auc'][c]:.3f}" if c in r["auc"] else "n/a"
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + f" | {recall} | {auc} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "eval"))
+    ap.add_argument("--synthetic-n", type=int, default=440)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+    model = VisionCLIP.load(args.model)
+    model_arg = f" --model {args.model}" if args.model else ""
+    print(f"## Zero-shot results of `{model.model_id}`\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = write_benchmark(Path(tmp) / "synbench", args.synthetic_n, HELD_OUT_SEED, args.size)
+        r = evaluate(model, bench, load_preset("screening"))
+        cmd = (f"visionclip synth --benchmark --out synbench --n {args.synthetic_n} --seed {HELD_OUT_SEED} --size {args.size} && "
+               f"visionclip eval --data synbench --prompts screening{model_arg}")
+        print(table(f"Held-out synthetic images ({args.synthetic_n}, one condition each, screening prompts)", cmd, r))
+    for folder, preset in REAL_FOLDERS.items():
+        d = Path(args.eval_root) / folder
+        if not (d / "labels.csv").is_file():
+            print(f"### {folder}\n\nnot found at {d}\n")
+            continue
+        r = evaluate(model, d, load_preset(preset))
+        print(table(f"Real photographs: {folder} (prompts: {preset})", f"visionclip eval --data {d} --prompts {preset}{model_arg}", r))
+
+
+if __name__ == "__main__":
+    main()
