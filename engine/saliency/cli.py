@@ -39,17 +39,3 @@ def run(args) -> int:
     print(f"{result.method} saliency ({result.target}) of '{result.class_name}' written to {out}")
     print(f"P({result.class_name}) = {result.probability:.3f}{note}")
     return 0
-
-
-def main(argv=None) -> int:  # convenience: python -m engine.saliency.cli
-    p = argparse.ArgumentParser(prog="visionclip explain")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except VisionCLIPError as e:
-        print(f"visionclip explain: error: {e}")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -40,17 +40,3 @@ def run(args) -> int:
                            conditions=conds, progress=True)
     print(f"Wrote {args.n} synthetic fundus images to {out}")
     return 0
-
-
-def main(argv=None) -> int:  # convenience: python -m engine.synth.cli
-    p = argparse.ArgumentParser(prog="visionclip synth")
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except VisionCLIPError as e:
-        print(f"error: {e}")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
