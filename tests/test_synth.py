@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine.errors import VisionCLIPError
-from engine.synth import (CONDITION_FLAGS, CONDITIONS, LABEL_COLUMNS, SyntheticFundusStream, add_arguments,
-                          build_caption, generate_dataset, label_caption, labels_to_classes, normalise_labels,
-                          render_fundus, run)
+from engine.synth import (CONDITION_FLAGS, CONDITIONS, LABEL_COLUMNS, SyntheticFundusStream, build_caption,
+                          generate_dataset, label_caption, labels_to_classes, normalise_labels, render_fundus)
+from engine.synth.cli import add_arguments, run
 
 HAEM = re.compile(r"ha?emorrhag", re.I)
 
