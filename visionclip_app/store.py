@@ -417,15 +417,14 @@ class CaseStore:
             lab = self.reviewer_label(r)
             if lab is not None and r.get("predicted_label"):
                 pairs.append((lab, r["predicted_label"]))
+        from sklearn.metrics import accuracy_score, confusion_matrix
+
         labels = sorted({a for a, _ in pairs} | {b for _, b in pairs})
-        idx = {l: i for i, l in enumerate(labels)}
-        matrix = [[0] * len(labels) for _ in labels]
-        for a, b in pairs:
-            matrix[idx[a]][idx[b]] += 1
-        agree = sum(1 for a, b in pairs if a == b)
+        reviewer, model = [a for a, _ in pairs], [b for _, b in pairs]
         return {
             "n": len(pairs), "n_cases": len(rows),
             "n_ungradable": sum(1 for r in rows if r.get("verdict") == "ungradable"),
-            "agreement_rate": (agree / len(pairs)) if pairs else None,
-            "labels": labels, "matrix": matrix,
+            "agreement_rate": float(accuracy_score(reviewer, model)) if pairs else None,
+            "labels": labels,
+            "matrix": confusion_matrix(reviewer, model, labels=labels).tolist() if pairs else [],
         }
