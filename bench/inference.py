@@ -93,14 +93,25 @@ def measure(name: str, model: VisionCLIP, image: Image.Image, runs: int) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda too when a GPU is present)")
     args = ap.parse_args()
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        report(device, args.runs)
+    if "cpu" in devices:
+        root = str(Path(__file__).resolve().parent.parent)
+        out = subprocess.run([sys.executable, "-c", RSS_SNIPPET.format(root=root)], capture_output=True, text=True)
+        rss = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
+        print(f"peak RSS, load default + classify one image: {rss} MB (target < 1536)")
+
+
+def report(device: str, runs: int) -> None:
     image = example_image()
     rows = []
-    default = VisionCLIP.load(device=args.device)
-    rows.append(measure(f"default ({default.model_id})", default, image, args.runs))
-    rn50 = VisionCLIP.from_config("RN50", pretrained_towers=False, device=args.device)
-    rows.append(measure("open_clip RN50 (random)", rn50, image, args.runs))
+    default = VisionCLIP.load(device=device)
+    rows.append(measure(f"default ({default.model_id})", default, image, runs))
+    rn50 = VisionCLIP.from_config("RN50", pretrained_towers=False, device=device)
+    rows.append(measure("open_clip RN50 (random)", rn50, image, runs))
     print(f"device: {default.device}, torch threads: {torch.get_num_threads()}")
     keys = list(rows[0])[1:]
     print(f"{'metric':28s}" + "".join(f"{r['model'][:34]:>36s}" for r in rows))
@@ -108,13 +119,6 @@ def main() -> None:
         print(f"{k:28s}" + "".join(f"{r[k]:36.1f}" for r in rows))
     print(f"ratio default/RN50 batch-1 latency: {rows[0]['batch1_ms_network'] / rows[1]['batch1_ms_network']:.2f}")
     print(f"ratio default/RN50 batch-32 throughput: {rows[0]['batch32_img_per_s'] / rows[1]['batch32_img_per_s']:.2f}")
-    if args.device == "cpu":
-        root = str(Path(__file__).resolve().parent.parent)
-        out = subprocess.run([sys.executable, "-c", RSS_SNIPPET.format(root=root)], capture_output=True, text=True)
-        rss = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
-        print(f"peak RSS, load default + classify one image: {rss} MB (target < 1536)")
-    if torch.cuda.is_available() and args.device == "cpu":
-        print("a GPU is present: run again with --device cuda for GPU figures")
 
 
 if __name__ == "__main__":
