@@ -113,7 +113,8 @@ def write_predictions(path, data_dir, paths, y_true, probs, classes) -> None:
             w.writerow([str(Path(p).relative_to(data_dir)), y, classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
 
 
-def plot_confusion_matrix(result: dict, path: str | Path | None = None, title: str | None = None):
+def plot_confusion_matrix(result: dict, path: str | Path | None = None, title: str | None = None,
+                          xlabel: str = "predicted", ylabel: str = "label"):
     """A matplotlib figure of the confusion matrix; saved to ``path`` when given."""
     import matplotlib
 
@@ -125,8 +126,11 @@ def plot_confusion_matrix(result: dict, path: str | Path | None = None, title: s
     size = max(4.0, 0.7 * len(classes) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
     disp = skm.ConfusionMatrixDisplay(cm, display_labels=classes)
-    disp.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
-    ax.set_title(title or f"balanced accuracy {result['balanced_accuracy']:.3f} (n={result['n']})", fontsize=10)
+    # colour scale from 0, so a matrix of equal counts still shows (and its numbers stay legible)
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, im_kw={"vmin": 0})
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"balanced accuracy {result['balanced_accuracy']:.3f} (n={result['n']})", fontsize=9, wrap=True)
     fig.tight_layout()
     if path:
         fig.savefig(path)

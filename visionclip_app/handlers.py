@@ -24,7 +24,10 @@ from PIL import Image
 
 from engine import PromptSet, VisionCLIP, VisionCLIPError, load_image
 from engine import prompts as engine_prompts
+from engine.evaluate import evaluate, plot_confusion_matrix
 from engine.quality import assess_quality
+from engine.saliency import METHODS as SALIENCY_METHODS
+from engine.saliency import SLOW_METHODS, explain
 
 from .store import VERDICTS, CaseRecord, CaseStore, StoreError, strip_and_thumbnail
 from .uploads import NEUTRAL_RE, UploadNames
@@ -251,11 +254,6 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
               opacity: float) -> tuple[Image.Image | None, str]:
     """Returns (overlay, method actually used); (None, message) when saliency is unavailable."""
     try:
-        from engine import saliency as sal
-        explain = sal.explain
-    except (ImportError, AttributeError):
-        return None, "saliency unavailable in this engine build"
-    try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", opacity=float(opacity))
     except VisionCLIPError as e:
@@ -274,12 +272,7 @@ def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
 
 
 def saliency_methods() -> list[str]:
-    try:
-        from engine import saliency as sal
-        slow = set(getattr(sal, "SLOW_METHODS", ())) | {"scorecam"}  # minutes per image on a CPU
-        return [m for m in getattr(sal, "METHODS", ["gradcam"]) if m not in slow]
-    except ImportError:
-        return ["gradcam"]
+    return [m for m in SALIENCY_METHODS if m not in SLOW_METHODS]  # slow ones take minutes on a CPU
 
 
 def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
@@ -484,28 +477,21 @@ def cases_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def agreement_figure(ag: dict):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    labels, mat = ag["labels"], np.array(ag["matrix"]) if ag["labels"] else np.zeros((0, 0))
-    n = max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(max(4.5, 2.2 + 0.6 * n), max(3.5, 1.8 + 0.5 * n)), dpi=90)
-    if labels:
-        ax.imshow(mat, cmap="Blues")
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                ax.text(j, i, int(mat[i, j]), ha="center", va="center",
-                        color="white" if mat[i, j] > mat.max() / 2 else "black")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.set_xlabel("model prediction")
-        ax.set_ylabel("reviewer label")
-    else:
+    rate = "n/a" if ag["agreement_rate"] is None else f"{ag['agreement_rate']:.0%}"
+    title = f"model-reviewer agreement {rate} (n={ag['n']})"
+    if not ag["labels"]:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=90)
         ax.text(0.5, 0.5, "no reviewed cases", ha="center", va="center")
         ax.set_axis_off()
-    rate = "n/a" if ag["agreement_rate"] is None else f"{ag['agreement_rate']:.0%}"
-    ax.set_title(f"agreement {rate} (n={ag['n']})", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=9)
+        plt.close(fig)
+        return fig
+    import matplotlib.pyplot as plt
+
+    fig = plot_confusion_matrix({"classes": ag["labels"], "confusion_matrix": ag["matrix"]}, title=title,
+                                xlabel="model prediction", ylabel="reviewer label")
     plt.close(fig)
     return fig
 
@@ -640,10 +626,6 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
     """Evaluate one or two prompt sets; returns (metrics A md, fig A, metrics B md, fig B, status)."""
     blank = (gr.update(), gr.update(), gr.update(), gr.update())
     try:
-        from engine import evaluate as ev
-    except ImportError:
-        return (*blank, error_status("Evaluation is unavailable in this engine build."))
-    try:
         ps_a = _lab_prompt_set(choice_a, table)
         if ps_a is None:
             raise UserError("Choose prompt set A.")
@@ -678,10 +660,10 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
                 progress(0.3 + 0.7 * (k + done / total) / len(sets), desc=f"prompt set {name}: {done}/{total} images")
         try:
             with ctx.model_lock:
-                r = ev.evaluate(ctx.model, data_dir, prompt_set=ps, progress=prog)
+                r = evaluate(ctx.model, data_dir, prompt_set=ps, progress=prog)
         except VisionCLIPError as e:
             return (*blank, error_status(f"Prompt set {name}: {e}"))
-        fig = ev.plot_confusion_matrix(r)
+        fig = plot_confusion_matrix(r)
         outs.append((_metrics_md(f"Prompt set {name} ({len(ps)} classes)", r), fig))
     if len(outs) == 1:
         outs.append(("", None))

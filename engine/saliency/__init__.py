@@ -1,7 +1,7 @@
 """Grad-CAM saliency for VisionCLIP's image-text similarity, built on pytorch-grad-cam."""
-from .explain import METHODS, TARGETS, ImageEmbedder, SaliencyResult, cam_map, explain, make_target, render_overlay
+from .explain import METHODS, SLOW_METHODS, TARGETS, ImageEmbedder, SaliencyResult, cam_map, explain, make_target, render_overlay
 from .layers import TokenReshape, find_target_layer
 from .targets import SimilarityTarget, SoftmaxTarget
 
-__all__ = ["explain", "SaliencyResult", "METHODS", "TARGETS", "ImageEmbedder", "cam_map", "make_target",
+__all__ = ["explain", "SaliencyResult", "METHODS", "SLOW_METHODS", "TARGETS", "ImageEmbedder", "cam_map", "make_target",
            "render_overlay", "find_target_layer", "TokenReshape", "SimilarityTarget", "SoftmaxTarget"]

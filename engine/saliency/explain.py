@@ -193,8 +193,7 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
 
     with torch.no_grad():
-        emb = F.normalize(embedding[None], dim=-1)
-        probs = (model.logit_scale * emb @ model.class_embeddings(prompt_set).T).softmax(dim=-1)[0]
+        probs = model.probabilities(F.normalize(embedding[None], dim=-1), prompt_set)[0]
     probabilities = dict(zip(prompt_set.classes, map(float, probs)))
     overlay = render_overlay(rgb, full, fov, opacity, colormap)
     return SaliencyResult(full, overlay, input_map, class_name, method, kind, probabilities)
