@@ -55,7 +55,6 @@ def main():
 
 def gallery(path="docs/synthetic_gallery.png", size=160, cols=6):
     """One labelled row per condition, columns spread over seeds (and so over image quality)."""
-    import numpy as np
     from PIL import Image, ImageDraw
 
     rows = [("normal", ["normal"]), ("DR mild", ["dr1"]), ("DR moderate", ["dr2"]), ("DR severe", ["dr3"]),

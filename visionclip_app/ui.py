@@ -202,7 +202,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         # ---------------------------------------------------------------------- events
         def do_analyse(image_path, table, method, opacity, cls):
             out = h.analyse(ctx, image_path, table, method, opacity, cls)
-            st, state = out[0], out[-1]
+            state = out[-1]
             return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
 
         def _summary(state):

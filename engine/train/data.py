@@ -7,7 +7,6 @@ exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
