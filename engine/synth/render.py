@@ -600,9 +600,12 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         loc = default_loc or ctx.location(x, y)
         ctx.add_finding(name, loc, severity)
 
+    # Early DR in real photographs is faint: lesion contrast varies per image, so the model must
+    # learn faint dots as well as the obvious ones.
+    dr_gain = float(rng.uniform(0.4, 1.0)) if 1 <= g <= 2 else 1.0
     if g >= 1:
         nma = {1: rng.integers(3, 10), 2: rng.integers(8, 20), 3: rng.integers(15, 30), 4: rng.integers(10, 30)}[g]
-        add("microaneurysms", scatter("microaneurysms", red, int(nma), 0.006, near_mac=0.6),
+        add("microaneurysms", scatter("microaneurysms", red, int(nma), 0.006, near_mac=0.6, val=dr_gain),
             "few" if nma < 8 else "several")
     if g >= 2:
         nh = int(rng.integers(3, 10)) if g == 2 else int(rng.integers(8, 14))
@@ -612,11 +615,11 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
                 pts += scatter("dot_blot_haemorrhages", red, nh, 0.016, quadrant=q, near_mac=0.0, rmax=0.85)
             ctx.add_finding("dot_blot_haemorrhages", "all four quadrants", "extensive")
         else:
-            add("dot_blot_haemorrhages", scatter("dot_blot_haemorrhages", red, nh, 0.014, near_mac=0.3), "moderate")
+            add("dot_blot_haemorrhages", scatter("dot_blot_haemorrhages", red, nh, 0.014, near_mac=0.3, val=dr_gain), "moderate")
         if rng.random() < 0.6:
-            add("flame_haemorrhages", scatter("flame_haemorrhages", red, int(rng.integers(2, 6)), 0.03, near_mac=0.0, flame=True), "few")
+            add("flame_haemorrhages", scatter("flame_haemorrhages", red, int(rng.integers(2, 6)), 0.03, near_mac=0.0, flame=True, val=dr_gain), "few")
         if rng.random() < 0.6 or lab["is_dme"]:
-            add("hard_exudates", scatter("hard_exudates", bright, int(rng.integers(5, 25)), 0.007, near_mac=0.7), "scattered")
+            add("hard_exudates", scatter("hard_exudates", bright, int(rng.integers(5, 25)), 0.007, near_mac=0.7, val=dr_gain), "scattered")
         if rng.random() < 0.4 or g >= 3:
             add("cotton_wool_spots", scatter("cotton_wool_spots", white, int(rng.integers(1, 5)), 0.03, near_mac=0.0, ecc=0.7), "few")
     if g >= 3:
