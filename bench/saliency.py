@@ -63,7 +63,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
         mask &= fov
         if not mask.any():
             continue
-        res = explain(model, image, prompt_set, cls, method=args.method)
+        res = explain(model, image, prompt_set, cls, method=args.method, layers=args.layers)
         rand = M.uniform_random_map(mask.shape, fov, seed=seed)
         centre = M.centre_bias_map(mask.shape, fov)
         tol = max(1, round(args.tolerance * args.size / 512))
@@ -92,7 +92,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
             if "road_combined" in out:
                 rows[f"road_{name}"].append(out["road_combined"])
         if used < args.sanity:
-            rnd = explain(random_model, image, prompt_set, cls, method=args.method)
+            rnd = explain(random_model, image, prompt_set, cls, method=args.method, layers=args.layers)
             rows["sanity_rho"].append(M.spearman(res.input_map, rnd.input_map))
             rows["sanity_ssim"].append(M.ssim(res.input_map, rnd.input_map))
         used += 1
@@ -131,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
+    p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in px at 512 (default 15)")
     p.add_argument("--road", type=int, default=1, help="images per condition scored with ROAD (slow; default 1)")

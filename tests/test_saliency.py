@@ -67,6 +67,26 @@ def test_other_methods(effnet, method):
     assert res.method == method
 
 
+def test_named_and_multiple_target_layers(effnet):
+    image = _fundus()
+    default = explain(effnet, image, TWO, "glaucoma")
+    earlier = explain(effnet, image, TWO, "glaucoma", layers="trunk.blocks.4")
+    both = explain(effnet, image, TWO, "glaucoma", layers=["trunk.blocks.4", "trunk.bn2"])
+    for res in (earlier, both):
+        _check_map(res, image)
+    # a 14x14 stage and the 7x7 head give different maps; the pair is neither of them alone
+    assert not np.allclose(earlier.input_map, default.input_map, atol=1e-3)
+    assert not np.allclose(both.input_map, earlier.input_map, atol=1e-3)
+
+
+def test_unknown_target_layer_is_one_line_error(effnet):
+    with pytest.raises(VisionCLIPError, match=r"unknown target layer 'trunk.nope'.*trunk\.") as e:
+        explain(effnet, _fundus(), TWO, "glaucoma", layers="trunk.nope")
+    assert "\n" not in str(e.value)
+    with pytest.raises(VisionCLIPError, match="empty target layer"):
+        explain(effnet, _fundus(), TWO, "glaucoma", layers="trunk.bn2,")
+
+
 def test_softmax_target(effnet):
     res = explain(effnet, _fundus(), TWO, "glaucoma", target="softmax")
     assert res.target == "softmax" and res.map.std() > 0

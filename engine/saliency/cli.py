@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam; scorecam is slow on CPU)")
     parser.add_argument("--target", default="similarity", choices=list(TARGETS),
                         help="explain the cosine similarity (default) or the class's softmax probability")
+    parser.add_argument("--layers", default=None, metavar="NAMES",
+                        help="target layers inside the image tower, comma-separated, e.g. trunk.blocks.5 (default: the last stage)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
     parser.add_argument("--out", default=None, metavar="FILE.png", help="overlay to write (default: IMAGE_saliency.png in the current folder)")
     add_model_arguments(parser)
@@ -33,7 +35,7 @@ def run(args) -> int:
         raise VisionCLIPError(f"output folder {out.parent} does not exist")
     model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
     result = explain(model, args.image, prompt_set, args.class_name, method=args.method, target=args.target,
-                     opacity=args.opacity)
+                     opacity=args.opacity, layers=args.layers)
     result.overlay.save(out)
     note = "" if model.is_trained else " (untrained model: the map is not meaningful)"
     print(f"{result.method} saliency ({result.target}) of '{result.class_name}' written to {out}")

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
-from .layers import find_target_layer
+from .layers import resolve_target_layers
 from .targets import SimilarityTarget, SoftmaxTarget
 
 METHODS = {
@@ -104,7 +104,7 @@ def input_fundus_mask(tensor: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return fundus_mask(rgb)
 
 
-def _hooks_for_this_thread_only(aag, layer: nn.Module) -> None:
+def _hooks_for_this_thread_only(aag, layers: list[nn.Module]) -> None:
     """Re-register grad-cam's hooks so that forwards from other threads (an app classifying with the same
     network meanwhile) are not recorded as this map's activations."""
     if not all(hasattr(aag, a) for a in ("handles", "save_activation", "save_gradient")):
@@ -118,15 +118,20 @@ def _hooks_for_this_thread_only(aag, layer: nn.Module) -> None:
         return hook
 
     aag.release()
-    aag.handles = [layer.register_forward_hook(mine(aag.save_activation)),
-                   layer.register_forward_hook(mine(aag.save_gradient))]
+    aag.handles = [h for layer in layers for h in (layer.register_forward_hook(mine(aag.save_activation)),
+                                                   layer.register_forward_hook(mine(aag.save_gradient)))]
 
 
 def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
-            score_batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor]:
-    """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,)."""
+            score_batch_size: int = 32, layers: str | list[str] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
+
+    ``layers``: target layer names inside the image tower (default: the tower's last stage)."""
     method = resolve_method(method)
-    layer, reshape = find_target_layer(network.visual if hasattr(network, "visual") else network)
+    try:
+        target_layers, reshape = resolve_target_layers(network.visual if hasattr(network, "visual") else network, layers)
+    except ValueError as e:
+        raise VisionCLIPError(str(e)) from None
     wrapper = ImageEmbedder(network)
     device = next(wrapper.parameters()).device
     x = input_tensor.detach().to(device).float()
@@ -134,8 +139,8 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
         x = x[None]
     x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
     with _LOCK:
-        cam = METHODS[method](model=wrapper, target_layers=[layer], reshape_transform=reshape)
-        _hooks_for_this_thread_only(cam.activations_and_grads, layer)
+        cam = METHODS[method](model=wrapper, target_layers=target_layers, reshape_transform=reshape)
+        _hooks_for_this_thread_only(cam.activations_and_grads, target_layers)
         if method == "scorecam":
             cam.batch_size = score_batch_size
         try:
@@ -165,7 +170,8 @@ def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opac
 
 
 def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = "gradcam",
-            target: str = "similarity", opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> SaliencyResult:
+            target: str = "similarity", opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET,
+            layers: str | list[str] | None = None) -> SaliencyResult:
     """Saliency of one class's image-text score for one photograph."""
     if not isinstance(prompt_set, PromptSet):
         prompt_set = PromptSet.from_dict(prompt_set)
@@ -184,7 +190,7 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
 
     img = load_image(image)
     prepared = model.transform.prepare(img)
-    raw, embedding = cam_map(model.network, prepared.tensor, tgt, method)
+    raw, embedding = cam_map(model.network, prepared.tensor, tgt, method, layers=layers)
 
     input_mask = input_fundus_mask(prepared.tensor, model.transform.mean, model.transform.std)
     input_map = _normalise(raw * input_mask)

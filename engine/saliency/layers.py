@@ -90,6 +90,32 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
     return conv, None
 
 
+def layer_names(visual: nn.Module) -> list[str]:
+    """Dotted names of the tower's modules up to three levels deep (what ``--layers`` accepts, e.g.)."""
+    return [n for n, _ in visual.named_modules() if n and n.count(".") <= 2]
+
+
+def resolve_target_layers(visual: nn.Module, names: str | list[str] | tuple[str, ...] | None = None
+                          ) -> tuple[list[nn.Module], Callable | None]:
+    """Target layers by dotted name inside the image tower (e.g. ``trunk.blocks.5``), comma-separated or a
+    list; with no names, the tower's default layer. Several layers: grad-cam averages their maps."""
+    default, reshape = find_target_layer(visual)
+    if names is None or names == "" or names == []:
+        return [default], reshape
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",")]
+    layers = []
+    for name in names:
+        if not name:
+            raise ValueError("empty target layer name")
+        try:
+            layers.append(visual.get_submodule(name))
+        except AttributeError:
+            options = layer_names(visual)[-12:]
+            raise ValueError(f"unknown target layer {name!r}; for example: {', '.join(options)}") from None
+    return layers, reshape
+
+
 def find_target_layer(visual: nn.Module) -> tuple[nn.Module, Callable | None]:
     """(target layer, reshape_transform or None) for an open_clip image tower (``network.visual``)."""
     trunk = getattr(visual, "trunk", None)
