@@ -43,9 +43,10 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "eval"))
     ap.add_argument("--synthetic-n", type=int, default=440)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=None, help="synthetic render side (default: the model's input size)")
     args = ap.parse_args()
     model = VisionCLIP.load(args.model)
+    args.size = args.size or model.image_size
     model_arg = f" --model {args.model}" if args.model else ""
     print(f"## Zero-shot results of `{model.model_id}`\n")
     with tempfile.TemporaryDirectory() as tmp:

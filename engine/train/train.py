@@ -327,7 +327,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         "generator": f"engine.synth (VisionCLIP {__version__})",
         "seed": cfg.seed,
     }
-    val_set = synthetic_validation_set(cfg, 256) if env.is_master and cfg.val_synthetic > 0 else None
+    val_set = synthetic_validation_set(cfg, pre["image_size"]) if env.is_master and cfg.val_synthetic > 0 else None
     if env.is_master:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     metrics_file = open(run_dir / "metrics.jsonl", "a") if env.is_master else None
