@@ -57,6 +57,8 @@ def metrics(run: Path) -> list[dict]:
         ({"loss": "hinge"}, "loss must be"),
         ({"sources": [{"type": "pictures"}]}, "needs a type"),
         ({"sources": [{"type": "synthetic", "colour": 1}]}, "unknown keys: colour"),
+        ({"colour_jitter": 1.5}, "colour_jitter must be in"),
+        ({"hue_jitter": -0.1}, "hue_jitter must be in"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -124,6 +126,25 @@ def test_csv_source_skips_and_counts_corrupt_images(tmp_path):
     batches = list(loader)
     skipped = sum(b["skipped"] for b in batches)
     assert skipped > 0 and all(b["images"].shape[0] == 6 - b["skipped"] for b in batches)
+
+
+def test_augmentation_is_seeded_and_hue_jitter_shifts_colour():
+    from PIL import Image
+
+    from engine.preprocess import FundusTransform
+    from engine.synth import render_fundus
+    from engine.train.data import TrainTransform
+
+    image = Image.fromarray(render_fundus(4, size=96).image)
+    base = FundusTransform(64)
+    plain = TrainTransform(base, True, colour_jitter=0.2, hue_jitter=0.0)
+    hued = TrainTransform(base, True, colour_jitter=0.2, hue_jitter=0.2)
+    assert torch.equal(plain(image, 7), plain(image, 7)) and torch.equal(hued(image, 7), hued(image, 7))
+    assert not torch.equal(plain(image, 7), plain(image, 8))
+    # same seed, same geometry and enhancement draws: only the hue differs, so the red/green balance moves
+    a, b = plain(image, 7), hued(image, 7)
+    assert not torch.allclose(a, b, atol=1e-3)
+    assert TrainTransform(base, False)(image, 7).shape == (3, 64, 64)
 
 
 def test_synfundus_layout_source(tmp_path):

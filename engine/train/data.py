@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
+import torchvision.transforms.functional as TF
 
 from ..errors import VisionCLIPError
 from ..preprocess import FundusTransform, load_image
@@ -200,8 +201,9 @@ class TrainTransform:
     No flips: captions name the eye side and the disc's position follows it.
     """
 
-    def __init__(self, base: FundusTransform, augment: bool = True):
+    def __init__(self, base: FundusTransform, augment: bool = True, colour_jitter: float = 0.2, hue_jitter: float = 0.0):
         self.base, self.augment = base, augment
+        self.colour_jitter, self.hue_jitter = colour_jitter, hue_jitter
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         square, *_ = self.base.square_fundus(img)
@@ -213,9 +215,12 @@ class TrainTransform:
             x0, y0 = rng.integers(0, side - crop + 1, size=2)
             square = square.crop((int(x0), int(y0), int(x0) + crop, int(y0) + crop))
             square = square.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
-            square = ImageEnhance.Brightness(square).enhance(rng.uniform(0.8, 1.2))
-            square = ImageEnhance.Contrast(square).enhance(rng.uniform(0.8, 1.2))
-            square = ImageEnhance.Color(square).enhance(rng.uniform(0.8, 1.2))
+            j = self.colour_jitter
+            square = ImageEnhance.Brightness(square).enhance(rng.uniform(1 - j, 1 + j))
+            square = ImageEnhance.Contrast(square).enhance(rng.uniform(1 - j, 1 + j))
+            square = ImageEnhance.Color(square).enhance(rng.uniform(1 - j, 1 + j))
+            if self.hue_jitter > 0:  # real cameras range from green-yellow to deep red casts
+                square = TF.adjust_hue(square, float(rng.uniform(-self.hue_jitter, self.hue_jitter)))
             if rng.random() < 0.15:  # mild softness only: strong blur is a cataract sign
                 square = square.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
         return self.base.to_tensor(square)
@@ -286,7 +291,7 @@ def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int
     finite = sum(s.length for s in sources if s.length is not None) if all(s.length for s in sources) else None
     if finite is not None and finite < cfg.batch_size:
         raise VisionCLIPError(f"batch_size {cfg.batch_size} is larger than the dataset ({finite} samples)")
-    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment), cfg.seed)
+    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter), cfg.seed)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, cfg.accum_steps, rank, world)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,

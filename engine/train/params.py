@@ -33,6 +33,8 @@ class TrainConfig:
     sources: list = field(default_factory=lambda: [{"type": "synthetic", "weight": 1.0, "seed": 0, "size": 256}])
     workers: int = 1
     augment: bool = True
+    colour_jitter: float = 0.2  # brightness, contrast and saturation drawn from 1 +- this (with augment)
+    hue_jitter: float = 0.0  # hue shift drawn from +- this, in turns (0.5 = half the colour wheel)
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -70,6 +72,8 @@ class TrainConfig:
             (self.loss in ("clip", "soft_labels"), f"loss must be 'clip' or 'soft_labels', not '{self.loss}'"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto, fp32, bf16 or fp16, not '{self.precision}'"),
             (isinstance(self.sources, list) and len(self.sources) > 0, "sources must be a non-empty list"),
+            (0 <= self.colour_jitter < 1, f"colour_jitter must be in [0, 1), not {self.colour_jitter}"),
+            (0 <= self.hue_jitter <= 0.5, f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}"),
         ]
         for ok, message in checks:
             if not ok:
