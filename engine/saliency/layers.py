@@ -91,7 +91,7 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
 
 
 def layer_names(visual: nn.Module) -> list[str]:
-    """Dotted names of the tower's modules up to three levels deep (what ``--layers`` accepts, e.g.)."""
+    """Dotted names of the tower's modules up to three levels deep: examples of what ``layers`` accepts."""
     return [n for n, _ in visual.named_modules() if n and n.count(".") <= 2]
 
 
