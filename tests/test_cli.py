@@ -42,6 +42,8 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
         (lambda d: (d / "p.json").write_text("{}"), ["predict", "{img}", "--prompts", "{d}/p.json"], "empty"),
         (lambda d: None, ["predict", "{img}", "--model", "{d}/none.safetensors"], "not found"),
         (lambda d: None, ["eval", "--data", "{d}/nowhere"], "not found"),
+        (lambda d: None, ["explain", "{img}", "--class", "glaucoma", "--layers", "trunk.nope", "--out", "{d}/o.png"],
+         "unknown target layer 'trunk.nope'"),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, setup, args, message):
