@@ -194,7 +194,7 @@ def _grow_vessels(ctx, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
     vessels = []
     t = ctx.tsign
     step = 0.028
-    base_w = 0.024  # vein trunk width in unit coords (~ 1/8 disc diameter)
+    base_w = 0.024 * rng.uniform(0.72, 0.95)  # vein trunk width in unit coords (~ 1/12-1/16 disc diameter)
     stack = []
     # main trunks: (kind, x, y, heading, width, orbit)
     for kind, wscale in (("vein", vein_scale), ("artery", artery_scale * 0.72)):
@@ -335,7 +335,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     ctx.cy = S / 2 + rng.normal(0, 0.01) * S
     ctx.tsign = -1 if lab["eye_side"] == "right" else 1  # temporal direction (towards fovea) in x
     myopia = lab["is_pathologic_myopia"]
-    ctx.dd = rng.uniform(0.26, 0.32) * (1.1 if myopia else 1.0)  # disc diameter (unit)
+    ctx.dd = rng.uniform(0.29, 0.37) * (1.1 if myopia else 1.0)  # disc diameter (unit): ~1/3 of the field radius in real 45-degree photos
     ctx.fy = rng.normal(0.03, 0.04)
     sep = 2.5 * ctx.dd * rng.uniform(0.9, 1.1) * (1.1 if myopia else 1.0)
     ctx.fx = ctx.tsign * sep * (rng.uniform(0.3, 0.55) if rng.random() < 0.8 else rng.uniform(0.1, 0.3))
@@ -417,6 +417,24 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     img = up(bgl)
     if tmap is not None:
         img *= (1 + tmap[..., None] * np.array([0.6, 0.45, 0.3], np.float32))
+    # retinal nerve fibre layer: fine bright striations radiating from the disc, strongest along the
+    # arcades above and below it (real photos show them; a smooth background does not)
+    nfl = rng.uniform(0.03, 0.09) * (1 - 0.5 * pig)
+    if nfl > 0.02:
+        T = max(64, S // 2)
+        yt, xt = _grid(T)
+        tsc = S / T
+        rx = (xt * tsc - dxp) / (ctx.dd * R)
+        ry = (yt * tsc - dyp) / (ctx.dd * R)
+        nth = int(rng.integers(260, 420))
+        grid = rng.standard_normal((6, nth + 3)).astype(np.float32)
+        grid[:, -3:] = grid[:, :3]
+        ang = cv2.phase(rx, ry)
+        mr = cv2.magnitude(rx, ry)
+        stri = cv2.remap(grid, (ang * (nth / (2 * np.pi))).astype(np.float32), (mr * 0.6).astype(np.float32),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        env = np.exp(-((mr - 1.6) ** 2) / 1.8) * (0.35 + 0.65 * np.abs(np.sin(ang)))
+        img *= 1 + up((nfl * np.clip(stri, -2, 2) * env).astype(np.float32))[..., None]
 
     # ---------------- optic disc ----------------
     tilt = myopia and rng.random() < 0.7
@@ -435,7 +453,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     cupc = (int(round((dxp + cup_off) * 16)), int(round(dyp * 16)))
     cup_r = d_ax * cdr
     cv2.ellipse(cup_map, cupc, (max(1, int(cup_r * ecc * 16)), max(1, int(cup_r * 1.05 * 16))), disc_ang, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
-    k = max(3, int(d_ax * 0.25) | 1)
+    k = max(3, int(d_ax * 0.12) | 1)  # real disc and cup margins are fairly sharp
     ppa = myopia and rng.random() < 0.85 or (glauc and rng.random() < 0.35)
     hb = int(d_ax * (4.0 if ppa else 1.6) + 8)
     dsl = (slice(max(0, int(dyp) - hb), min(S, int(dyp) + hb)), slice(max(0, int(dxp) - hb), min(S, int(dxp) + hb)))
@@ -461,8 +479,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         cup_map *= 0.3
         ctx.mask("disc_oedema")[disc_map > 0.3] = 1
         ctx.add_finding("disc_oedema", "optic disc", "moderate")
-    disc_col = np.array([1.08, 0.72, 0.5], np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
-    cup_col = np.array([1.35, 1.25, 1.05], np.float32)
+    # real discs are orange-yellow with a paler yellow-white cup; neither saturates, so the cup-to-disc
+    # ratio (the glaucoma sign) stays visible
+    disc_col = np.array([1.0, 0.7, 0.45], np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    cup_col = np.array([1.05, 0.95, 0.72], np.float32) * rng.uniform(0.92, 1.05)
     if atrophy:
         disc_col = np.array([1.3, 1.2, 1.05], np.float32)
         ctx.mask("disc_pallor")[disc_map > 0.5] = 1
@@ -506,13 +526,13 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     reflex = np.zeros((S, S), np.float32)
     _draw_vessels(ctx, vessels, vv, va, reflex, widen)
     if htn:
-        ctx.mask("arteriolar_narrowing")[va > 0.5] = 1
+        ctx.mask("arteriolar_narrowing")[va > 0.2] = 1  # thin arteries draw faint at small sizes
         ctx.add_finding("arteriolar_narrowing", "diffuse", "moderate" if art_scale > 0.62 else "marked")
         if rng.random() < 0.5:
             wire = "copper_wiring" if rng.random() < 0.6 else "silver_wiring"
             reflex_a = np.zeros((S, S), np.float32)
             _draw_vessels(ctx, [v for v in vessels if v[0] == "artery"], reflex_a, reflex_a, reflex_a)
-            ctx.mask(wire)[reflex_a > 0.5] = 1
+            ctx.mask(wire)[reflex_a > 0.2] = 1
             ctx.add_finding(wire, "arterioles", "moderate")
             wire_col = np.array([0.95, 0.6, 0.35] if wire == "copper_wiring" else [0.9, 0.88, 0.85], np.float32)
             va_wire = reflex_a
@@ -872,7 +892,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         if dens > 0.85:
             lab["quality_grade"] = "reject"
     # defocus
-    blur = {"good": rng.uniform(1.2, 2.8), "usable": rng.uniform(2.0, 3.5), "reject": rng.uniform(3.5, 7)}[q] * S / 512
+    blur = {"good": rng.uniform(0.6, 2.0), "usable": rng.uniform(1.5, 3.0), "reject": rng.uniform(3.5, 7)}[q] * S / 512
     if blur > 0.3:
         img = _blur(img, blur)
     # eyelash shadow: soft dark smudge entering from the top or bottom rim
