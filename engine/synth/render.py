@@ -878,17 +878,19 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         img += up(fl)[..., None] * np.array([0.6, 0.85, 0.95], np.float32)
     # cataract: veil + blur + contrast loss
     if lab["is_cataract"]:
-        dens = rng.uniform(0.4, 1.0)
-        sig = S * (0.006 + 0.02 * dens)
+        # the whole range from early lens haze (vessels still visible) to a dense opacity: real
+        # cataract photographs are mostly mild to moderate
+        dens = rng.uniform(0.15, 1.0)
+        sig = S * (0.004 + 0.022 * dens)
         img = _blur(img, sig)
         veil = np.array([0.95, 0.85, 0.7], np.float32) * rng.uniform(0.6, 1.0)
-        va_ = 0.25 + 0.5 * dens
+        va_ = 0.12 + 0.63 * dens
         veil_map = (va_ * (0.8 + 0.3 * _smooth_noise(rng, (S, S), 3, 1.0)))[..., None]
         veil_map = np.clip(veil_map, 0, 0.95)
         lumi = img.mean(axis=2, keepdims=True)
         img = img * (1 - veil_map) + (veil * 0.8 + lumi * 0.4) * veil_map
         ctx.mask("media_opacity")[fov] = 1
-        ctx.add_finding("media_opacity", "diffuse", "dense" if dens > 0.75 else "moderate")
+        ctx.add_finding("media_opacity", "diffuse", "dense" if dens > 0.75 else ("moderate" if dens > 0.4 else "mild"))
         if dens > 0.85:
             lab["quality_grade"] = "reject"
     # defocus
