@@ -204,3 +204,28 @@ def test_benchmark_folder_reads_as_labelled_eval_set(tmp_path):
     assert condition_class("dr") == "diabetic retinopathy"
     with pytest.raises(VisionCLIPError):
         write_benchmark(out, 4, size=64)  # not empty: refuse to overwrite
+
+
+def test_glaucoma_cup_is_visible_and_not_saturated():
+    """The cup must stand out from the rim around it without burning out to white, or the cup-to-disc
+    ratio (the glaucoma sign) cannot be learned."""
+    from scipy import ndimage
+
+    checked = 0
+    for seed in range(12):
+        s = render_fundus(seed, 256, ["glaucoma"])
+        if s.labels["quality_grade"] != "good":
+            continue
+        cup = s.masks["enlarged_cup"]
+        ring = ndimage.binary_dilation(cup, iterations=4) & ~cup
+        lum = s.image.astype(float).mean(axis=2)
+        assert lum[cup].mean() > lum[ring].mean() + 3, f"seed {seed}: cup not brighter than its rim"
+        assert (s.image[cup] >= 250).all(axis=1).mean() < 0.01, f"seed {seed}: cup saturated to white"
+        checked += 1
+    assert checked >= 3
+
+
+def test_cataract_spans_mild_to_dense():
+    severities = {f["severity"] for seed in range(30) for f in render_fundus(seed, 96, ["cataract"]).findings
+                  if f["name"] == "media_opacity"}
+    assert severities == {"mild", "moderate", "dense"}
