@@ -115,6 +115,24 @@ def _smooth_noise(rng, shape, cells, amp=1.0):
     return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC) * amp
 
 
+def _polar_noise(rng, S, cx, cy, unit, nth, rows, radial_scale, interp):
+    """Noise sampled in polar coordinates around (cx, cy) px on a half-resolution grid: fine across
+    angles (``nth`` cells round the circle), coarse along the radius, i.e. radial stripes.
+    Returns (noise, radius in ``unit`` px, angle in radians) as (T, T) float32 arrays, T = max(64, S // 2)."""
+    grid = rng.standard_normal((rows, nth + 3)).astype(np.float32)
+    grid[:, -3:] = grid[:, :3]  # wrap round the circle
+    T = max(64, S // 2)
+    yt, xt = _grid(T)
+    tsc = S / T
+    ux = (xt * tsc - cx) / unit
+    uy = (yt * tsc - cy) / unit
+    ang = cv2.phase(ux, uy)
+    mr = cv2.magnitude(ux, uy)
+    noise = cv2.remap(grid, (ang * (nth / (2 * np.pi))).astype(np.float32), (mr * radial_scale).astype(np.float32),
+                      interp, borderMode=cv2.BORDER_REFLECT)
+    return noise, mr, ang
+
+
 class _Ctx:
     """Per-image geometry and drawing state."""
 
@@ -379,17 +397,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     if tess > 0.05:
         # choroidal vessels: noise sampled in polar coordinates -> radially elongated stripes
         nth = int(rng.integers(90, 150))
-        grid = rng.standard_normal((5, nth + 3)).astype(np.float32)
-        grid[:, -3:] = grid[:, :3]
-        T = max(64, S // 2)
-        yt, xt = _grid(T)
-        tsc = S / T
-        uxt = (xt * tsc - ctx.cx) / R
-        uyt = (yt * tsc - ctx.cy) / R
-        ang = (cv2.phase(uxt, uyt) * (nth / (2 * np.pi))).astype(np.float32)
-        mr = cv2.magnitude(uxt, uyt)
+        n1, mr, _ = _polar_noise(rng, S, ctx.cx, ctx.cy, R, nth, 5, 3.0, cv2.INTER_CUBIC)
         # contour lines of isotropic noise form a reticular network, slightly stretched radially
-        n1 = 0.5 * cv2.remap(grid, ang, mr * 3.0, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        n1 *= 0.5
+        T = n1.shape[0]
         n1 += _smooth_noise(rng, (T, T), int(rng.integers(22, 34)), 1.0)
         ridge = np.exp(-(n1 ** 2) * 7.0)  # choroidal vessels (orange) vs dark spaces
         rad = np.clip(mr * 1.2, 0.3, 1.0)
@@ -421,18 +432,8 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     # arcades above and below it (real photos show them; a smooth background does not)
     nfl = rng.uniform(0.03, 0.09) * (1 - 0.5 * pig)
     if nfl > 0.02:
-        T = max(64, S // 2)
-        yt, xt = _grid(T)
-        tsc = S / T
-        rx = (xt * tsc - dxp) / (ctx.dd * R)
-        ry = (yt * tsc - dyp) / (ctx.dd * R)
         nth = int(rng.integers(260, 420))
-        grid = rng.standard_normal((6, nth + 3)).astype(np.float32)
-        grid[:, -3:] = grid[:, :3]
-        ang = cv2.phase(rx, ry)
-        mr = cv2.magnitude(rx, ry)
-        stri = cv2.remap(grid, (ang * (nth / (2 * np.pi))).astype(np.float32), (mr * 0.6).astype(np.float32),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        stri, mr, ang = _polar_noise(rng, S, dxp, dyp, ctx.dd * R, nth, 6, 0.6, cv2.INTER_LINEAR)
         env = np.exp(-((mr - 1.6) ** 2) / 1.8) * (0.35 + 0.65 * np.abs(np.sin(ang)))
         img *= 1 + up((nfl * np.clip(stri, -2, 2) * env).astype(np.float32))[..., None]
 
