@@ -101,6 +101,7 @@ def preprocess_settings(cfg: dict) -> dict:
         "image_size": _image_size(cfg),
         "mean": tuple(pre.get("mean", OPENAI_MEAN)),
         "std": tuple(pre.get("std", OPENAI_STD)),
+        "local_contrast": bool(pre.get("local_contrast", False)),
     }
 
 

@@ -117,6 +117,24 @@ def fundus_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def local_contrast(rgb: np.ndarray, sigma_fraction: float = 1 / 30, gain: float = 4.0) -> np.ndarray:
+    """Subtract each pixel's local mean colour inside the fundus (Graham, Kaggle DR 2015).
+
+    Illumination, vignetting and the camera's colour cast are slow changes across the field; vessels,
+    lesions, the cup and the rim are fast ones. Keeping only the fast ones narrows the gap between
+    rendered and photographed fundi. The mean is taken over the fundus only, so the dark surround
+    does not draw a halo along the rim. Returns float32 in [0, 1], 0 outside the fundus.
+    """
+    import cv2
+
+    x = rgb.astype(np.float32) / 255.0
+    fov = fundus_mask(rgb).astype(np.float32)
+    sigma = max(1.0, rgb.shape[0] * sigma_fraction)
+    weight = cv2.GaussianBlur(fov, (0, 0), sigma)
+    local_mean = cv2.GaussianBlur(x * fov[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)[..., None]
+    return (np.clip(gain * (x - local_mean) + 0.5, 0.0, 1.0) * fov[..., None]).astype(np.float32)
+
+
 @dataclass
 class PreparedImage:
     """A model-ready tensor and the geometry that maps it back onto the original photograph."""
@@ -126,6 +144,7 @@ class PreparedImage:
     box: tuple[int, int, int, int]  # fundus crop in original pixels
     square: int  # side of the padded square, in original pixels
     offset: tuple[int, int]  # where the crop sits inside that square
+    fov: np.ndarray  # (S, S) bool: the fundus field of view on the model input
 
     def to_original(self, input_map: np.ndarray) -> np.ndarray:
         """Resample a map over the model input (S x S) onto the original image (H x W), zero outside."""
@@ -140,13 +159,19 @@ class PreparedImage:
 
 
 class FundusTransform:
-    """Callable PIL -> normalised tensor: crop to the fundus, pad square, resize, normalise."""
+    """Callable PIL -> normalised tensor: crop to the fundus, pad square, resize, normalise.
 
-    def __init__(self, image_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop: bool = True):
+    With ``local_contrast`` the fundus's local mean colour is subtracted before normalisation
+    (see :func:`local_contrast`); a model trained so must be fed so, which its config records.
+    """
+
+    def __init__(self, image_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop: bool = True,
+                 local_contrast: bool = False):
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.crop = crop
+        self.local_contrast = bool(local_contrast)
 
     def square_fundus(self, img: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int], int, tuple[int, int]]:
         rgb = np.asarray(img)
@@ -161,12 +186,19 @@ class FundusTransform:
     def prepare(self, image: ImageSource) -> PreparedImage:
         img = load_image(image)
         square, box, side, offset = self.square_fundus(img)
-        return PreparedImage(self.to_tensor(square), img.size, box, side, offset)
+        rgb = self.resize(square)
+        return PreparedImage(self.normalise(rgb), img.size, box, side, offset, fundus_mask(rgb))
+
+    def resize(self, square: Image.Image) -> np.ndarray:
+        resized = square.resize((self.image_size, self.image_size), Image.BICUBIC, reducing_gap=3.0)
+        return np.asarray(resized, dtype=np.uint8)
+
+    def normalise(self, rgb: np.ndarray) -> torch.Tensor:
+        x = local_contrast(rgb) if self.local_contrast else rgb.astype(np.float32) / 255.0
+        return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) - self.mean) / self.std
 
     def to_tensor(self, square: Image.Image) -> torch.Tensor:
-        resized = square.resize((self.image_size, self.image_size), Image.BICUBIC, reducing_gap=3.0)
-        x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        return (x - self.mean) / self.std
+        return self.normalise(self.resize(square))
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
         return self.prepare(image).tensor

@@ -90,3 +90,31 @@ def test_huge_image_refused_before_decoding(tmp_path):
 def test_missing_file():
     with pytest.raises(VisionCLIPError, match="no such image"):
         load_image("/nonexistent/eye.jpg")
+
+
+def test_local_contrast_removes_illumination_and_colour_cast_but_keeps_vessels():
+    from engine.preprocess import fundus_mask, local_contrast
+
+    rgb = np.asarray(make_fundus(size=(256, 256)), dtype=np.float32)
+    fov = fundus_mask(rgb.astype(np.uint8))
+    # the same eye under a left-to-right illumination falloff and a greener camera
+    falloff = np.linspace(1.0, 0.6, 256, dtype=np.float32)[None, :, None]
+    cast = np.array([0.8, 1.15, 1.0], dtype=np.float32)
+    other = np.clip(rgb * falloff * cast, 0, 255).astype(np.uint8)
+    a, b = local_contrast(rgb.astype(np.uint8)), local_contrast(other)
+    inner = fov & fundus_mask(other)
+    raw_gap = np.abs(rgb / 255.0 - other / 255.0)[inner].mean()
+    lc_gap = np.abs(a - b)[inner].mean()
+    assert raw_gap > 0.08 and lc_gap < raw_gap / 4
+    assert a[~fov].max() == 0.0  # the surround stays black, so the field of view is still found
+    # a vessel (drawn dark red) stays darker than the retina around it
+    vessel = np.all(np.abs(rgb - [110, 20, 10]) < 2, axis=-1) & fov
+    assert a[vessel].mean() < a[fov & ~vessel].mean() - 0.05
+
+
+def test_transform_local_contrast_flag_changes_the_input_and_keeps_the_fov():
+    img = make_fundus()
+    plain, lc = FundusTransform(128).prepare(img), FundusTransform(128, local_contrast=True).prepare(img)
+    assert plain.tensor.shape == lc.tensor.shape == (3, 128, 128)
+    assert not np.allclose(plain.tensor.numpy(), lc.tensor.numpy(), atol=0.1)
+    assert (plain.fov == lc.fov).all() and 0.4 < plain.fov.mean() < 0.9

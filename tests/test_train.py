@@ -222,6 +222,15 @@ def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
     assert model.is_trained and model.metadata["training_data"]["real_patient_images"] == 0
 
 
+def test_local_contrast_setting_is_saved_with_the_model(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", steps=1, local_contrast=True)
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    model = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
+    assert model.transform.local_contrast  # inference preprocesses as training did
+    assert not VisionCLIP.from_config("visionclip-effl0-minilm").transform.local_contrast
+
+
 def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", lr=1.0e30, warmup_steps=0, grad_clip=0.0, save_every=1, steps=6)
     r = train_cli("--config", cfg, "--out", tmp_path / "run")

@@ -98,12 +98,6 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str = "si
     return SimilarityTarget(embeddings[index]), kind
 
 
-def input_fundus_mask(tensor: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
-    """Fundus field of view on the model input (the padding and surround are excluded)."""
-    rgb = (tensor.detach().cpu() * std + mean).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    return fundus_mask(rgb)
-
-
 def _hooks_for_this_thread_only(aag, layers: list[nn.Module]) -> None:
     """Re-register grad-cam's hooks so that forwards from other threads (an app classifying with the same
     network meanwhile) are not recorded as this map's activations."""
@@ -192,8 +186,7 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
     prepared = model.transform.prepare(img)
     raw, embedding = cam_map(model.network, prepared.tensor, tgt, method, layers=layers)
 
-    input_mask = input_fundus_mask(prepared.tensor, model.transform.mean, model.transform.std)
-    input_map = _normalise(raw * input_mask)
+    input_map = _normalise(raw * prepared.fov)
     rgb = np.asarray(img, dtype=np.uint8)
     fov = fundus_mask(rgb)
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)

@@ -25,6 +25,7 @@ class TrainConfig:
     model: str = "visionclip-effl0-minilm"
     pretrained_towers: bool = True
     image_size: int | None = None  # None: the model config's size
+    local_contrast: bool | None = None  # subtract the local mean colour; None: the model config's choice
     text_unlocked_layers: int = 0  # text tower frozen (projection trained) unless > 0
     image_unlocked_groups: int | None = None  # None: whole image tower trains; N: only the last N groups
     freeze_bn_stats: bool = False

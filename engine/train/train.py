@@ -265,6 +265,8 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
     model, config = create_model(cfg.model, pretrained_towers=cfg.pretrained_towers)
     if cfg.image_size:
         config["vision_cfg"]["image_size"] = cfg.image_size  # timm/resnet towers accept any size
+    if cfg.local_contrast is not None:  # saved with the weights, so inference preprocesses the same way
+        config.setdefault("preprocess_cfg", {})["local_contrast"] = cfg.local_contrast
     model.to(env.device)
     is_hf_text = "hf_model_name" in config["text_cfg"]
     cached_text = is_hf_text and cfg.text_unlocked_layers == 0
@@ -320,7 +322,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         if env.is_master:
             log.info("resumed from step %d", start_step)
 
-    loader, sources = make_loader(cfg, FundusTransform(pre["image_size"], pre["mean"], pre["std"]), start_step, env.rank, env.world_size)
+    loader, sources = make_loader(cfg, FundusTransform(pre["image_size"], pre["mean"], pre["std"], local_contrast=pre["local_contrast"]), start_step, env.rank, env.world_size)
     manifest = {
         "real_patient_images": 0,
         "sources": [s.description for s in sources],
