@@ -29,7 +29,6 @@ from engine import VisionCLIP, load_prompt_set  # noqa: E402
 from engine.preprocess import fundus_mask  # noqa: E402
 from engine.saliency import METHODS, explain, make_target  # noqa: E402
 from engine.saliency import metrics as M  # noqa: E402
-from engine.saliency.explain import input_fundus_mask  # noqa: E402
 from engine.synth import render_fundus  # noqa: E402
 from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS  # noqa: E402
 
@@ -63,7 +62,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
         mask &= fov
         if not mask.any():
             continue
-        res = explain(model, image, prompt_set, cls, method=args.method, layers=args.layers)
+        res = explain(model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
         rand = M.uniform_random_map(mask.shape, fov, seed=seed)
         centre = M.centre_bias_map(mask.shape, fov)
         tol = max(1, round(args.tolerance * args.size / 512))
@@ -80,11 +79,11 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
 
         # the library's perturbation metrics on the model input: grad-cam vs the two baselines
         prepared = model.transform.prepare(image)
-        in_fov = input_fundus_mask(prepared.tensor, model.transform.mean, model.transform.std)
+        in_fov = prepared.fov
         s = in_fov.shape
         maps = {"cam": res.input_map, "rand": M.uniform_random_map(s, in_fov, seed=seed),
                 "centre": M.centre_bias_map(s, in_fov)}
-        target, _ = make_target(model, prompt_set, cls, "similarity")
+        target, _ = make_target(model, prompt_set, cls, args.target)
         pct = args.road_percentiles if used < args.road else ()
         for name, m in maps.items():
             out = M.library_faithfulness(model.network, prepared.tensor, m, target, percentiles=pct)
@@ -92,7 +91,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
             if "road_combined" in out:
                 rows[f"road_{name}"].append(out["road_combined"])
         if used < args.sanity:
-            rnd = explain(random_model, image, prompt_set, cls, method=args.method, layers=args.layers)
+            rnd = explain(random_model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
             rows["sanity_rho"].append(M.spearman(res.input_map, rnd.input_map))
             rows["sanity_ssim"].append(M.ssim(res.input_map, rnd.input_map))
         used += 1
@@ -131,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
+    p.add_argument("--target", choices=("similarity", "probability"), default="similarity",
+                   help="score explained: image-text similarity, or the class's softmax probability against the others")
     p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in px at 512 (default 15)")
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     model = VisionCLIP.load(args.model)
     prompt_set = load_prompt_set(args.prompts)
     random_model = M.randomize_image_tower(model, seed=args.seed)
-    print(f"model {model.model_id} trained={model.is_trained} | method {args.method} | {args.n} images/condition "
+    print(f"model {model.model_id} trained={model.is_trained} | method {args.method}, target {args.target} | {args.n} images/condition "
           f"at {args.size}px | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
     results = {"model": model.model_id, "trained": model.is_trained, "method": args.method, "conditions": {}}
     hdr = (f"{'condition':34s} {'n':>3s} {'share':>6s} {'P(cls)':>6s} | {'PG cam':>6s} {'tol':>5s} {'rand':>5s} "
