@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
-    p.add_argument("--target", choices=("similarity", "probability"), default="similarity",
+    p.add_argument("--target", choices=("similarity", "softmax"), default="similarity",
                    help="score explained: image-text similarity, or the class's softmax probability against the others")
     p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
