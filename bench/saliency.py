@@ -130,8 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
-    p.add_argument("--target", choices=("similarity", "softmax"), default="similarity",
-                   help="score explained: image-text similarity, or the class's softmax probability against the others")
+    p.add_argument("--target", choices=("similarity", "softmax"), default=None,
+                   help="score explained (default: explain()'s, softmax against the other classes)")
     p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in px at 512 (default 15)")
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     model = VisionCLIP.load(args.model)
     prompt_set = load_prompt_set(args.prompts)
     random_model = M.randomize_image_tower(model, seed=args.seed)
-    print(f"model {model.model_id} trained={model.is_trained} | method {args.method}, target {args.target} | {args.n} images/condition "
+    print(f"model {model.model_id} trained={model.is_trained} | method {args.method}, target {args.target or 'default (softmax)'} | {args.n} images/condition "
           f"at {args.size}px | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
     results = {"model": model.model_id, "trained": model.is_trained, "method": args.method, "conditions": {}}
     hdr = (f"{'condition':34s} {'n':>3s} {'share':>6s} {'P(cls)':>6s} | {'PG cam':>6s} {'tol':>5s} {'rand':>5s} "

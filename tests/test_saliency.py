@@ -51,7 +51,7 @@ def test_effnet_map_on_original_zero_outside_fundus(effnet):
     fov = fundus_mask(image)
     assert (res.map[~fov] == 0).all()
     assert res.input_map.shape == (effnet.image_size, effnet.image_size)
-    assert res.class_name == "glaucoma" and res.method == "gradcam" and res.target == "similarity"
+    assert res.class_name == "glaucoma" and res.method == "gradcam" and res.target == "softmax"
     assert set(res.probabilities) == {"normal", "glaucoma"} and abs(sum(res.probabilities.values()) - 1) < 1e-5
     ov = np.asarray(res.overlay)
     assert (ov[~fov] == image[~fov]).all(), "overlay must keep the photograph outside the fundus"
@@ -87,6 +87,16 @@ def test_unknown_target_layer_is_one_line_error(effnet):
         explain(effnet, _fundus(), TWO, "glaucoma", layers="trunk.bn2,")
 
 
+def test_default_target_is_softmax_for_several_classes_and_similarity_for_one(effnet, recwarn):
+    one = PromptSet({"glaucoma": ["an enlarged optic cup"]})
+    assert explain(effnet, _fundus(), one, "glaucoma").target == "similarity"
+    assert not [w for w in recwarn if "meaningless" in str(w.message)]  # not asked for: no warning
+    sim = explain(effnet, _fundus(), TWO, "glaucoma", target="similarity")
+    soft = explain(effnet, _fundus(), TWO, "glaucoma")
+    assert sim.target == "similarity" and soft.target == "softmax"
+    assert not np.allclose(sim.input_map, soft.input_map, atol=1e-3)
+
+
 def test_softmax_target(effnet):
     res = explain(effnet, _fundus(), TWO, "glaucoma", target="softmax")
     assert res.target == "softmax" and res.map.std() > 0
@@ -96,14 +106,16 @@ def test_rn50_random_tower():
     m = VisionCLIP.from_config("RN50", pretrained_towers=False)
     layer, reshape = find_target_layer(m.network.visual)
     assert layer is m.network.visual.layer4 and reshape is None
-    _check_map(explain(m, _fundus(), TWO, "glaucoma"), _fundus())
+    # untrained towers: the similarity map; a random softmax margin can be negative everywhere (blank map)
+    _check_map(explain(m, _fundus(), TWO, "glaucoma", target="similarity"), _fundus())
 
 
 def test_vit_b16_random_tower():
     m = VisionCLIP.from_config("ViT-B-16", pretrained_towers=False)
     layer, reshape = find_target_layer(m.network.visual)
     assert layer is m.network.visual.transformer.resblocks[-1].ln_1 and isinstance(reshape, TokenReshape)
-    _check_map(explain(m, _fundus(), TWO, "glaucoma"), _fundus())
+    # untrained towers: the similarity map; a random softmax margin can be negative everywhere (blank map)
+    _check_map(explain(m, _fundus(), TWO, "glaucoma", target="similarity"), _fundus())
 
 
 # --- ViT reshape from the token count --------------------------------------------------------------

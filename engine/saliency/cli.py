@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class", dest="class_name", required=True, metavar="NAME", help="class of the prompt set to explain")
     parser.add_argument("--prompts", default=None, metavar="FILE", help="prompt set JSON or preset name (default: screening)")
     parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam; scorecam is slow on CPU)")
-    parser.add_argument("--target", default="similarity", choices=list(TARGETS),
-                        help="explain the cosine similarity (default) or the class's softmax probability")
+    parser.add_argument("--target", default=None, choices=list(TARGETS),
+                        help="explain the class's softmax probability against the other classes (default; "
+                             "similarity for a one-class prompt set) or its cosine similarity")
     parser.add_argument("--layers", default=None, metavar="NAMES",
                         help="target layers inside the image tower, comma-separated, e.g. trunk.blocks.5 (default: the last stage)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
