@@ -445,11 +445,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     oedema = 0
     glauc = lab["is_glaucoma"]
     atrophy = lab["is_optic_atrophy"]
-    # Physiological cups reach a cup-to-disc ratio of about 0.55; glaucomatous ones are larger and
-    # taller than wide (the rim thins above and below first). Size and shape carry the sign, not the
-    # cup's brightness, which varies as much in healthy discs.
-    cdr = rng.uniform(0.62, 0.9) if glauc else rng.uniform(0.15, 0.55)
-    cup_tall = rng.uniform(1.1, 1.35) if glauc else rng.uniform(0.9, 1.1)
+    cdr = rng.uniform(0.6, 0.88) if glauc else rng.uniform(0.2, 0.45)
     disc_map = np.zeros((S, S), np.float32)
     cup_map = np.zeros((S, S), np.float32)
     c16 = (int(round(dxp * 16)), int(round(dyp * 16)))
@@ -457,7 +453,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     cup_off = ctx.tsign * d_ax * (0.05 if not glauc else 0.12)
     cupc = (int(round((dxp + cup_off) * 16)), int(round(dyp * 16)))
     cup_r = d_ax * cdr
-    cv2.ellipse(cup_map, cupc, (max(1, int(cup_r * ecc * 16)), max(1, int(min(cup_r * cup_tall, d_ax * 0.95) * 16))), disc_ang, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
+    cv2.ellipse(cup_map, cupc, (max(1, int(cup_r * ecc * 16)), max(1, int(cup_r * 1.05 * 16))), disc_ang, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
     k = max(3, int(d_ax * 0.12) | 1)  # real disc and cup margins are fairly sharp
     ppa = myopia and rng.random() < 0.85 or (glauc and rng.random() < 0.35)
     hb = int(d_ax * (4.0 if ppa else 1.6) + 8)
@@ -501,7 +497,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     sub = img[dsl]
     da = disc_map[dsl][..., None] * rng.uniform(0.8, 0.95)
     sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
-    ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * rng.uniform(0.5, 0.95)
+    ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * (rng.uniform(0.75, 0.95) if glauc else rng.uniform(0.5, 0.85))
     sub[:] = sub * (1 - ca) + cup_col * ca
 
     # ---------------- vessels ----------------
@@ -917,11 +913,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
             cv2.circle(dust, (int(rng.uniform(0.15, 0.85) * S), int(rng.uniform(0.15, 0.85) * S)), max(1, int(S * rng.uniform(0.004, 0.012))), 1.0, -1)
         dust = cv2.GaussianBlur(dust, (0, 0), max(0.8, S / 300))
         img *= (1 - 0.3 * dust)[..., None]
-    # colour balance / gamma. Cameras roll highlights off rather than clipping them, so a bright disc
-    # keeps its cup in over-exposed frames too.
-    knee = 0.8
-    over = img > knee
-    img[over] = knee + (1 - knee) * np.tanh((img[over] - knee) / (1 - knee))
+    # colour balance / gamma
     np.clip(img, 0, 1, out=img)
     gamma = rng.uniform(0.8, 1.25)
     img = cv2.pow(img, gamma)
