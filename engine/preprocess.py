@@ -117,7 +117,8 @@ def fundus_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def local_contrast(rgb: np.ndarray, sigma_fraction: float = 1 / 30, gain: float = 4.0) -> np.ndarray:
+def local_contrast(rgb: np.ndarray, fov: np.ndarray | None = None, sigma_fraction: float = 1 / 30,
+                   gain: float = 4.0) -> np.ndarray:
     """Subtract each pixel's local mean colour inside the fundus (Graham, Kaggle DR 2015).
 
     Illumination, vignetting and the camera's colour cast are slow changes across the field; vessels,
@@ -128,7 +129,7 @@ def local_contrast(rgb: np.ndarray, sigma_fraction: float = 1 / 30, gain: float 
     import cv2
 
     x = rgb.astype(np.float32) / 255.0
-    fov = fundus_mask(rgb).astype(np.float32)
+    fov = (fundus_mask(rgb) if fov is None else fov).astype(np.float32)
     sigma = max(1.0, rgb.shape[0] * sigma_fraction)
     weight = cv2.GaussianBlur(fov, (0, 0), sigma)
     local_mean = cv2.GaussianBlur(x * fov[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)[..., None]
@@ -187,18 +188,20 @@ class FundusTransform:
         img = load_image(image)
         square, box, side, offset = self.square_fundus(img)
         rgb = self.resize(square)
-        return PreparedImage(self.normalise(rgb), img.size, box, side, offset, fundus_mask(rgb))
+        fov = fundus_mask(rgb)
+        return PreparedImage(self.normalise(rgb, fov), img.size, box, side, offset, fov)
 
     def resize(self, square: Image.Image) -> np.ndarray:
         resized = square.resize((self.image_size, self.image_size), Image.BICUBIC, reducing_gap=3.0)
         return np.asarray(resized, dtype=np.uint8)
 
-    def normalise(self, rgb: np.ndarray) -> torch.Tensor:
-        x = local_contrast(rgb) if self.local_contrast else rgb.astype(np.float32) / 255.0
+    def normalise(self, rgb: np.ndarray, fov: np.ndarray | None = None) -> torch.Tensor:
+        x = local_contrast(rgb, fov) if self.local_contrast else rgb.astype(np.float32) / 255.0
         return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) - self.mean) / self.std
 
     def to_tensor(self, square: Image.Image) -> torch.Tensor:
         return self.normalise(self.resize(square))
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
-        return self.prepare(image).tensor
+        square, *_ = self.square_fundus(load_image(image))  # classification needs no map geometry
+        return self.to_tensor(square)

@@ -59,6 +59,7 @@ def metrics(run: Path) -> list[dict]:
         ({"sources": [{"type": "synthetic", "colour": 1}]}, "unknown keys: colour"),
         ({"colour_jitter": 1.5}, "colour_jitter must be in"),
         ({"hue_jitter": -0.1}, "hue_jitter must be in"),
+        ({"local_contrast": "yes"}, "'local_contrast' must be"),
     ],
 )
 def test_bad_config_values(doc, message):
