@@ -138,6 +138,17 @@ def test_reanalyse_after_prompt_edit_reencodes_only_the_new_prompt(ctx, fundus_p
     assert ctx.model.text_encodings - before == 1
 
 
+def test_saliency_target_similarity_or_softmax_and_bad_target(ctx, analysed, fundus_path):
+    state = analysed[-1]
+    assert state["saliency_target"] == "softmax"  # default: why this class rather than the others
+    overlay, status, state2 = h.update_saliency(ctx, state, state["saliency_class"], "gradcam", 0.5, "similarity")
+    assert status.startswith(h.STATUS_OK) and state2["saliency_target"] == "similarity"
+    assert state2["saliency_thumbnail"] != state["saliency_thumbnail"]  # another score, another map
+    assert is_error(h.update_saliency(ctx, state, "glaucoma", "gradcam", 0.5, "logits")[1])
+    out = h.analyse(ctx, fundus_path, small_table(), "gradcam", 0.5, None, "logits")
+    assert is_error(out[0]) and "saliency target" in out[0] and out[-1] is None
+
+
 def test_update_saliency(ctx, analysed):
     state = analysed[-1]
     overlay, status, state2 = h.update_saliency(ctx, state, "glaucoma", "gradcam++", 0.3)
@@ -215,6 +226,7 @@ def test_save_review_logs_everything_but_identifiers(ctx, analysed):
     assert json.loads(case["prompt_set_json"])["glaucoma"] == ["glaucoma", "large optic cup"]
     assert case["model_id"] == ctx.model.model_id and case["predicted_label"] == state["predicted_label"]
     assert case["saliency_method"] == "gradcam" and case["saliency_class"]
+    assert case["saliency_target"] == "softmax"  # the default, logged so the thumbnail can be reproduced
     thumb = Image.open(io.BytesIO(case["thumbnail"]))
     assert max(thumb.size) <= 256 and not thumb.getexif() and b"Jane" not in case["thumbnail"]
     assert case["saliency_thumbnail"]

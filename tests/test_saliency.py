@@ -223,7 +223,7 @@ def test_unknown_class_lists_valid(effnet):
 def test_unknown_method_and_target(effnet):
     with pytest.raises(VisionCLIPError, match=", ".join(METHODS).replace("+", r"\+")):
         explain(effnet, _fundus(), TWO, "glaucoma", method="fullgrad")
-    with pytest.raises(VisionCLIPError, match="similarity, softmax"):
+    with pytest.raises(VisionCLIPError, match="softmax, similarity"):
         explain(effnet, _fundus(), TWO, "glaucoma", target="logit")
     with pytest.raises(VisionCLIPError, match="opacity"):
         explain(effnet, _fundus(), TWO, "glaucoma", opacity=2)

@@ -57,6 +57,8 @@ def test_migrations_upgrade_old_database_and_are_idempotent(tmp_path):
     new = CaseStore(path)
     assert new.schema_version == SCHEMA_VERSION
     assert new.count() == 1
+    cols = sqlite_utils.Database(path)["cases"].columns_dict
+    assert "saliency_thumbnail" in cols and "saliency_target" in cols
     CaseStore(path)  # re-opening applies nothing twice
     assert len(new.migrations()) == len(MIGRATIONS)
 

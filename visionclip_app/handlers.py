@@ -28,6 +28,7 @@ from engine.evaluate import evaluate, plot_confusion_matrix
 from engine.quality import assess_quality
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import SLOW_METHODS, explain
+from engine.saliency import TARGETS as SALIENCY_TARGETS
 
 from .store import VERDICTS, CaseRecord, CaseStore, StoreError, strip_and_thumbnail
 from .uploads import NEUTRAL_RE, UploadNames
@@ -251,14 +252,15 @@ def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.
 
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
-              opacity: float) -> tuple[Image.Image | None, str]:
-    """Returns (overlay, method actually used); (None, message) when saliency is unavailable."""
+              opacity: float, target: str = SALIENCY_TARGETS[0]) -> tuple[Image.Image | None, str, str | None]:
+    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable."""
     try:
         with ctx.model_lock:
-            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", opacity=float(opacity))
+            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
+                          opacity=float(opacity))
     except VisionCLIPError as e:
-        return None, one_line(e)
-    return res.overlay, getattr(res, "method", method)
+        return None, one_line(e), None
+    return res.overlay, res.method, res.target
 
 
 def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
@@ -271,12 +273,18 @@ def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
     return name
 
 
+def _check_target(target: str) -> str:
+    if target not in SALIENCY_TARGETS:
+        raise UserError(f"Unknown saliency target {target!r}; choose {' or '.join(SALIENCY_TARGETS)}.")
+    return target
+
+
 def saliency_methods() -> list[str]:
     return [m for m in SALIENCY_METHODS if m not in SLOW_METHODS]  # slow ones take minutes on a CPU
 
 
 def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
-            saliency_class: str | None = None) -> tuple:
+            saliency_class: str | None = None, target: str = SALIENCY_TARGETS[0]) -> tuple:
     """Classify the upload with the editor's prompts; returns
     (status, label_dict, original, overlay, quality_md, class_dropdown_update, analysis_state)."""
     empty = (None, None, None, "", gr.update(), None)
@@ -286,6 +294,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
             raise UserError("Opacity must be between 0 and 1.")
         if method not in saliency_methods():
             raise UserError(f"Unknown saliency method {method!r}.")
+        _check_target(target)
         ps = prompt_set_from_table(table)
         data, image = _read_upload(ctx, image_path)
     except (UserError, TypeError, ValueError) as e:
@@ -300,7 +309,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
     cls = saliency_class if saliency_class in probs else predicted
-    overlay, used = _saliency(ctx, image, ps, cls, method, opacity)
+    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target)
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
     if quality["gradable"]:
@@ -314,7 +323,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         "original_filename": _original_name(ctx, image_path),
         "prompt_set_json": json.dumps(ps.to_dict(), ensure_ascii=False), "prompt_set_sha256": ps.sha256,
         "prompt_set": ps, "probabilities": probs, "predicted_label": predicted, "model_id": ctx.model.model_id,
-        "saliency_method": used if overlay is not None else None, "saliency_class": cls if overlay is not None else None,
+        "saliency_method": used if overlay is not None else None, "saliency_target": used_target,
+        "saliency_class": cls if overlay is not None else None,
         "saliency_thumbnail": strip_and_thumbnail(overlay) if overlay is not None else None,
         "quality": quality, "analysed_at": time.time(),
     }
@@ -331,8 +341,9 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
             gr.update(choices=list(probs), value=cls), state)
 
 
-def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method: str, opacity: float) -> tuple:
-    """Recompute the overlay for another class/method/opacity; returns (overlay, status, state)."""
+def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method: str, opacity: float,
+                    target: str = SALIENCY_TARGETS[0]) -> tuple:
+    """Recompute the overlay for another class/method/opacity/target; returns (overlay, status, state)."""
     if not state:
         return None, error_status("Analyse an image first."), state
     if class_name not in state["probabilities"]:
@@ -341,14 +352,14 @@ def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method
         opacity = float(opacity)
     except (TypeError, ValueError):
         return gr.update(), error_status("Opacity must be a number between 0 and 1."), state
-    if not 0 <= opacity <= 1 or method not in saliency_methods():
-        return gr.update(), error_status("Choose a listed method and an opacity between 0 and 1."), state
-    overlay, used = _saliency(ctx, state["image"], state["prompt_set"], class_name, method, opacity)
+    if not 0 <= opacity <= 1 or method not in saliency_methods() or target not in SALIENCY_TARGETS:
+        return gr.update(), error_status("Choose a listed method and target, and an opacity between 0 and 1."), state
+    overlay, used, used_target = _saliency(ctx, state["image"], state["prompt_set"], class_name, method, opacity, target)
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
-    state = {**state, "saliency_method": used, "saliency_class": class_name,
+    state = {**state, "saliency_method": used, "saliency_target": used_target, "saliency_class": class_name,
              "saliency_thumbnail": strip_and_thumbnail(overlay)}
-    return overlay, ok_status(f"Saliency ({used}) for '{class_name}'."), state
+    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{class_name}'."), state
 
 
 def warmup(ctx: AppContext) -> float:
@@ -422,6 +433,7 @@ def save_review(ctx: AppContext, state: dict | None, reviewer: str, verdict: str
             prompt_set_json=state["prompt_set_json"], prompt_set_sha256=state["prompt_set_sha256"],
             probabilities=state["probabilities"], model_id=state["model_id"],
             predicted_label=state["predicted_label"], saliency_method=state.get("saliency_method"),
+            saliency_target=state.get("saliency_target"),
             saliency_class=state.get("saliency_class"), saliency_thumbnail=state.get("saliency_thumbnail"),
             corrected_labels=labels, confidence=_confidence(confidence), notes=notes,
             store_identifiers=bool(opt_in), original_filename=state.get("original_filename"),
@@ -536,7 +548,9 @@ def open_case(ctx: AppContext, case_id: Any) -> tuple:
         f"- Current verdict: **{case['verdict']}** by {case['reviewer']}"
         + (f"; corrected: {', '.join(json.loads(case['corrected_labels'] or '[]'))}"
            if json.loads(case["corrected_labels"] or "[]") else ""),
-        f"- Saliency: {case['saliency_method'] or '-'} for '{case['saliency_class'] or '-'}'",
+        f"- Saliency: {case['saliency_method'] or '-'}"
+        + (f" ({case['saliency_target']})" if case.get("saliency_target") else "")
+        + f" for '{case['saliency_class'] or '-'}'",
         f"- Image SHA-256 `{case['image_sha256'][:16]}…` · prompt set `{(case['prompt_set_sha256'] or '')[:12]}`",
     ]
     if case.get("original_filename") or case.get("patient_id"):

@@ -46,7 +46,7 @@ THUMBNAIL_MAX_SIDE = 256
 # Columns returned by search()/exports (the blobs are left out).
 LIST_COLUMNS = [
     "id", "created_at", "updated_at", "reviewer", "verdict", "predicted_label", "corrected_labels",
-    "confidence", "notes", "model_id", "saliency_method", "saliency_class", "image_sha256",
+    "confidence", "notes", "model_id", "saliency_method", "saliency_target", "saliency_class", "image_sha256",
     "prompt_set_sha256", "probabilities", "prompt_set_json", "original_filename", "patient_id",
     "n_revisions",
 ]
@@ -91,6 +91,7 @@ class CaseRecord:
     model_id: str
     predicted_label: str
     saliency_method: str | None = None
+    saliency_target: str | None = None  # softmax | similarity: which score the map explains
     saliency_class: str | None = None
     saliency_thumbnail: bytes | None = None
     corrected_labels: list[str] = dataclasses.field(default_factory=list)
@@ -146,10 +147,15 @@ def _m003_saliency_thumbnail(db: sqlite_utils.Database) -> None:
     db["cases"].add_column("n_revisions", int, not_null_default=1)
 
 
+def _m004_saliency_target(db: sqlite_utils.Database) -> None:
+    db["cases"].add_column("saliency_target", str)  # NULL for cases logged before targets were offered
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial cases and revisions tables", _m001_initial),
     (2, "indexes and append-only triggers on revisions", _m002_indexes_and_append_only),
     (3, "saliency thumbnail and revision count on cases", _m003_saliency_thumbnail),
+    (4, "saliency target on cases", _m004_saliency_target),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -266,8 +272,8 @@ class CaseStore:
             "prompt_set_json": rec.prompt_set_json, "prompt_set_sha256": rec.prompt_set_sha256,
             "probabilities": json.dumps(rec.probabilities, sort_keys=True),
             "model_id": rec.model_id, "predicted_label": rec.predicted_label,
-            "saliency_method": rec.saliency_method, "saliency_class": rec.saliency_class,
-            "saliency_thumbnail": rec.saliency_thumbnail, "n_revisions": 1,
+            "saliency_method": rec.saliency_method, "saliency_target": rec.saliency_target,
+            "saliency_class": rec.saliency_class, "saliency_thumbnail": rec.saliency_thumbnail, "n_revisions": 1,
             "original_filename": (rec.original_filename or None) if rec.store_identifiers else None,
             "patient_id": (rec.patient_id or None) if rec.store_identifiers else None,
         }

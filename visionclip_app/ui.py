@@ -102,6 +102,10 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             sal_class = gr.Dropdown([], label="Saliency for class", interactive=True,
                                                     allow_custom_value=False, elem_id="sal-class")
                             sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method")
+                            sal_target = gr.Radio(list(h.SALIENCY_TARGETS), value=h.SALIENCY_TARGETS[0],
+                                                  label="Explain", elem_id="sal-target",
+                                                  info="softmax: why this class rather than the others; "
+                                                       "similarity: what matches its prompts")
                             sal_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
                         with gr.Row():
                             original_out = gr.Image(label="Original", type="pil", interactive=False, height=360,
@@ -200,8 +204,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 gr.Markdown(h.about_markdown(ctx), elem_id="about-md")
 
         # ---------------------------------------------------------------------- events
-        def do_analyse(image_path, table, method, opacity, cls):
-            out = h.analyse(ctx, image_path, table, method, opacity, cls)
+        def do_analyse(image_path, table, method, opacity, cls, target):
+            out = h.analyse(ctx, image_path, table, method, opacity, cls, target)
             state = out[-1]
             return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
 
@@ -213,24 +217,25 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
             warn = "" if state["quality"]["gradable"] else " · ⚠ looks ungradable"
             return (f"Current analysis: predicted **{state['predicted_label']}** ("
                     + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{state['image_sha256'][:12]}`"
-                    + f" · saliency {state.get('saliency_method') or '-'} / {state.get('saliency_class') or '-'}"
+                    + f" · saliency {state.get('saliency_method') or '-'} ({state.get('saliency_target') or '-'})"
+                    + f" / {state.get('saliency_class') or '-'}"
                     + warn)
 
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
-        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class]
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target]
         analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
         image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
 
-        def do_saliency(state, cls, method, opacity):
-            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity)
+        def do_saliency(state, cls, method, opacity, target):
+            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target)
             return overlay, st, state, _summary(state)
 
-        for comp in (sal_class, sal_method):
-            comp.input(do_saliency, [analysis, sal_class, sal_method, sal_opacity],
-                       [overlay_out, status, analysis, review_summary], concurrency_limit=2)
-        sal_opacity.release(do_saliency, [analysis, sal_class, sal_method, sal_opacity],
-                            [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+        saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target]
+        for comp in (sal_class, sal_method, sal_target):
+            comp.input(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+        sal_opacity.release(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary],
+                            concurrency_limit=2)
 
         load_preset_btn.click(h.load_preset_table, [preset_dd], [prompt_table, status])
         preset_dd.input(h.load_preset_table, [preset_dd], [prompt_table, status])

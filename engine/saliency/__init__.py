@@ -1,4 +1,4 @@
-"""Grad-CAM saliency for VisionCLIP's image-text similarity, built on pytorch-grad-cam."""
+"""Grad-CAM saliency for VisionCLIP's image-text scores (softmax or similarity), built on pytorch-grad-cam."""
 from .explain import METHODS, SLOW_METHODS, TARGETS, ImageEmbedder, SaliencyResult, cam_map, explain, make_target, render_overlay
 from .layers import TokenReshape, find_target_layer
 from .targets import SimilarityTarget, SoftmaxTarget

@@ -31,7 +31,7 @@ METHODS = {
     "eigencam": EigenCAM,
     "scorecam": ScoreCAM,
 }
-TARGETS = ("similarity", "softmax")
+TARGETS = ("softmax", "similarity")  # the default first
 SLOW_METHODS = {"scorecam"}
 _LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad live on the shared network
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",

@@ -161,7 +161,7 @@ def test_main_journey(app, browser):
 
     # 4. save a review
     open_tab(page, "Review and log")
-    wait_text(page, "#review-summary", "saliency gradcam / cataract")
+    wait_text(page, "#review-summary", "saliency gradcam (softmax) / cataract")
     page.locator("#reviewer input, #reviewer textarea").first.fill("E2E Reviewer")
     page.locator("#verdict").get_by_role("radio", name="disagree").check()
     choose(page, "corrected", "glaucoma")
@@ -191,7 +191,7 @@ def test_main_journey(app, browser):
     row = rows[0]
     assert row["reviewer"] == "E2E Reviewer" and row["verdict"] == "disagree"
     assert row["corrected_labels"] == '["glaucoma"]'
-    assert row["saliency_class"] == "cataract" and row["saliency_method"] == "gradcam"
+    assert row["saliency_class"] == "cataract" and row["saliency_method"] == "gradcam" and row["saliency_target"] == "softmax"
     assert '"healthy eye"' in row["prompt_set_json"]
     assert row["original_filename"] == "" and row["patient_id"] == ""
     shot(page, "07_exported")
