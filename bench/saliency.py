@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import VisionCLIP, load_prompt_set  # noqa: E402
 from engine.preprocess import fundus_mask  # noqa: E402
-from engine.saliency import METHODS, explain, make_target  # noqa: E402
+from engine.saliency import METHODS, TARGETS, explain, make_target  # noqa: E402
 from engine.saliency import metrics as M  # noqa: E402
 from engine.synth import render_fundus  # noqa: E402
 from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS  # noqa: E402
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
     p.add_argument("--prompts", default="screening")
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
-    p.add_argument("--target", choices=("similarity", "softmax"), default=None,
+    p.add_argument("--target", choices=list(TARGETS), default=None,
                    help="score explained (default: explain()'s, softmax against the other classes)")
     p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")

@@ -95,7 +95,7 @@ def _image_size(cfg: dict) -> int:
 
 
 def preprocess_settings(cfg: dict) -> dict:
-    """Image size and normalisation the image tower expects."""
+    """Image size, normalisation and local-contrast choice the image tower expects (FundusTransform's arguments)."""
     pre = cfg.get("preprocess_cfg", {})
     return {
         "image_size": _image_size(cfg),

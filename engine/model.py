@@ -47,7 +47,7 @@ class VisionCLIP:
         self.model_id: str = metadata["model_id"]
         pre = preprocess_settings(config)
         self.image_size = pre["image_size"]
-        self.transform = FundusTransform(pre["image_size"], pre["mean"], pre["std"], local_contrast=pre["local_contrast"])
+        self.transform = FundusTransform(**pre)
         self.tokenizer = create_tokenizer(config)
         self.context_length = config["text_cfg"].get("context_length", 77)
         self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()

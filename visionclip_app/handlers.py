@@ -273,12 +273,6 @@ def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
     return name
 
 
-def _check_target(target: str) -> str:
-    if target not in SALIENCY_TARGETS:
-        raise UserError(f"Unknown saliency target {target!r}; choose {' or '.join(SALIENCY_TARGETS)}.")
-    return target
-
-
 def saliency_methods() -> list[str]:
     return [m for m in SALIENCY_METHODS if m not in SLOW_METHODS]  # slow ones take minutes on a CPU
 
@@ -294,7 +288,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
             raise UserError("Opacity must be between 0 and 1.")
         if method not in saliency_methods():
             raise UserError(f"Unknown saliency method {method!r}.")
-        _check_target(target)
+        if target not in SALIENCY_TARGETS:
+            raise UserError(f"Unknown saliency target {target!r}; choose {' or '.join(SALIENCY_TARGETS)}.")
         ps = prompt_set_from_table(table)
         data, image = _read_upload(ctx, image_path)
     except (UserError, TypeError, ValueError) as e:

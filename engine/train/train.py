@@ -322,7 +322,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         if env.is_master:
             log.info("resumed from step %d", start_step)
 
-    loader, sources = make_loader(cfg, FundusTransform(pre["image_size"], pre["mean"], pre["std"], local_contrast=pre["local_contrast"]), start_step, env.rank, env.world_size)
+    loader, sources = make_loader(cfg, FundusTransform(**pre), start_step, env.rank, env.world_size)
     manifest = {
         "real_patient_images": 0,
         "sources": [s.description for s in sources],
