@@ -3,7 +3,7 @@
     python bench/saliency.py [--model PATH] [--n 20] [--conditions dr amd glaucoma pathologic_myopia]
 
 Per condition: pointing game (strict and with a tolerance), energy ratio in the condition's lesion
-masks (1.0 = uniform), the same for a uniform-random and a centre-bias baseline map, the library's
+masks (1.0 = uniform) beside its ceiling for the explained layer's grid, the same for a uniform-random and a centre-bias baseline map, the library's
 CamMultImageConfidenceChange and ROADCombined (grad-cam map vs the baselines), and the Adebayo
 model-randomisation check (Spearman / SSIM of trained vs randomised-image-tower maps; low = passes).
 Then the time of one map for one class at 224 px for every method. Works on whatever
@@ -29,6 +29,8 @@ from engine import VisionCLIP, load_prompt_set  # noqa: E402
 from engine.preprocess import fundus_mask  # noqa: E402
 from engine.saliency import METHODS, TARGETS, explain, make_target  # noqa: E402
 from engine.saliency import metrics as M  # noqa: E402
+from engine.saliency.explain import ImageEmbedder  # noqa: E402
+from engine.saliency.layers import resolve_target_layers  # noqa: E402
 from engine.synth import render_fundus  # noqa: E402
 from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS  # noqa: E402
 
@@ -42,12 +44,32 @@ def mean(xs):
     return float(np.mean(xs)) if xs else float("nan")
 
 
+def layer_grid(model, layers, input_tensor: torch.Tensor) -> tuple[int, int]:
+    """(h, w) of the finest target layer's map for this input: what the CAM is drawn on before upsampling."""
+    targets, reshape = resolve_target_layers(model.network.visual, layers)
+    grids = []
+
+    def record(module, inputs, output):
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        grids.append(tuple((reshape(out) if reshape else out).shape[-2:]))
+
+    hooks = [t.register_forward_hook(record) for t in targets]
+    try:
+        with torch.no_grad():
+            ImageEmbedder(model.network)(input_tensor[None].to(model.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(grids, key=lambda g: g[0] * g[1])
+
+
 def evaluate_condition(model, prompt_set, key, args, random_model):
     cls = class_for(key)
-    rows = {k: [] for k in ("pg_cam", "pg_cam_tol", "pg_rand", "pg_centre", "pg_centre_tol", "er_cam", "er_rand",
+    rows = {k: [] for k in ("pg_cam", "pg_cam_tol", "pg_rand", "pg_centre", "pg_centre_tol", "er_cam", "er_max", "er_rand",
                             "er_centre", "share", "prob", "mult_cam", "mult_rand", "mult_centre", "road_cam",
                             "road_rand", "road_centre", "sanity_rho", "sanity_ssim")}
     used = 0
+    grid = None
     seed = args.seed
     tries = 0
     while used < args.n and tries < args.n * 3:
@@ -63,6 +85,8 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
         if not mask.any():
             continue
         res = explain(model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
+        prepared = model.transform.prepare(image)
+        grid = grid or layer_grid(model, args.layers, prepared.tensor)
         rand = M.uniform_random_map(mask.shape, fov, seed=seed)
         centre = M.centre_bias_map(mask.shape, fov)
         tol = max(1, round(args.tolerance * args.size / 512))
@@ -72,13 +96,14 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
         rows["pg_centre"].append(M.pointing_game(centre, mask))
         rows["pg_centre_tol"].append(M.pointing_game(centre, mask, tolerance=tol))
         rows["er_cam"].append(M.energy_ratio(res.map, mask, fov))
+        best = prepared.to_original(M.best_map_on_grid(prepared.to_input(mask), grid))
+        rows["er_max"].append(M.energy_ratio(best * fov, mask, fov))
         rows["er_rand"].append(M.energy_ratio(rand, mask, fov))
         rows["er_centre"].append(M.energy_ratio(centre, mask, fov))
         rows["share"].append(mask.sum() / fov.sum())
         rows["prob"].append(res.probability)
 
         # the library's perturbation metrics on the model input: grad-cam vs the two baselines
-        prepared = model.transform.prepare(image)
         in_fov = prepared.fov
         s = in_fov.shape
         maps = {"cam": res.input_map, "rand": M.uniform_random_map(s, in_fov, seed=seed),
@@ -97,6 +122,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
         used += 1
     summary = {k: mean([float(x) for x in v]) for k, v in rows.items()}
     summary["images"] = used
+    summary["grid"] = list(grid) if grid else None
     summary["class"] = cls
     return summary
 
@@ -132,7 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
     p.add_argument("--target", choices=list(TARGETS), default=None,
                    help="score explained (default: explain()'s, softmax against the other classes)")
-    p.add_argument("--layers", default=None, help="target layers inside the image tower, comma-separated (default: explain()'s)")
+    p.add_argument("--layers", default=None,
+                   help="target layers inside the image tower, comma-separated, or 'detail' for the stride-4 stage (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in px at 512 (default 15)")
     p.add_argument("--road", type=int, default=1, help="images per condition scored with ROAD (slow; default 1)")
@@ -152,7 +179,7 @@ def main(argv=None) -> int:
           f"at {args.size}px | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
     results = {"model": model.model_id, "trained": model.is_trained, "method": args.method, "conditions": {}}
     hdr = (f"{'condition':34s} {'n':>3s} {'share':>6s} {'P(cls)':>6s} | {'PG cam':>6s} {'tol':>5s} {'rand':>5s} "
-           f"{'ctr':>5s} {'ctrtol':>6s} | {'ER cam':>6s} {'rand':>5s} {'ctr':>5s} | {'mult cam':>8s} {'rand':>6s} "
+           f"{'ctr':>5s} {'ctrtol':>6s} | {'ER cam':>6s} {'max':>5s} {'rand':>5s} {'ctr':>5s} | {'mult cam':>8s} {'rand':>6s} "
            f"{'ctr':>6s} | {'ROAD cam':>8s} {'rand':>6s} {'ctr':>6s} | {'rho':>5s} {'ssim':>5s}")
     if args.n > 0:
         print(hdr)
@@ -167,13 +194,14 @@ def main(argv=None) -> int:
             s = evaluate_condition(model, prompt_set, key, args, random_model)
         results["conditions"][cls] = s
         print(f"{cls:34s} {s['images']:3d} {s['share']:6.3f} {s['prob']:6.3f} | {s['pg_cam']:6.2f} {s['pg_cam_tol']:5.2f} "
-              f"{s['pg_rand']:5.2f} {s['pg_centre']:5.2f} {s['pg_centre_tol']:6.2f} | {s['er_cam']:6.2f} {s['er_rand']:5.2f} "
+              f"{s['pg_rand']:5.2f} {s['pg_centre']:5.2f} {s['pg_centre_tol']:6.2f} | {s['er_cam']:6.2f} {s['er_max']:5.2f} {s['er_rand']:5.2f} "
               f"{s['er_centre']:5.2f} | {s['mult_cam']:8.4f} {s['mult_rand']:6.4f} {s['mult_centre']:6.4f} | "
               f"{s['road_cam']:8.4f} {s['road_rand']:6.4f} {s['road_centre']:6.4f} | {s['sanity_rho']:5.2f} "
               f"{s['sanity_ssim']:5.2f}   ({time.time() - t:.0f}s)", flush=True)
     if args.n > 0:
         print("PG: pointing game (share of images whose map maximum is in a lesion mask; chance ~ share); tol: "
-              f"within {args.tolerance}px@512; ER: energy ratio in masks (1 = uniform); mult: CamMultImageConfidence"
+              f"within {args.tolerance}px@512; ER: energy ratio in masks (1 = uniform); "
+              "max: the best ER any map on the layer's grid can reach; mult: CamMultImageConfidence"
               "Change; ROAD: ROADCombined (higher = more faithful); rho/ssim: trained vs randomised tower (low = passes)")
     if not args.no_speed:
         speed = time_methods(model, prompt_set, args)

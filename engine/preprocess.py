@@ -158,6 +158,17 @@ class PreparedImage:
         out[t:b, l:r] = sq[oy : oy + (b - t), ox : ox + (r - l)]
         return out
 
+    def to_input(self, original_map: np.ndarray) -> np.ndarray:
+        """The inverse of ``to_original``: a map (or mask) over the original (H x W) onto the model input (S x S)."""
+        import cv2
+
+        l, t, r, b = self.box
+        ox, oy = self.offset
+        sq = np.zeros((self.square, self.square), dtype=np.float32)
+        sq[oy : oy + (b - t), ox : ox + (r - l)] = np.asarray(original_map, dtype=np.float32)[t:b, l:r]
+        side = self.fov.shape[0]
+        return cv2.resize(sq, (side, side), interpolation=cv2.INTER_AREA)
+
 
 class FundusTransform:
     """Callable PIL -> normalised tensor: crop to the fundus, pad square, resize, normalise.

@@ -160,6 +160,23 @@ def test_update_saliency(ctx, analysed):
     assert is_error(h.update_saliency(ctx, state, "glaucoma", "gradcam", 7)[1])
 
 
+def test_lesion_level_detail(ctx, analysed, fundus_path):
+    state = analysed[-1]
+    method = h.method_for_detail(True, "gradcam")
+    assert method == "gradcam-elementwise" and h.method_for_detail(True, "hirescam") == "hirescam"
+    assert h.method_for_detail(False, method) == "gradcam" and h.method_for_detail(False, "layercam") == "layercam"
+    overlay, status, state2 = h.update_saliency(ctx, state, "glaucoma", method, 0.5, "softmax", True)
+    assert status.startswith(h.STATUS_OK) and isinstance(overlay, Image.Image)
+    assert state2["saliency_method"] == "gradcam-elementwise (detail)"
+    out = h.analyse(ctx, fundus_path, small_table(), method, 0.5, None, "softmax", True)
+    assert out[0].startswith(h.STATUS_OK) and out[-1]["saliency_method"] == "gradcam-elementwise (detail)"
+    # a wrong form value is a one-line error that keeps the current analysis
+    overlay, status, kept = h.update_saliency(ctx, state, "glaucoma", method, 0.5, "softmax", "yes please")
+    assert is_error(status) and "detail" in status and kept is state
+    out = h.analyse(ctx, fundus_path, small_table(), method, 0.5, None, "softmax", 3)
+    assert is_error(out[0]) and out[-1] is None
+
+
 def _bad_files(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello, not an image")

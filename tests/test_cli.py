@@ -54,3 +54,15 @@ def test_bad_input_is_one_line_error(tmp_path, setup, args, message):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
     assert message in (r.stderr + r.stdout)
+
+
+def test_explain_lesion_detail_writes_overlay(tmp_path):
+    img = tmp_path / "eye.png"
+    make_fundus().save(img)
+    out = tmp_path / "map.png"
+    r = run_cli("explain", img, "--class", "diabetic retinopathy", "--method", "gradcam-elementwise", "--layers", "detail",
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == Image.open(img).size

@@ -44,6 +44,12 @@ def test_crop_to_fundus_disc_and_square():
     back = prepared.to_original(np.ones((224, 224), dtype=np.float32))
     assert back.shape == (300, 600)
     assert back[:, :150].max() == 0 and back[150, 300] == pytest.approx(1.0)
+    # to_input is its inverse: a mask on the photograph lands where the model sees it
+    mask = np.zeros((300, 600), np.float32)
+    mask[100:200, 250:350] = 1.0
+    on_input = prepared.to_input(mask)
+    assert on_input.shape == (224, 224)
+    assert np.abs(prepared.to_original(on_input) - mask)[20:280, 170:430].mean() < 0.02
 
 
 @pytest.mark.parametrize("size", [(50, 1000), (4000, 300), (64, 64)])

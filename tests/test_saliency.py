@@ -60,7 +60,7 @@ def test_effnet_map_on_original_zero_outside_fundus(effnet):
     assert (plain == image).all(), "opacity 0 gives the original photograph, not the normalised tensor"
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "layercam", "eigencam"])
+@pytest.mark.parametrize("method", ["gradcam++", "layercam", "eigencam", "gradcam-elementwise", "hirescam"])
 def test_other_methods(effnet, method):
     res = explain(effnet, _fundus(), TWO, "glaucoma", method=method)
     _check_map(res, _fundus())
@@ -77,6 +77,40 @@ def test_named_and_multiple_target_layers(effnet):
     # a 14x14 stage and the 7x7 head give different maps; the pair is neither of them alone
     assert not np.allclose(earlier.input_map, default.input_map, atol=1e-3)
     assert not np.allclose(both.input_map, earlier.input_map, atol=1e-3)
+
+
+def test_detail_layer_is_the_stride_4_stage_and_sharper(effnet):
+    from engine.saliency import DETAIL, detail_layer
+    from engine.saliency.explain import cam_map, make_target
+
+    assert detail_layer(effnet.network.visual) is effnet.network.visual.trunk.blocks[1]  # timm: reduction 4
+    image = _fundus()
+    res = explain(effnet, image, TWO, "glaucoma", method="elementwise", layers="Detail")
+    _check_map(res, image)
+    assert res.method == "gradcam-elementwise"
+    # on the model input, the last stage's map is (nearly) what its 10x10 grid can draw; the detail map
+    # holds structure finer than that grid
+    prepared = effnet.transform.prepare(image)
+    target, _ = make_target(effnet, TWO, "glaucoma")
+    coarse, _ = cam_map(effnet.network, prepared.tensor, target, "gradcam-elementwise")
+    fine, _ = cam_map(effnet.network, prepared.tensor, target, "gradcam-elementwise", layers=DETAIL)
+    last_grid = (effnet.image_size // 32,) * 2
+
+    def finer_than_last_grid(m):
+        return float(np.abs(m - M.best_map_on_grid(m, last_grid)).mean() / max(m.mean(), 1e-6))
+
+    assert finer_than_last_grid(fine) > 2 * finer_than_last_grid(coarse)
+
+
+def test_detail_layers_of_other_towers():
+    from engine.saliency import detail_layer
+
+    rn = VisionCLIP.from_config("RN50", pretrained_towers=False)
+    assert detail_layer(rn.network.visual) is rn.network.visual.layer1
+    vit = VisionCLIP.from_config("ViT-B-16", pretrained_towers=False)
+    with pytest.raises(VisionCLIPError, match="stride-4 stage.*VisionTransformer") as e:
+        explain(vit, _fundus(), TWO, "glaucoma", layers="detail", target="similarity")
+    assert "\n" not in str(e.value)
 
 
 def test_unknown_target_layer_is_one_line_error(effnet):
@@ -170,6 +204,19 @@ def test_pointing_game_and_energy_known_values():
     assert M.energy_ratio(miss, mask, fov) == pytest.approx(0.0)
     half = inside + (fov & ~mask) * (1 / 3)  # energy 64 in, 64 out
     assert M.energy_fraction(half, mask, fov) == pytest.approx(0.5)
+
+
+def test_best_map_on_grid_is_the_energy_ceiling():
+    fov = np.ones((64, 64), bool)
+    dots = np.zeros((64, 64), bool)
+    dots[8::16, 8::16] = True  # 16 one-pixel dots, one per 16x16 cell
+    share = dots.mean()
+    coarse = M.best_map_on_grid(dots, (4, 4))  # every cell holds a dot: the best coarse map is flat
+    assert M.energy_ratio(coarse, dots, fov) == pytest.approx(1.0, abs=0.05)
+    fine = M.best_map_on_grid(dots, (64, 64))  # one cell per pixel: the mask itself
+    assert M.energy_ratio(fine, dots, fov) == pytest.approx(1 / share)
+    middle = M.energy_ratio(M.best_map_on_grid(dots, (16, 16)), dots, fov)
+    assert 1.0 < middle < 1 / share
 
 
 def test_baselines_and_map_similarity():

@@ -26,6 +26,7 @@ from engine import PromptSet, VisionCLIP, VisionCLIPError, load_image
 from engine import prompts as engine_prompts
 from engine.evaluate import evaluate, plot_confusion_matrix
 from engine.quality import assess_quality
+from engine.saliency import DETAIL, DETAIL_METHODS
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import SLOW_METHODS, explain
 from engine.saliency import TARGETS as SALIENCY_TARGETS
@@ -252,15 +253,30 @@ def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.
 
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
-              opacity: float, target: str = SALIENCY_TARGETS[0]) -> tuple[Image.Image | None, str, str | None]:
+              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False
+              ) -> tuple[Image.Image | None, str, str | None]:
     """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable."""
     try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
-                          opacity=float(opacity))
+                          opacity=float(opacity), layers=DETAIL if detail else None)
     except VisionCLIPError as e:
         return None, one_line(e), None
-    return res.overlay, res.method, res.target
+    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target
+
+
+def _detail_flag(detail: Any) -> bool:
+    if detail is None or isinstance(detail, bool):
+        return bool(detail)
+    raise UserError(f"Lesion-level detail must be on or off, not {detail!r}.")
+
+
+def method_for_detail(detail: bool, method: str) -> str:
+    """The method to show when lesion-level detail is switched: Grad-CAM's channel-pooled weights wash out
+    on the fine layer, the element-wise product stays sharp there (docs/saliency.md)."""
+    if detail:
+        return method if method in DETAIL_METHODS else DETAIL_METHODS[0]
+    return saliency_methods()[0] if method in DETAIL_METHODS else method
 
 
 def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
@@ -278,7 +294,7 @@ def saliency_methods() -> list[str]:
 
 
 def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
-            saliency_class: str | None = None, target: str = SALIENCY_TARGETS[0]) -> tuple:
+            saliency_class: str | None = None, target: str = SALIENCY_TARGETS[0], detail: bool = False) -> tuple:
     """Classify the upload with the editor's prompts; returns
     (status, label_dict, original, overlay, quality_md, class_dropdown_update, analysis_state)."""
     empty = (None, None, None, "", gr.update(), None)
@@ -290,6 +306,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
             raise UserError(f"Unknown saliency method {method!r}.")
         if target not in SALIENCY_TARGETS:
             raise UserError(f"Unknown saliency target {target!r}; choose {' or '.join(SALIENCY_TARGETS)}.")
+        detail = _detail_flag(detail)
         ps = prompt_set_from_table(table)
         data, image = _read_upload(ctx, image_path)
     except (UserError, TypeError, ValueError) as e:
@@ -304,7 +321,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
     cls = saliency_class if saliency_class in probs else predicted
-    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target)
+    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail)
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
     if quality["gradable"]:
@@ -337,8 +354,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
 
 
 def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method: str, opacity: float,
-                    target: str = SALIENCY_TARGETS[0]) -> tuple:
-    """Recompute the overlay for another class/method/opacity/target; returns (overlay, status, state)."""
+                    target: str = SALIENCY_TARGETS[0], detail: bool = False) -> tuple:
+    """Recompute the overlay for another class/method/opacity/target/detail; returns (overlay, status, state)."""
     if not state:
         return None, error_status("Analyse an image first."), state
     if class_name not in state["probabilities"]:
@@ -347,9 +364,14 @@ def update_saliency(ctx: AppContext, state: dict | None, class_name: str, method
         opacity = float(opacity)
     except (TypeError, ValueError):
         return gr.update(), error_status("Opacity must be a number between 0 and 1."), state
+    try:
+        detail = _detail_flag(detail)
+    except UserError as e:
+        return gr.update(), error_status(e), state
     if not 0 <= opacity <= 1 or method not in saliency_methods() or target not in SALIENCY_TARGETS:
         return gr.update(), error_status("Choose a listed method and target, and an opacity between 0 and 1."), state
-    overlay, used, used_target = _saliency(ctx, state["image"], state["prompt_set"], class_name, method, opacity, target)
+    overlay, used, used_target = _saliency(ctx, state["image"], state["prompt_set"], class_name, method, opacity, target,
+                                           detail)
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = {**state, "saliency_method": used, "saliency_target": used_target, "saliency_class": class_name,

@@ -107,6 +107,9 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                                                   info="softmax: why this class rather than the others; "
                                                        "similarity: what matches its prompts")
                             sal_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
+                            sal_detail = gr.Checkbox(False, label="Lesion-level detail", elem_id="sal-detail",
+                                                     info="a grid 8x finer, for small scattered lesions such as "
+                                                          "DR dots; switches the method to gradcam-elementwise")
                         with gr.Row():
                             original_out = gr.Image(label="Original", type="pil", interactive=False, height=360,
                                                     format="jpeg")
@@ -204,8 +207,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 gr.Markdown(h.about_markdown(ctx), elem_id="about-md")
 
         # ---------------------------------------------------------------------- events
-        def do_analyse(image_path, table, method, opacity, cls, target):
-            out = h.analyse(ctx, image_path, table, method, opacity, cls, target)
+        def do_analyse(image_path, table, method, opacity, cls, target, detail):
+            out = h.analyse(ctx, image_path, table, method, opacity, cls, target, detail)
             state = out[-1]
             return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
 
@@ -223,17 +226,26 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
 
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
-        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target]
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail]
         analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
         image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
 
-        def do_saliency(state, cls, method, opacity, target):
-            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target)
+        def do_saliency(state, cls, method, opacity, target, detail):
+            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target, detail)
             return overlay, st, state, _summary(state)
 
-        saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target]
+        saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target, sal_detail]
         for comp in (sal_class, sal_method, sal_target):
             comp.input(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+
+        def do_detail(state, cls, method, opacity, target, detail):
+            method = h.method_for_detail(detail, method)
+            if not state:  # nothing analysed yet: just set the method for the next analysis
+                return method, gr.update(), gr.update(), state, _summary(state)
+            return (method, *do_saliency(state, cls, method, opacity, target, detail))
+
+        sal_detail.input(do_detail, saliency_inputs, [sal_method, overlay_out, status, analysis, review_summary],
+                         concurrency_limit=2)
         sal_opacity.release(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary],
                             concurrency_limit=2)
 

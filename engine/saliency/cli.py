@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explain the class's softmax probability against the other classes (default; "
                              "similarity for a one-class prompt set) or its cosine similarity")
     parser.add_argument("--layers", default=None, metavar="NAMES",
-                        help="target layers inside the image tower, comma-separated, e.g. trunk.blocks.5 (default: the last stage)")
+                        help="target layers inside the image tower, comma-separated, e.g. trunk.blocks.5, or 'detail' for the "
+                             "stride-4 stage (lesion-level; use with --method gradcam-elementwise) (default: the last stage)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
     parser.add_argument("--out", default=None, metavar="FILE.png", help="overlay to write (default: IMAGE_saliency.png in the current folder)")
     add_model_arguments(parser)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 from torch import nn
 
 from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
-from .layers import resolve_target_layers
+from .layers import DETAIL, resolve_target_layers
 from .targets import SimilarityTarget, SoftmaxTarget
 
 METHODS = {
@@ -30,12 +30,21 @@ METHODS = {
     "layercam": LayerCAM,
     "eigencam": EigenCAM,
     "scorecam": ScoreCAM,
+    # element-wise gradient x activation (no channel pooling): the methods that stay sharp on a fine,
+    # stride-4 layer (``layers="detail"``), where scattered DR dots are resolved (docs/saliency.md)
+    "gradcam-elementwise": GradCAMElementWise,
+    "hirescam": HiResCAM,
 }
 TARGETS = ("softmax", "similarity")  # the default first
+# methods for ``layers=DETAIL`` (the stride-4 stage), the measured best first: channel-pooled weights
+# (Grad-CAM, Grad-CAM++) average a fine layer's scattered evidence away
+DETAIL_METHODS = ("gradcam-elementwise", "hirescam")
 SLOW_METHODS = {"scorecam"}
 _LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad live on the shared network
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
-            "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam"}
+            "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam",
+            "gradcamelementwise": "gradcam-elementwise", "elementwise": "gradcam-elementwise",
+            "grad-cam-elementwise": "gradcam-elementwise", "hires-cam": "hirescam"}
 
 
 class ImageEmbedder(nn.Module):
@@ -127,7 +136,8 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
             score_batch_size: int = 32, layers: str | list[str] | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
 
-    ``layers``: target layer names inside the image tower (default: the tower's last stage)."""
+    ``layers``: target layer names inside the image tower, or ``"detail"`` for its stride-4 stage
+    (default: the tower's last stage)."""
     method = resolve_method(method)
     try:
         target_layers, reshape = resolve_target_layers(network.visual if hasattr(network, "visual") else network, layers)

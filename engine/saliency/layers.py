@@ -6,6 +6,10 @@
 - open_clip VisionTransformer: the last block's ``ln_1`` (its input feeds the attention that
   writes the pooled token), with a reshape transform derived from the token count at call time.
 - timm ViTs inside open_clip: the last block's ``norm1``.
+
+``layers="detail"`` picks the tower's stride-4 stage instead (timm's ``feature_info``; ``layer1`` of
+open_clip's ModifiedResNet): a grid 8x finer than the last stage, fine enough for scattered lesions
+such as DR dots, which a last-stage map cannot resolve (docs/saliency.md).
 """
 from __future__ import annotations
 
@@ -90,6 +94,26 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
     return conv, None
 
 
+DETAIL = "detail"
+DETAIL_STRIDE = 4
+
+
+def detail_layer(visual: nn.Module) -> nn.Module:
+    """The image tower's stride-4 stage: its finest grid that still carries learned features."""
+    trunk = getattr(visual, "trunk", None)
+    info = getattr(trunk, "feature_info", None) if trunk is not None else None
+    if info is not None:
+        stages = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
+        names = [f["module"] for f in stages if isinstance(f, dict) and f.get("reduction") == DETAIL_STRIDE]
+        if names:
+            return trunk.get_submodule(names[-1])
+    if trunk is None and isinstance(getattr(visual, "layer1", None), nn.Module):  # open_clip ModifiedResNet
+        return visual.layer1
+    raise ValueError(f"'{DETAIL}' needs a convolutional image tower with a stride-{DETAIL_STRIDE} stage; "
+                     f"{type(trunk if trunk is not None else visual).__name__} has none (a ViT has a single token "
+                     "grid): name a layer instead")
+
+
 def layer_names(visual: nn.Module) -> list[str]:
     """Dotted names of the tower's modules up to three levels deep: examples of what ``layers`` accepts."""
     return [n for n, _ in visual.named_modules() if n and n.count(".") <= 2]
@@ -98,10 +122,13 @@ def layer_names(visual: nn.Module) -> list[str]:
 def resolve_target_layers(visual: nn.Module, names: str | list[str] | tuple[str, ...] | None = None
                           ) -> tuple[list[nn.Module], Callable | None]:
     """Target layers by dotted name inside the image tower (e.g. ``trunk.blocks.5``), comma-separated or a
-    list; with no names, the tower's default layer. Several layers: grad-cam averages their maps."""
+    list; ``"detail"`` for the tower's stride-4 stage; with no names, the tower's default layer. Several
+    layers: grad-cam averages their maps."""
     default, reshape = find_target_layer(visual)
     if names is None or names == "" or names == []:
         return [default], reshape
+    if isinstance(names, str) and names.strip().lower() == DETAIL:
+        return [detail_layer(visual)], None
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",")]
     layers = []
