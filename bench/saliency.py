@@ -137,11 +137,12 @@ def time_methods(model, prompt_set, args):
         repeats = 1 if method == "scorecam" else args.repeats
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            explain(model, r.image, prompt_set, cls, method=method) if method != "scorecam" else None  # warm-up
+            if method != "scorecam":  # warm-up
+                explain(model, r.image, prompt_set, cls, method=method, layers=args.layers)
             times, cpu = [], []
             for _ in range(repeats):
                 t, c = time.perf_counter(), time.process_time()
-                explain(model, r.image, prompt_set, cls, method=method)
+                explain(model, r.image, prompt_set, cls, method=method, layers=args.layers)
                 times.append((time.perf_counter() - t) * 1000)
                 cpu.append((time.process_time() - c) * 1000)
         out[method] = {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats,
@@ -206,9 +207,9 @@ def main(argv=None) -> int:
     if not args.no_speed:
         speed = time_methods(model, prompt_set, args)
         results["speed_ms_224"] = speed
-        print(f"one map, one class, 224 px photograph (explain() end to end; load average {os.getloadavg()[0]:.1f}):")
+        print(f"one map, one class, 224 px photograph, layers {args.layers or 'default'} (explain() end to end; load average {os.getloadavg()[0]:.1f}):")
         for method, v in speed.items():
-            print(f"  {method:10s} median {v['median_ms']:8.0f} ms  min {v['min_ms']:8.0f} ms  "
+            print(f"  {method:19s} median {v['median_ms']:8.0f} ms  min {v['min_ms']:8.0f} ms  "
                   f"CPU time {v['cpu_ms']:8.0f} ms (all threads)  ({v['repeats']} runs)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
