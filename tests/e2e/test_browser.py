@@ -159,6 +159,15 @@ def test_main_journey(app, browser):
     wait_text(page, "#analyse-status", "for 'cataract'")
     shot(page, "04_class_changed")
 
+    # 3b. lesion-level detail on, then off again: the method follows the box
+    detail = page.locator("#sal-detail input[type=checkbox]")
+    detail.check()
+    wait_text(page, "#analyse-status", "gradcam-elementwise (detail)")
+    assert "gradcam-elementwise" in page.locator("#sal-method input").first.input_value()
+    shot(page, "04b_lesion_detail")
+    detail.uncheck()
+    wait_text(page, "#analyse-status", "Saliency (gradcam, softmax) for 'cataract'")
+
     # 4. save a review
     open_tab(page, "Review and log")
     wait_text(page, "#review-summary", "saliency gradcam (softmax) / cataract")
