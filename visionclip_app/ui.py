@@ -101,7 +101,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                         with gr.Row():
                             sal_class = gr.Dropdown([], label="Saliency for class", interactive=True,
                                                     allow_custom_value=False, elem_id="sal-class")
-                            sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method")
+                            sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method",
+                                                     min_width=190)
                             sal_target = gr.Radio(list(h.SALIENCY_TARGETS), value=h.SALIENCY_TARGETS[0],
                                                   label="Explain", elem_id="sal-target",
                                                   info="softmax: why this class rather than the others; "
