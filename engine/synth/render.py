@@ -480,14 +480,10 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         cup_map *= 0.3
         ctx.mask("disc_oedema")[disc_map > 0.3] = 1
         ctx.add_finding("disc_oedema", "optic disc", "moderate")
-    # real discs run from orange-yellow to pale yellow-white in every condition (camera, exposure, age);
-    # a model that saw only orange normal rims called every pale real disc glaucoma, so the rim colour is
-    # drawn independently of the labels and the cup is always paler than its own rim: the cup-to-disc
-    # ratio, not the disc's colour, is the glaucoma sign
-    pale = rng.uniform(0.0, 1.0)
-    disc_col = ((1 - pale) * np.array([1.0, 0.7, 0.45], np.float32) + pale * np.array([1.1, 0.97, 0.74], np.float32)) \
-        * rng.uniform(0.92, 1.08, 3).astype(np.float32)
-    cup_col = np.maximum(disc_col, 0.5 * disc_col + 0.5 * np.array([1.14, 1.06, 0.78], np.float32)) * rng.uniform(0.97, 1.03)
+    # real discs are orange-yellow with a paler yellow-white cup; neither saturates, so the cup-to-disc
+    # ratio (the glaucoma sign) stays visible
+    disc_col = np.array([1.0, 0.7, 0.45], np.float32) * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    cup_col = np.array([1.05, 0.95, 0.72], np.float32) * rng.uniform(0.92, 1.05)
     if atrophy:
         disc_col = np.array([1.3, 1.2, 1.05], np.float32)
         ctx.mask("disc_pallor")[disc_map > 0.5] = 1
@@ -500,8 +496,7 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
         ctx.add_finding("tilted_disc", "optic disc", "moderate")
     sub = img[dsl]
     da = disc_map[dsl][..., None] * rng.uniform(0.8, 0.95)
-    # pale rims a little dimmer, so that they stay below the sensor's ceiling and their cup still shows
-    sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * (1 - 0.15 * pale) * da
+    sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
     ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * (rng.uniform(0.75, 0.95) if glauc else rng.uniform(0.5, 0.85))
     sub[:] = sub * (1 - ca) + cup_col * ca
 
