@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
-from .layers import DETAIL, resolve_target_layers
+from .layers import resolve_target_layers
 from .targets import SimilarityTarget, SoftmaxTarget
 
 METHODS = {
