@@ -5,7 +5,8 @@
 Per condition: pointing game (strict and with a tolerance), energy ratio in the condition's lesion
 masks (1.0 = uniform) beside its ceiling on the explained layer's grid, the same for a
 uniform-random and a centre-bias baseline map, the library's CamMultImageConfidenceChange and
-ROADCombined (grad-cam map vs the baselines), and the Adebayo model-randomisation check (Spearman / SSIM of trained vs randomised-image-tower maps; low = passes).
+ROADCombined (grad-cam map vs the baselines), and the Adebayo model-randomisation check (Spearman /
+SSIM of trained vs randomised-image-tower maps; low = passes).
 Then the time of one map for one class at 224 px for every method. Works on whatever
 VisionCLIP.load(path) gives (untrained projections when no trained model ships: expect chance).
 """
