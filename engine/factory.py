@@ -95,13 +95,18 @@ def _image_size(cfg: dict) -> int:
 
 
 def preprocess_settings(cfg: dict) -> dict:
-    """Image size, normalisation and local-contrast choice the image tower expects (FundusTransform's arguments)."""
+    """Image size, normalisation, colour target and local-contrast choice the image tower expects (FundusTransform's arguments)."""
     pre = cfg.get("preprocess_cfg", {})
+    target = pre.get("colour_target")
+    if target is not None and not (isinstance(target, (list, tuple)) and len(target) == 3
+                                   and all(isinstance(c, (int, float)) and 0 < c <= 1 for c in target)):
+        raise VisionCLIPError(f"model config: preprocess_cfg.colour_target must be 3 numbers in (0, 1], not {target!r}")
     return {
         "image_size": _image_size(cfg),
         "mean": tuple(pre.get("mean", OPENAI_MEAN)),
         "std": tuple(pre.get("std", OPENAI_STD)),
         "local_contrast": bool(pre.get("local_contrast", False)),
+        "colour_target": pre.get("colour_target"),
     }
 
 

@@ -136,6 +136,23 @@ def local_contrast(rgb: np.ndarray, fov: np.ndarray | None = None, sigma_fractio
     return (np.clip(gain * (x - local_mean) + 0.5, 0.0, 1.0) * fov[..., None]).astype(np.float32)
 
 
+def colour_gain(rgb: np.ndarray, target, fov: np.ndarray | None = None, max_gain: float = 4.0) -> np.ndarray:
+    """Scale each channel so that the fundus's mean colour is ``target`` (RGB in [0, 1]).
+
+    Exposure and the camera's white balance differ from photograph to photograph and between cameras
+    far more than between the rendered images a model trains on; a per-image gain removes that shift
+    and keeps every spatial detail (vessels, lesions, the cup). The gain is capped so that a nearly
+    black photograph is not blown up into noise. Returns float32 in [0, 1], 0 outside the fundus.
+    """
+    x = rgb.astype(np.float32) / 255.0
+    fov = fundus_mask(rgb) if fov is None else fov
+    if not fov.any():
+        return x
+    mean = x[fov].mean(axis=0)
+    gain = np.clip(np.asarray(target, dtype=np.float32) / np.maximum(mean, 1e-3), 1 / max_gain, max_gain)
+    return (np.clip(x * gain, 0.0, 1.0) * fov[..., None]).astype(np.float32)
+
+
 @dataclass
 class PreparedImage:
     """A model-ready tensor and the geometry that maps it back onto the original photograph."""
@@ -173,17 +190,20 @@ class PreparedImage:
 class FundusTransform:
     """Callable PIL -> normalised tensor: crop to the fundus, pad square, resize, normalise.
 
-    With ``local_contrast`` the fundus's local mean colour is subtracted before normalisation
-    (see :func:`local_contrast`); a model trained so must be fed so, which its config records.
+    With ``colour_target`` each photograph's mean fundus colour is scaled to that colour first (see
+    :func:`colour_gain`); with ``local_contrast`` the fundus's local mean colour is subtracted before
+    normalisation (see :func:`local_contrast`). A model trained so must be fed so, which its config
+    records.
     """
 
     def __init__(self, image_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop: bool = True,
-                 local_contrast: bool = False):
+                 local_contrast: bool = False, colour_target=None):
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.crop = crop
         self.local_contrast = bool(local_contrast)
+        self.colour_target = None if colour_target is None else tuple(float(c) for c in colour_target)
 
     def square_fundus(self, img: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int], int, tuple[int, int]]:
         rgb = np.asarray(img)
@@ -207,6 +227,9 @@ class FundusTransform:
         return np.asarray(resized, dtype=np.uint8)
 
     def normalise(self, rgb: np.ndarray, fov: np.ndarray | None = None) -> torch.Tensor:
+        if self.colour_target is not None:
+            fov = fundus_mask(rgb) if fov is None else fov
+            rgb = (colour_gain(rgb, self.colour_target, fov) * 255.0 + 0.5).astype(np.uint8)
         x = local_contrast(rgb, fov) if self.local_contrast else rgb.astype(np.float32) / 255.0
         return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) - self.mean) / self.std
 

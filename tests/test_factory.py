@@ -67,3 +67,11 @@ def test_broken_config_file(tmp_path):
     incomplete.write_text(json.dumps({"embed_dim": 8}))
     with pytest.raises(VisionCLIPError, match="vision_cfg"):
         create_model(str(incomplete))
+
+
+@pytest.mark.parametrize("target", ["orange", [0.5, 0.4], [0.5, 0.4, 2.0]])
+def test_bad_colour_target_in_a_model_config_is_one_clear_error(target):
+    cfg = load_model_config("visionclip-effl0-minilm")
+    cfg["preprocess_cfg"]["colour_target"] = target
+    with pytest.raises(VisionCLIPError, match="colour_target must be 3 numbers"):
+        preprocess_settings(cfg)

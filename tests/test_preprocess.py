@@ -124,3 +124,36 @@ def test_transform_local_contrast_flag_changes_the_input_and_keeps_the_fov():
     assert plain.tensor.shape == lc.tensor.shape == (3, 128, 128)
     assert not np.allclose(plain.tensor.numpy(), lc.tensor.numpy(), atol=0.1)
     assert (plain.fov == lc.fov).all() and 0.4 < plain.fov.mean() < 0.9
+
+
+def test_colour_gain_maps_exposure_and_white_balance_to_the_target():
+    from engine.preprocess import colour_gain, fundus_mask
+
+    rgb = np.asarray(make_fundus(size=(256, 256)), dtype=np.float32)
+    fov = fundus_mask(rgb.astype(np.uint8))
+    # the same eye, under-exposed through a greener camera
+    other = np.clip(rgb * np.array([0.55, 0.8, 0.7], dtype=np.float32), 0, 255).astype(np.uint8)
+    target = (0.58, 0.36, 0.22)
+    a, b = colour_gain(rgb.astype(np.uint8), target), colour_gain(other, target)
+    inner = fov & fundus_mask(other)
+    assert np.allclose(b[inner].mean(axis=0), target, atol=0.02)
+    raw_gap = np.abs(rgb / 255.0 - other / 255.0)[inner].mean()
+    assert np.abs(a - b)[inner].mean() < raw_gap / 5  # the two exposures now look alike
+    assert b[~fundus_mask(other)].max() == 0.0  # the surround stays black
+    vessel = np.all(np.abs(rgb - [110, 20, 10]) < 2, axis=-1) & fov
+    assert b[vessel, 0].mean() < b[fov & ~vessel, 0].mean() - 0.05  # spatial detail is kept
+
+
+def test_colour_gain_is_capped_for_a_nearly_black_photograph():
+    from engine.preprocess import colour_gain
+
+    dark = (np.asarray(make_fundus(size=(128, 128)), dtype=np.float32) * 0.05).astype(np.uint8)
+    out = colour_gain(dark, (0.58, 0.36, 0.22), fov=np.ones(dark.shape[:2], bool))
+    assert out.max() <= 4.0 * dark.max() / 255.0 + 1e-6  # at most 4x: noise is not blown up
+
+
+def test_transform_colour_target_changes_the_input_and_keeps_the_fov():
+    img = make_fundus()
+    plain, norm = FundusTransform(128).prepare(img), FundusTransform(128, colour_target=(0.5, 0.5, 0.5)).prepare(img)
+    assert not np.allclose(plain.tensor.numpy(), norm.tensor.numpy(), atol=0.1)
+    assert (plain.fov == norm.fov).all()

@@ -60,6 +60,7 @@ def metrics(run: Path) -> list[dict]:
         ({"colour_jitter": 1.5}, "colour_jitter must be in"),
         ({"hue_jitter": -0.1}, "hue_jitter must be in"),
         ({"local_contrast": "yes"}, "'local_contrast' must be"),
+        ({"colour_normalise": "yes"}, "'colour_normalise' must be"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -230,6 +231,21 @@ def test_local_contrast_setting_is_saved_with_the_model(tmp_path):
     model = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
     assert model.transform.local_contrast  # inference preprocesses as training did
     assert not VisionCLIP.from_config("visionclip-effl0-minilm").transform.local_contrast
+
+
+def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_model(tmp_path):
+    from engine.preprocess import FundusTransform
+    from engine.train.data import mean_fundus_colour
+
+    cfg = write_config(tmp_path / "c.yaml", steps=1, colour_normalise=True)
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    model = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
+    target = model.transform.colour_target  # inference normalises as training did
+    expected = mean_fundus_colour(load_config(cfg), FundusTransform(TINY["image_size"]))
+    assert target == pytest.approx(expected, abs=1e-4)
+    assert target[0] > target[1] > target[2] > 0  # a fundus is red-orange
+    assert VisionCLIP.from_config("visionclip-effl0-minilm").transform.colour_target is None
 
 
 def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):

@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 import torchvision.transforms.functional as TF
 
 from ..errors import VisionCLIPError
-from ..preprocess import FundusTransform, load_image
+from ..preprocess import FundusTransform, fundus_mask, load_image
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -256,6 +256,31 @@ class MixtureDataset(torch.utils.data.Dataset):
         except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
             log.debug("skipping sample %d: %s", g, e)
             return None
+
+
+def mean_fundus_colour(cfg, base: FundusTransform, n: int = 512) -> list[float]:
+    """Mean RGB colour (0-1) inside the field of view over the first ``n`` training samples, unaugmented.
+
+    The target of per-image colour normalisation (``colour_normalise``): every photograph, rendered
+    or real, is scaled to the training data's average exposure and white balance.
+    """
+    sources, probs = build_sources(cfg.sources)
+    dataset = MixtureDataset(sources, probs, None, cfg.seed)
+    means = []
+    for g in range(n):
+        s, local = dataset.locate(g)
+        src = sources[s]
+        try:
+            img = (src.get(local, draw=g) if isinstance(src, SynFundusFolder) else src.get(local))[0]
+        except VisionCLIPError:  # corrupt images are skipped here as in training
+            continue
+        rgb = base.resize(base.square_fundus(img)[0])
+        fov = fundus_mask(rgb)
+        if fov.any():
+            means.append(rgb[fov].mean(axis=0) / 255.0)
+    if not means:
+        raise VisionCLIPError("colour_normalise: no readable training image to measure the mean colour on")
+    return [round(float(c), 4) for c in np.mean(means, axis=0)]
 
 
 def collate(batch):

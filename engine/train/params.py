@@ -26,6 +26,7 @@ class TrainConfig:
     pretrained_towers: bool = True
     image_size: int | None = None  # None: the model config's size
     local_contrast: bool | None = None  # subtract the local mean colour; None: the model config's choice
+    colour_normalise: bool = False  # scale each image's mean fundus colour to the training data's mean
     text_unlocked_layers: int = 0  # text tower frozen (projection trained) unless > 0
     image_unlocked_groups: int | None = None  # None: whole image tower trains; N: only the last N groups
     freeze_bn_stats: bool = False
