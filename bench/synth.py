@@ -4,6 +4,7 @@ Per core = images / CPU seconds used (robust on a shared machine); wall-clock th
 
 Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1]
        python bench/synth.py --gallery   # writes docs/synthetic_gallery.png
+       python bench/synth.py --examples  # writes the app's examples, assets/examples/ (+ captions.json)
 """
 import argparse
 import os
@@ -74,8 +75,35 @@ def gallery(path="docs/synthetic_gallery.png", size=160, cols=6):
     return path
 
 
+EXAMPLES = [("normal", 11), ("dr", 12), ("glaucoma", 13), ("amd", 14), ("cataract", 15), ("hypertensive_retinopathy", 16)]
+
+
+def examples(out="assets/examples", size=512):
+    """The app's synthetic examples (one per condition, fixed seeds) with the captions they were rendered with."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.synth import build_caption
+    from engine.synth.benchmark import condition_class
+
+    captions = {}
+    for cond, seed in EXAMPLES:
+        s = render_fundus(seed, size, [cond])
+        name = f"synthetic_{cond}_{seed}.png"
+        Image.fromarray(s.image).save(os.path.join(out, name), compress_level=9)
+        caption = build_caption(s.labels, s.findings, np.random.default_rng(seed))
+        captions[name] = f"{condition_class(cond)}: {caption}"
+    with open(os.path.join(out, "captions.json"), "w", encoding="utf-8") as f:
+        json.dump(captions, f, indent=1, ensure_ascii=False)
+    return out
+
+
 if __name__ == "__main__":
     if "--gallery" in sys.argv:
         print(gallery())
+    elif "--examples" in sys.argv:
+        print(examples())
     else:
         main()
