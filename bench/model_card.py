@@ -2,8 +2,9 @@
 
     python bench/model_card.py [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440]
 
-Prints Markdown tables (balanced accuracy against chance, AUC per class, confusion matrices) with
-the `visionclip eval` command that reproduces each figure. Real folders are evaluation only.
+Prints Markdown tables (balanced accuracy against chance with its 95% bootstrap interval, AUC per
+class, confusion matrices) with the `visionclip eval` command that reproduces each figure. Real
+folders are evaluation only.
 """
 from __future__ import annotations
 
@@ -22,11 +23,17 @@ from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
 REAL_FOLDERS = {"eyedisease_dev": "eyedisease", "palm_dev": "palm"}
 
 
+def ci(r: dict, key: str) -> str:
+    lo, hi = r["ci95"][key]
+    return f"{lo:.3f}-{hi:.3f}"
+
+
 def table(title: str, command: str, r: dict) -> str:
     classes = r["classes"]
     lines = [f"### {title}", "", f"`{command}`", "",
-             f"n = {r['n']}; balanced accuracy **{r['balanced_accuracy']:.3f}** (chance {r['chance_balanced_accuracy']:.3f}); "
-             f"accuracy {r['accuracy']:.3f}; macro F1 {r['macro_f1']:.3f}; mean AUC **{r['mean_auc']:.3f}**; "
+             f"n = {r['n']}; balanced accuracy **{r['balanced_accuracy']:.3f}** (95% CI {ci(r, 'balanced_accuracy')}; "
+             f"chance {r['chance_balanced_accuracy']:.3f}); accuracy {r['accuracy']:.3f}; macro F1 {r['macro_f1']:.3f}; "
+             f"mean AUC **{r['mean_auc']:.3f}** (95% CI {ci(r, 'mean_auc')}); "
              f"kappa {r['kappa']:.3f}", "",
              "| label \\ predicted | " + " | ".join(classes) + " | recall | AUC |",
              "|---|" + "---|" * (len(classes) + 2)]
@@ -51,7 +58,7 @@ def main() -> None:
     print(f"## Zero-shot results of `{model.model_id}`\n")
     with tempfile.TemporaryDirectory() as tmp:
         bench = write_benchmark(Path(tmp) / "synbench", args.synthetic_n, HELD_OUT_SEED, args.size)
-        r = evaluate(model, bench, load_preset("screening"))
+        r = evaluate(model, bench, load_preset("screening"), bootstrap=1000)
         cmd = (f"visionclip synth --benchmark --out synbench --n {args.synthetic_n} --seed {HELD_OUT_SEED} --size {args.size} && "
                f"visionclip eval --data synbench --prompts screening{model_arg}")
         print(table(f"Held-out synthetic images ({args.synthetic_n}, one condition each, screening prompts)", cmd, r))
@@ -60,7 +67,7 @@ def main() -> None:
         if not (d / "labels.csv").is_file():
             print(f"### {folder}\n\nnot found at {d}\n")
             continue
-        r = evaluate(model, d, load_preset(preset))
+        r = evaluate(model, d, load_preset(preset), bootstrap=1000)
         print(table(f"Real photographs: {folder} (prompts: {preset})", f"visionclip eval --data {d} --prompts {preset}{model_arg}", r))
 
 

@@ -79,15 +79,17 @@ def cmd_eval(args) -> int:
     model = load_model(args)
     result = evaluate(model, args.data, prompt_set, all_classes=args.all_classes,
                       progress=_tqdm_progress("evaluating"), batch_size=args.batch_size,
-                      predictions_csv=args.predictions)
+                      predictions_csv=args.predictions, bootstrap=args.bootstrap)
     if args.plot:
         plot_confusion_matrix(result, args.plot)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"model {result['model_id']} on {args.data} (n={result['n']})")
+        ci = result.get("ci95", {})
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "mean_auc", "kappa"):
-            print(f"  {key:18s} {result[key]:.4f}")
+            interval = f"  (95% CI {ci[key][0]:.4f}-{ci[key][1]:.4f})" if key in ci else ""
+            print(f"  {key:18s} {result[key]:.4f}{interval}")
         print(f"  chance balanced accuracy {result['chance_balanced_accuracy']:.4f}")
         for cls, auc in result["auc"].items():
             print(f"  AUC {cls:40s} {auc:.4f}")
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix")
     p.add_argument("--predictions", metavar="FILE.csv", help="write each image's probabilities")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="stratified bootstrap resamples for 95%% intervals of balanced accuracy and mean AUC (0: none)")
     p.add_argument("--batch-size", type=int, default=32)
     add_model_arguments(p)
     p.set_defaults(func=cmd_eval)

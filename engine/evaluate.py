@@ -86,10 +86,55 @@ def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str], or
     }
 
 
+def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest ROC AUC of ``scores`` under each row of ``weights`` (R, N): how often each image is drawn.
+
+    The Mann-Whitney form: the weighted share of (positive, negative) pairs ranked the right way, ties
+    counting half, computed for all resamples at once over the scores' sorted unique values.
+    """
+    order = np.argsort(scores, kind="stable")
+    _, starts = np.unique(scores[order], return_index=True)
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+
+
+def bootstrap_intervals(y_true: list[str], probs: np.ndarray, classes: list[str], resamples: int = 1000,
+                        level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of balanced accuracy and mean AUC.
+
+    Images are resampled within each label (a stratified bootstrap), so every resample keeps the
+    folder's class counts and each class's recall and AUC stay defined. The interval says how far a
+    figure could move on another draw of as many photographs, which decides whether a difference
+    between two models on a small folder means anything.
+    """
+    if resamples < 1:
+        raise VisionCLIPError("bootstrap needs at least 1 resample")
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y_true)
+    present = [c for c in classes if c in set(y_true)]
+    weights = np.zeros((resamples, len(y)))
+    for c in present:  # how often each image of class c is drawn, per resample
+        members = np.flatnonzero(y == c)
+        weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=resamples)
+    correct = probs.argmax(1) == np.array([classes.index(c) for c in y_true])
+    recalls = [(weights[:, y == c] * correct[y == c]).sum(1) / (y == c).sum() for c in present]
+    bacc = np.mean(recalls, axis=0)
+    aucs = [_weighted_auc(probs[:, classes.index(c)], y == c, weights) for c in present] if len(present) > 1 else []
+    mauc = np.mean(aucs, axis=0) if aucs else np.full(resamples, np.nan)
+    tail = (1 - level) / 2 * 100
+    return {name: [float(v) for v in np.percentile(vals, [tail, 100 - tail])]
+            for name, vals in (("balanced_accuracy", bacc), ("mean_auc", mauc))}
+
+
 def evaluate(model, data_dir: str | Path, prompt_set: PromptSet | str | None = None, all_classes: bool = False,
              progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
-             predictions_csv: str | Path | None = None) -> dict:
-    """Zero-shot metrics of ``model`` on a labelled folder."""
+             predictions_csv: str | Path | None = None, bootstrap: int = 0) -> dict:
+    """Zero-shot metrics of ``model`` on a labelled folder; ``bootstrap`` resamples add 95% intervals."""
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise VisionCLIPError(f"bootstrap must be a whole number of resamples, 0 or more, not {bootstrap!r}")
     if not isinstance(prompt_set, PromptSet):
         prompt_set = load_prompt_set(prompt_set)
     items = read_labels(data_dir)
@@ -100,6 +145,9 @@ def evaluate(model, data_dir: str | Path, prompt_set: PromptSet | str | None = N
     result["data"] = str(data_dir)
     result["model_id"] = model.model_id
     result["prompt_set_sha256"] = prompt_set.sha256
+    if bootstrap:
+        result["ci95"] = bootstrap_intervals(y_true, probs, prompt_set.classes, resamples=bootstrap)
+        result["bootstrap_resamples"] = bootstrap
     if predictions_csv:
         write_predictions(predictions_csv, data_dir, paths, y_true, probs, prompt_set.classes)
     return result

@@ -30,8 +30,10 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
     r = run_cli("eval", "--data", labelled_folder, "--json", "--plot", tmp_path / "cm.png")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["n"] == 6 and set(res) >= {"balanced_accuracy", "mean_auc", "kappa", "confusion_matrix"}
+    assert res["n"] == 6 and set(res) >= {"balanced_accuracy", "mean_auc", "kappa", "confusion_matrix", "ci95"}
     assert (tmp_path / "cm.png").exists()
+    r = run_cli("eval", "--data", labelled_folder)
+    assert r.returncode == 0 and "balanced_accuracy" in r.stdout and "(95% CI " in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
         (lambda d: (d / "p.json").write_text("{}"), ["predict", "{img}", "--prompts", "{d}/p.json"], "empty"),
         (lambda d: None, ["predict", "{img}", "--model", "{d}/none.safetensors"], "not found"),
         (lambda d: None, ["eval", "--data", "{d}/nowhere"], "not found"),
+        (lambda d: None, ["eval", "--data", "{d}", "--bootstrap", "-5"], "bootstrap must be a whole number"),
         (lambda d: None, ["explain", "{img}", "--class", "glaucoma", "--layers", "trunk.nope", "--out", "{d}/o.png"],
          "unknown target layer 'trunk.nope'"),
     ],

@@ -53,3 +53,57 @@ def test_bad_folders(tmp_path_factory, untrained_model, labelled_folder):
     (labelled_folder / "labels.csv").write_text("path,label\nimg/0.png,macular hole\n")
     with pytest.raises(VisionCLIPError, match="macular hole"):
         evaluate(untrained_model, labelled_folder, load_preset("screening"))
+
+
+def test_weighted_auc_matches_sklearn_on_the_repeated_sample_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from engine.evaluate import _weighted_auc
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(200), 1)  # many ties
+    positive = rng.random(200) < 0.3
+    counts = rng.integers(0, 4, 200)
+    rep = np.repeat(np.arange(200), counts)
+    got = _weighted_auc(scores, positive, np.stack([np.ones(200), counts.astype(float)]))
+    assert got[0] == pytest.approx(roc_auc_score(positive, scores))
+    assert got[1] == pytest.approx(roc_auc_score(positive[rep], scores[rep]))
+
+
+def _noisy_predictions(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.array(["a", "b", "c"])[rng.integers(0, 3, n)]
+    onehot = (y[:, None] == np.array(["a", "b", "c"])).astype(float)
+    logits = 1.5 * onehot + rng.normal(size=(n, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return list(y), probs
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_images():
+    from engine.evaluate import bootstrap_intervals
+
+    y, probs = _noisy_predictions(120)
+    point = compute_metrics(y, probs, ["a", "b", "c"])
+    small = bootstrap_intervals(y, probs, ["a", "b", "c"], resamples=500)
+    for key in ("balanced_accuracy", "mean_auc"):
+        lo, hi = small[key]
+        assert lo < point[key] < hi and hi - lo > 0.02
+    y4, probs4 = _noisy_predictions(1920, seed=1)
+    large = bootstrap_intervals(y4, probs4, ["a", "b", "c"], resamples=500)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(large["balanced_accuracy"]) < width(small["balanced_accuracy"]) / 2
+    assert bootstrap_intervals(y, probs, ["a", "b", "c"], resamples=200) == bootstrap_intervals(y, probs, ["a", "b", "c"], resamples=200)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "many", True])
+def test_evaluate_refuses_a_bad_resample_count_before_any_work(untrained_model, labelled_folder, bad):
+    with pytest.raises(VisionCLIPError, match="bootstrap must be a whole number"):
+        evaluate(untrained_model, labelled_folder, load_preset("screening"), bootstrap=bad)
+
+
+def test_evaluate_reports_bootstrap_intervals(untrained_model, labelled_folder):
+    r = evaluate(untrained_model, labelled_folder, load_preset("screening"), bootstrap=200)
+    assert r["bootstrap_resamples"] == 200
+    lo, hi = r["ci95"]["balanced_accuracy"]
+    assert 0 <= lo <= r["balanced_accuracy"] <= hi <= 1
+    assert "ci95" not in evaluate(untrained_model, labelled_folder, load_preset("screening"))
