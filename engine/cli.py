@@ -82,6 +82,7 @@ def cmd_eval(args) -> int:
                       predictions_csv=args.predictions, bootstrap=args.bootstrap)
     if args.plot:
         plot_confusion_matrix(result, args.plot)
+    result.pop("per_image")  # --predictions writes them, with the probabilities
     if args.json:
         print(json.dumps(result))
     else:

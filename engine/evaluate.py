@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from sklearn import metrics as skm
 
 from .errors import VisionCLIPError
@@ -101,6 +103,27 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
     return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
 
 
+def _stratified_weights(y: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, N): how often each image is drawn when images are resampled within each label."""
+    if resamples < 1:
+        raise VisionCLIPError("bootstrap needs at least 1 resample")
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((resamples, len(y)))
+    for c in dict.fromkeys(y.tolist()):
+        members = np.flatnonzero(y == c)
+        weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=resamples)
+    return weights
+
+
+def _weighted_balanced_accuracy(y: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.mean([(weights[:, y == c] * correct[y == c]).sum(1) / (y == c).sum() for c in dict.fromkeys(y.tolist())], axis=0)
+
+
+def _interval(values: np.ndarray, level: float) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+
 def bootstrap_intervals(y_true: list[str], probs: np.ndarray, classes: list[str], resamples: int = 1000,
                         level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of balanced accuracy and mean AUC.
@@ -110,46 +133,89 @@ def bootstrap_intervals(y_true: list[str], probs: np.ndarray, classes: list[str]
     figure could move on another draw of as many photographs, which decides whether a difference
     between two models on a small folder means anything.
     """
-    if resamples < 1:
-        raise VisionCLIPError("bootstrap needs at least 1 resample")
-    rng = np.random.default_rng(seed)
     y = np.asarray(y_true)
     present = [c for c in classes if c in set(y_true)]
-    weights = np.zeros((resamples, len(y)))
-    for c in present:  # how often each image of class c is drawn, per resample
-        members = np.flatnonzero(y == c)
-        weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=resamples)
+    weights = _stratified_weights(y, resamples, seed)
     correct = probs.argmax(1) == np.array([classes.index(c) for c in y_true])
-    recalls = [(weights[:, y == c] * correct[y == c]).sum(1) / (y == c).sum() for c in present]
-    bacc = np.mean(recalls, axis=0)
+    bacc = _weighted_balanced_accuracy(y, correct, weights)
     aucs = [_weighted_auc(probs[:, classes.index(c)], y == c, weights) for c in present] if len(present) > 1 else []
     mauc = np.mean(aucs, axis=0) if aucs else np.full(resamples, np.nan)
-    tail = (1 - level) / 2 * 100
-    return {name: [float(v) for v in np.percentile(vals, [tail, 100 - tail])]
-            for name, vals in (("balanced_accuracy", bacc), ("mean_auc", mauc))}
+    return {"balanced_accuracy": _interval(bacc, level), "mean_auc": _interval(mauc, level)}
 
 
-def evaluate(model, data_dir: str | Path, prompt_set: PromptSet | str | None = None, all_classes: bool = False,
+def paired_bootstrap_difference(labels: list[str], correct_a: np.ndarray, correct_b: np.ndarray, resamples: int = 1000,
+                                level: float = 0.95, seed: int = 0) -> dict:
+    """Balanced accuracy of B minus A on the same images, with a paired stratified-bootstrap interval.
+
+    Both are scored on each resample, so what the photographs have in common cancels out: the interval
+    of the difference is much narrower than the two separate intervals suggest. ``labels`` are the
+    folder's labels; ``correct_*`` say per image whether each classifier got it right.
+    """
+    y = np.asarray(labels)
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if not len(y) == len(a) == len(b):
+        raise VisionCLIPError("paired comparison needs the same images for both")
+    weights = _stratified_weights(y, resamples, seed)
+    diff = _weighted_balanced_accuracy(y, b, weights) - _weighted_balanced_accuracy(y, a, weights)
+    point = float(_weighted_balanced_accuracy(y, b, np.ones((1, len(y))))[0] - _weighted_balanced_accuracy(y, a, np.ones((1, len(y))))[0])
+    return {"balanced_accuracy_difference": point, "ci95": _interval(diff, level), "bootstrap_resamples": resamples}
+
+
+@dataclass
+class EmbeddedFolder:
+    """A labelled folder's images encoded once by one model, to score several prompt sets on."""
+
+    data_dir: Path
+    paths: list[Path]
+    labels: list[str]
+    embeddings: torch.Tensor
+    model_id: str
+
+
+def _embed(model, data_dir, items, progress, batch_size) -> EmbeddedFolder:
+    paths = [p for p, _ in items]
+    embeddings = model.encode_images(paths, batch_size=batch_size, progress=progress)
+    return EmbeddedFolder(Path(data_dir), paths, [label for _, label in items], embeddings, model.model_id)
+
+
+def embed_folder(model, data_dir: str | Path, progress: Callable[[int, int], None] | None = None,
+                 batch_size: int = 32) -> EmbeddedFolder:
+    return _embed(model, data_dir, read_labels(data_dir), progress, batch_size)
+
+
+def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | str | None = None, all_classes: bool = False,
              progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
              predictions_csv: str | Path | None = None, bootstrap: int = 0) -> dict:
-    """Zero-shot metrics of ``model`` on a labelled folder; ``bootstrap`` resamples add 95% intervals."""
+    """Zero-shot metrics of ``model`` on a labelled folder, or on one :func:`embed_folder` encoded.
+
+    ``bootstrap`` resamples add 95% intervals. ``per_image`` holds each image's label and predicted
+    class (for :func:`paired_bootstrap_difference`).
+    """
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise VisionCLIPError(f"bootstrap must be a whole number of resamples, 0 or more, not {bootstrap!r}")
     if not isinstance(prompt_set, PromptSet):
         prompt_set = load_prompt_set(prompt_set)
-    items = read_labels(data_dir)
-    y_true, prompt_set = match_labels([label for _, label in items], prompt_set, all_classes)
-    paths = [p for p, _ in items]
-    probs = model.probabilities(model.encode_images(paths, batch_size=batch_size, progress=progress), prompt_set).numpy()
+    if isinstance(data, EmbeddedFolder):
+        if data.model_id != model.model_id:
+            raise VisionCLIPError(f"images were encoded by {data.model_id}, not by {model.model_id}")
+        folder, items = data, None
+        labels = data.labels
+    else:
+        folder, items = None, read_labels(data)
+        labels = [label for _, label in items]
+    y_true, prompt_set = match_labels(labels, prompt_set, all_classes)  # before any image is encoded
+    folder = folder or _embed(model, data, items, progress, batch_size)
+    probs = model.probabilities(folder.embeddings, prompt_set).numpy()
     result = compute_metrics(y_true, probs, prompt_set.classes, ordered=prompt_set.ordered)
-    result["data"] = str(data_dir)
+    result["per_image"] = {"label": y_true, "predicted": [prompt_set.classes[i] for i in probs.argmax(1)]}
+    result["data"] = str(folder.data_dir)
     result["model_id"] = model.model_id
     result["prompt_set_sha256"] = prompt_set.sha256
     if bootstrap:
         result["ci95"] = bootstrap_intervals(y_true, probs, prompt_set.classes, resamples=bootstrap)
         result["bootstrap_resamples"] = bootstrap
     if predictions_csv:
-        write_predictions(predictions_csv, data_dir, paths, y_true, probs, prompt_set.classes)
+        write_predictions(predictions_csv, folder.data_dir, folder.paths, y_true, probs, prompt_set.classes)
     return result
 
 

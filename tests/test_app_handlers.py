@@ -318,14 +318,18 @@ def test_search_open_correct_and_export(ctx, analysed):
 
 
 # ---------------------------------------------------------------------------------------- prompt lab, about
-def test_prompt_lab_synthetic_two_sets(ctx):
-    calls = []
+def test_prompt_lab_synthetic_two_sets(ctx, monkeypatch):
+    calls, encoded = [], []
+    encode = ctx.model.encode_images
+    monkeypatch.setattr(ctx.model, "encode_images", lambda images, **kw: encoded.append(len(images)) or encode(images, **kw))
     md_a, fig_a, md_b, fig_b, status = h.run_prompt_lab(
         ctx, "synthetic", "", 12, 0, h.default_preset(), h.EDITOR_CHOICE, small_table(),
         progress=lambda f, desc=None: calls.append(f))
     assert status.startswith(h.STATUS_OK), status
     assert "accuracy" in md_a and "accuracy" in md_b and fig_a is not None and fig_b is not None
     assert calls and max(calls) <= 1.0 + 1e-9
+    assert encoded == [12]  # the images are encoded once for both prompt sets
+    assert "95% CI" in md_a and "B - A (paired)" in md_b and "B - A" not in md_a
 
 
 def test_prompt_lab_folder_and_errors(ctx, tmp_path):

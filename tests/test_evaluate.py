@@ -107,3 +107,30 @@ def test_evaluate_reports_bootstrap_intervals(untrained_model, labelled_folder):
     lo, hi = r["ci95"]["balanced_accuracy"]
     assert 0 <= lo <= r["balanced_accuracy"] <= hi <= 1
     assert "ci95" not in evaluate(untrained_model, labelled_folder, load_preset("screening"))
+
+
+def test_paired_difference_of_prompt_sets():
+    from engine.evaluate import paired_bootstrap_difference
+
+    rng = np.random.default_rng(0)
+    labels = list(np.array(["a", "b"])[rng.integers(0, 2, 300)])
+    a = rng.random(300) < 0.6
+    same = paired_bootstrap_difference(labels, a, a, resamples=300)
+    assert same["balanced_accuracy_difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    b = a | (rng.random(300) < 0.3)  # B right wherever A is, and on some more images
+    better = paired_bootstrap_difference(labels, a, b, resamples=300)
+    assert better["balanced_accuracy_difference"] > 0 and better["ci95"][0] > 0
+    with pytest.raises(VisionCLIPError, match="same images"):
+        paired_bootstrap_difference(labels, a, b[:10])
+
+
+def test_evaluate_on_images_encoded_once(untrained_model, default_model, labelled_folder):
+    from engine.evaluate import embed_folder
+
+    folder = embed_folder(untrained_model, labelled_folder)
+    direct = evaluate(untrained_model, labelled_folder, load_preset("screening"))
+    assert evaluate(untrained_model, folder, load_preset("screening"))["confusion_matrix"] == direct["confusion_matrix"]
+    other = evaluate(untrained_model, folder, load_preset("eyedisease"))  # another prompt set, no re-encoding
+    assert other["n"] == 6 and set(other["classes"]) == {"normal", "glaucoma", "cataract"}
+    with pytest.raises(VisionCLIPError, match="encoded by"):
+        evaluate(default_model, folder, load_preset("screening"))

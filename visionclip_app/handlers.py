@@ -24,7 +24,7 @@ from PIL import Image
 
 from engine import PromptSet, VisionCLIP, VisionCLIPError, load_image
 from engine import prompts as engine_prompts
-from engine.evaluate import evaluate, plot_confusion_matrix
+from engine.evaluate import embed_folder, evaluate, paired_bootstrap_difference, plot_confusion_matrix
 from engine.quality import assess_quality
 from engine.saliency import DETAIL, DETAIL_METHODS
 from engine.saliency import METHODS as SALIENCY_METHODS
@@ -643,13 +643,26 @@ def _lab_prompt_set(choice: str | None, table: Any) -> PromptSet | None:
         raise UserError(str(e)) from None
 
 
-def _metrics_md(name: str, r: dict) -> str:
+LAB_BOOTSTRAP = 1000  # resamples for the prompt lab's 95% intervals
+
+
+def _metrics_md(name: str, r: dict, versus: dict | None = None) -> str:
     def f(x):
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
-    return (f"#### {name}\n| metric | value |\n|---|---|\n| images | {r.get('n')} |\n"
-            f"| accuracy | {f(r.get('accuracy'))} |\n| balanced accuracy | {f(r.get('balanced_accuracy'))} |\n"
-            f"| macro F1 | {f(r.get('macro_f1'))} |\n| mean AUC | {f(r.get('mean_auc'))} |\n"
-            f"| Cohen's kappa | {f(r.get('kappa'))} |\n")
+
+    def with_ci(key):
+        ci = r.get("ci95", {}).get(key)
+        return f(r.get(key)) + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+    md = (f"#### {name}\n| metric | value |\n|---|---|\n| images | {r.get('n')} |\n"
+          f"| accuracy | {f(r.get('accuracy'))} |\n| balanced accuracy | {with_ci('balanced_accuracy')} |\n"
+          f"| macro F1 | {f(r.get('macro_f1'))} |\n| mean AUC | {with_ci('mean_auc')} |\n"
+          f"| Cohen's kappa | {f(r.get('kappa'))} |\n")
+    if versus:
+        lo, hi = versus["ci95"]
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "no clear difference"
+        md += (f"| balanced accuracy, B - A (paired) | {versus['balanced_accuracy_difference']:+.3f} "
+               f"(95% CI {lo:+.3f} to {hi:+.3f}: {verdict}) |\n")
+    return md
 
 
 def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed: Any, choice_a: str,
@@ -683,19 +696,30 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
             raise UserError("Choose a data source.")
     except (UserError, VisionCLIPError) as e:
         return (*blank, error_status(e))
-    outs = []
+    def prog(done, total):
+        if progress and total:
+            progress(0.3 + 0.7 * done / total, desc=f"encoding images: {done}/{total}")
+    outs, results = [], []
     sets = [("A", ps_a)] + ([("B", ps_b)] if ps_b is not None else [])
-    for k, (name, ps) in enumerate(sets):
-        def prog(done, total, k=k):
-            if progress and total:
-                progress(0.3 + 0.7 * (k + done / total) / len(sets), desc=f"prompt set {name}: {done}/{total} images")
+    try:
+        with ctx.model_lock:  # the images are encoded once; each prompt set only re-scores them
+            folder = embed_folder(ctx.model, data_dir, progress=prog)
+    except VisionCLIPError as e:
+        return (*blank, error_status(e))
+    for name, ps in sets:
         try:
             with ctx.model_lock:
-                r = evaluate(ctx.model, data_dir, prompt_set=ps, progress=prog)
+                r = evaluate(ctx.model, folder, prompt_set=ps, bootstrap=LAB_BOOTSTRAP)
         except VisionCLIPError as e:
             return (*blank, error_status(f"Prompt set {name}: {e}"))
-        fig = plot_confusion_matrix(r)
-        outs.append((_metrics_md(f"Prompt set {name} ({len(ps)} classes)", r), fig))
+        versus = None
+        if results:
+            a = results[0]["per_image"]
+            versus = paired_bootstrap_difference(
+                folder.labels, [p == t for p, t in zip(a["predicted"], a["label"])],
+                [p == t for p, t in zip(r["per_image"]["predicted"], r["per_image"]["label"])], resamples=LAB_BOOTSTRAP)
+        results.append(r)
+        outs.append((_metrics_md(f"Prompt set {name} ({len(ps)} classes)", r, versus), plot_confusion_matrix(r)))
     if len(outs) == 1:
         outs.append(("", None))
     return outs[0][0], outs[0][1], outs[1][0], outs[1][1], ok_status(
