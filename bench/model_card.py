@@ -1,10 +1,12 @@
 """Zero-shot results of a model for its model card: held-out synthetic data and the real eval folders.
 
-    python bench/model_card.py [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440]
+    python bench/model_card.py [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440] \
+        [--versus OTHER_MODEL]
 
 Prints Markdown tables (balanced accuracy against chance with its 95% bootstrap interval, AUC per
 class, confusion matrices) with the `visionclip eval` command that reproduces each figure. Real
-folders are evaluation only.
+folders are evaluation only. With ``--versus`` each table also gives the balanced accuracy of
+``--model`` minus that of the other model on the same images, with a paired bootstrap interval.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import VisionCLIP, load_preset  # noqa: E402
-from engine.evaluate import evaluate  # noqa: E402
+from engine.evaluate import evaluate, paired_bootstrap_difference  # noqa: E402
 from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
 
 # eval folder -> prompt preset matching its labels
@@ -26,6 +28,14 @@ REAL_FOLDERS = {"eyedisease_dev": "eyedisease", "palm_dev": "palm"}
 def ci(r: dict, key: str) -> str:
     lo, hi = r["ci95"][key]
     return f"{lo:.3f}-{hi:.3f}"
+
+
+def versus_line(r: dict, other: dict, other_id: str) -> str:
+    correct = [[p == t for p, t in zip(x["per_image"]["predicted"], x["per_image"]["label"])] for x in (other, r)]
+    d = paired_bootstrap_difference(r["per_image"]["label"], *correct, resamples=1000)
+    lo, hi = d["ci95"]
+    return (f"Against `{other_id}` on the same images: balanced accuracy {d['balanced_accuracy_difference']:+.3f} "
+            f"(paired 95% CI {lo:+.3f} to {hi:+.3f}); mean AUC {r['mean_auc'] - other['mean_auc']:+.3f}.\n")
 
 
 def table(title: str, command: str, r: dict) -> str:
@@ -51,24 +61,32 @@ def main() -> None:
     ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "eval"))
     ap.add_argument("--synthetic-n", type=int, default=440)
     ap.add_argument("--size", type=int, default=None, help="synthetic render side (default: the model's input size)")
+    ap.add_argument("--versus", default=None, metavar="MODEL", help="another model to compare with, image by image")
     args = ap.parse_args()
     model = VisionCLIP.load(args.model)
+    other = VisionCLIP.load(args.versus) if args.versus else None
+
+    def scored(data, preset):
+        r = evaluate(model, data, load_preset(preset), bootstrap=1000)
+        if other is None:
+            return r, ""
+        return r, versus_line(r, evaluate(other, data, load_preset(preset)), other.model_id)
     args.size = args.size or model.image_size
     model_arg = f" --model {args.model}" if args.model else ""
     print(f"## Zero-shot results of `{model.model_id}`\n")
     with tempfile.TemporaryDirectory() as tmp:
         bench = write_benchmark(Path(tmp) / "synbench", args.synthetic_n, HELD_OUT_SEED, args.size)
-        r = evaluate(model, bench, load_preset("screening"), bootstrap=1000)
+        r, vs = scored(bench, "screening")
         cmd = (f"visionclip synth --benchmark --out synbench --n {args.synthetic_n} --seed {HELD_OUT_SEED} --size {args.size} && "
                f"visionclip eval --data synbench --prompts screening{model_arg}")
-        print(table(f"Held-out synthetic images ({args.synthetic_n}, one condition each, screening prompts)", cmd, r))
+        print(table(f"Held-out synthetic images ({args.synthetic_n}, one condition each, screening prompts)", cmd, r) + vs)
     for folder, preset in REAL_FOLDERS.items():
         d = Path(args.eval_root) / folder
         if not (d / "labels.csv").is_file():
             print(f"### {folder}\n\nnot found at {d}\n")
             continue
-        r = evaluate(model, d, load_preset(preset), bootstrap=1000)
-        print(table(f"Real photographs: {folder} (prompts: {preset})", f"visionclip eval --data {d} --prompts {preset}{model_arg}", r))
+        r, vs = scored(d, preset)
+        print(table(f"Real photographs: {folder} (prompts: {preset})", f"visionclip eval --data {d} --prompts {preset}{model_arg}", r) + vs)
 
 
 if __name__ == "__main__":

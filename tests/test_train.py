@@ -61,6 +61,7 @@ def metrics(run: Path) -> list[dict]:
         ({"hue_jitter": -0.1}, "hue_jitter must be in"),
         ({"local_contrast": "yes"}, "'local_contrast' must be"),
         ({"colour_normalise": "yes"}, "'colour_normalise' must be"),
+        ({"degrade": 1.5}, "degrade must be a probability"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -147,6 +148,28 @@ def test_augmentation_is_seeded_and_hue_jitter_shifts_colour():
     a, b = plain(image, 7), hued(image, 7)
     assert not torch.allclose(a, b, atol=1e-3)
     assert TrainTransform(base, False)(image, 7).shape == (3, 64, 64)
+
+
+def test_camera_degradation_removes_fine_detail_and_is_seeded():
+    from PIL import Image
+
+    from engine.preprocess import FundusTransform
+    from engine.synth import render_fundus
+    from engine.train.data import TrainTransform
+
+    image = Image.fromarray(render_fundus(4, size=256).image)
+    base = FundusTransform(256)
+    plain, degraded = TrainTransform(base, True), TrainTransform(base, True, degrade=1.0)
+    assert torch.equal(degraded(image, 3), degraded(image, 3))
+    a, b = plain(image, 3), degraded(image, 3)  # same seed: same crop, rotation and colour draws
+
+    def fine_detail(t):  # energy of a 1-pixel Laplacian: what resolution loss and JPEG smear
+        g = t.mean(0)
+        return float((4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]).abs().mean())
+    assert not torch.allclose(a, b, atol=1e-2)
+    assert abs(fine_detail(b) - fine_detail(a)) > 0.05 * fine_detail(a)  # the finest detail changed
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.95  # the picture itself did not
+    assert torch.equal(TrainTransform(base, True, degrade=0.0)(image, 3), a)  # off: the old augmentation exactly
 
 
 def test_synfundus_layout_source(tmp_path):

@@ -201,9 +201,10 @@ class TrainTransform:
     No flips: captions name the eye side and the disc's position follows it.
     """
 
-    def __init__(self, base: FundusTransform, augment: bool = True, colour_jitter: float = 0.2, hue_jitter: float = 0.0):
+    def __init__(self, base: FundusTransform, augment: bool = True, colour_jitter: float = 0.2, hue_jitter: float = 0.0,
+                 degrade: float = 0.0):
         self.base, self.augment = base, augment
-        self.colour_jitter, self.hue_jitter = colour_jitter, hue_jitter
+        self.colour_jitter, self.hue_jitter, self.degrade = colour_jitter, hue_jitter, degrade
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         square, *_ = self.base.square_fundus(img)
@@ -223,7 +224,29 @@ class TrainTransform:
                 square = TF.adjust_hue(square, float(rng.uniform(-self.hue_jitter, self.hue_jitter)))
             if rng.random() < 0.15:  # mild softness only: strong blur is a cataract sign
                 square = square.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+            if self.degrade > 0:
+                square = self._camera_degradation(square, rng)
         return self.base.to_tensor(square)
+
+    def _camera_degradation(self, square: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """What photographs go through and renders do not: resolution loss, JPEG, sensor noise.
+
+        Each is applied with probability ``degrade``. Real photographs reach a model downscaled and
+        JPEG-compressed, which smears the finest detail that a clean render keeps.
+        """
+        side = square.width
+        if rng.random() < self.degrade:
+            small = max(32, int(side * rng.uniform(0.5, 0.9)))
+            square = square.resize((small, small), Image.BILINEAR).resize((side, side), Image.BICUBIC)
+        if rng.random() < self.degrade:
+            buf = io.BytesIO()
+            square.save(buf, format="JPEG", quality=int(rng.integers(35, 91)))
+            square = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        if rng.random() < self.degrade:
+            arr = np.asarray(square, dtype=np.float32)
+            noise = rng.normal(0.0, rng.uniform(1.0, 6.0), arr.shape[:2])[..., None]  # luminance noise, in grey levels
+            square = Image.fromarray(np.clip(arr + noise * (arr.max(axis=2, keepdims=True) > 12), 0, 255).astype(np.uint8))
+        return square
 
 
 class MixtureDataset(torch.utils.data.Dataset):
@@ -316,7 +339,7 @@ def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int
     finite = sum(s.length for s in sources if s.length is not None) if all(s.length for s in sources) else None
     if finite is not None and finite < cfg.batch_size:
         raise VisionCLIPError(f"batch_size {cfg.batch_size} is larger than the dataset ({finite} samples)")
-    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter), cfg.seed)
+    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter, cfg.degrade), cfg.seed)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, cfg.accum_steps, rank, world)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,

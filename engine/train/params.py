@@ -37,6 +37,7 @@ class TrainConfig:
     augment: bool = True
     colour_jitter: float = 0.2  # brightness, contrast and saturation drawn from 1 +- this (with augment)
     hue_jitter: float = 0.0  # hue shift drawn from +- this, in turns (0.5 = half the colour wheel)
+    degrade: float = 0.0  # probability of each camera degradation (downscale, JPEG, noise), with augment
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -76,6 +77,7 @@ class TrainConfig:
             (isinstance(self.sources, list) and len(self.sources) > 0, "sources must be a non-empty list"),
             (0 <= self.colour_jitter < 1, f"colour_jitter must be in [0, 1), not {self.colour_jitter}"),
             (0 <= self.hue_jitter <= 0.5, f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}"),
+            (0 <= self.degrade <= 1, f"degrade must be a probability in [0, 1], not {self.degrade}"),
         ]
         for ok, message in checks:
             if not ok:
