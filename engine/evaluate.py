@@ -157,7 +157,8 @@ def paired_bootstrap_difference(labels: list[str], correct_a: np.ndarray, correc
         raise VisionCLIPError("paired comparison needs the same images for both")
     weights = _stratified_weights(y, resamples, seed)
     diff = _weighted_balanced_accuracy(y, b, weights) - _weighted_balanced_accuracy(y, a, weights)
-    point = float(_weighted_balanced_accuracy(y, b, np.ones((1, len(y))))[0] - _weighted_balanced_accuracy(y, a, np.ones((1, len(y))))[0])
+    once = np.ones((1, len(y)))  # every image drawn once: the folder itself
+    point = float(_weighted_balanced_accuracy(y, b, once)[0] - _weighted_balanced_accuracy(y, a, once)[0])
     return {"balanced_accuracy_difference": point, "ci95": _interval(diff, level), "bootstrap_resamples": resamples}
 
 
