@@ -32,9 +32,18 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def make_model_id(config_name: str, state_dict: dict[str, torch.Tensor], trained: bool = True) -> str:
+def make_model_id(config_name: str, state_dict: dict[str, torch.Tensor], trained: bool = True,
+                  config: dict | None = None) -> str:
+    """``<config name>-<12 hex>``: a hash of the weights and, when given, of the config.
+
+    The config holds the preprocessing (input size, normalisation, colour target), so the same
+    weights fed differently, which give different outputs, get different ids.
+    """
     prefix = config_name if trained else f"untrained-{config_name}"
-    return f"{prefix}-{weights_hash(state_dict)[:12]}"
+    digest = weights_hash(state_dict)
+    if config is not None:
+        digest = hashlib.sha256((digest + json.dumps(config, sort_keys=True)).encode()).hexdigest()
+    return f"{prefix}-{digest[:12]}"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -68,7 +77,7 @@ def save_checkpoint(
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[k] = v.contiguous().clone()  # shared storage (tied weights) is not allowed
-    model_id = metadata.get("model_id") or make_model_id(metadata.get("config_name", "model"), tensors)
+    model_id = metadata.get("model_id") or make_model_id(metadata.get("config_name", "model"), tensors, config=config)
     header = {
         "format": FORMAT,
         "model_id": model_id,

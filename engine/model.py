@@ -84,7 +84,7 @@ class VisionCLIP:
                 f"{path.name} does not match its architecture ({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {first})"
             )
         if "model_id" not in metadata:
-            metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state)
+            metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state, config=config)
         metadata.setdefault("checkpoint", str(path))
         return cls(network, config, metadata, device)
 
@@ -103,7 +103,7 @@ class VisionCLIP:
             "initial_weights": describe_initial_weights(config, pretrained_towers),
             "training_data": {"synthetic_images": 0, "real_patient_images": 0},
         }
-        metadata["model_id"] = ckpt.make_model_id(config_name, network.state_dict(), trained=False)
+        metadata["model_id"] = ckpt.make_model_id(config_name, network.state_dict(), trained=False, config=config)
         return cls(network, config, metadata, device)
 
     def save(self, path: str | Path, metadata: dict | None = None, dtype: torch.dtype | None = None) -> str:

@@ -66,6 +66,17 @@ def test_safetensors_round_trip(tmp_path, untrained_model, fundus_image):
     assert a == pytest.approx(b, abs=1e-5)
 
 
+def test_same_weights_with_other_preprocessing_get_another_model_id(tmp_path, untrained_model):
+    import copy
+
+    plain = untrained_model.save(tmp_path / "a.safetensors")
+    config = copy.deepcopy(untrained_model.config)
+    config.setdefault("preprocess_cfg", {})["colour_target"] = [0.55, 0.35, 0.2]
+    recoloured = VisionCLIP(untrained_model.network, config, dict(untrained_model.metadata)).save(tmp_path / "b.safetensors")
+    assert plain != recoloured
+    assert VisionCLIP.load(tmp_path / "b.safetensors").transform.colour_target == (0.55, 0.35, 0.2)
+
+
 def test_pickle_checkpoint_refused_without_trust(tmp_path, untrained_model):
     path = tmp_path / "weights.pt"
     torch.save(untrained_model.network.state_dict(), path)

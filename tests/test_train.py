@@ -60,7 +60,8 @@ def metrics(run: Path) -> list[dict]:
         ({"colour_jitter": 1.5}, "colour_jitter must be in"),
         ({"hue_jitter": -0.1}, "hue_jitter must be in"),
         ({"local_contrast": "yes"}, "'local_contrast' must be"),
-        ({"colour_normalise": "yes"}, "'colour_normalise' must be"),
+        ({"colour_normalise": True}, "'colour_normalise' must be str"),
+        ({"colour_normalise": "always"}, "colour_normalise must be one of off, inference, both"),
         ({"degrade": 1.5}, "degrade must be a probability"),
     ],
 )
@@ -260,7 +261,7 @@ def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_mod
     from engine.preprocess import FundusTransform
     from engine.train.data import mean_fundus_colour
 
-    cfg = write_config(tmp_path / "c.yaml", steps=1, colour_normalise=True)
+    cfg = write_config(tmp_path / "c.yaml", steps=1, colour_normalise="inference")
     r = train_cli("--config", cfg, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     model = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
@@ -269,6 +270,14 @@ def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_mod
     assert target == pytest.approx(expected, abs=1e-4)
     assert target[0] > target[1] > target[2] > 0  # a fundus is red-orange
     assert VisionCLIP.from_config("visionclip-effl0-minilm").transform.colour_target is None
+
+
+def test_colour_normalise_modes_decide_whether_training_images_are_normalised():
+    from engine.train.data import training_preprocess
+
+    pre = {"image_size": 64, "colour_target": [0.5, 0.3, 0.2]}
+    assert training_preprocess(config_from_dict({"colour_normalise": "inference"}), pre)["colour_target"] is None
+    assert training_preprocess(config_from_dict({"colour_normalise": "both"}), pre)["colour_target"] == [0.5, 0.3, 0.2]
 
 
 def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):

@@ -306,6 +306,13 @@ def mean_fundus_colour(cfg, base: FundusTransform, n: int = 512) -> list[float]:
     return [round(float(c), 4) for c in np.mean(means, axis=0)]
 
 
+def training_preprocess(cfg, pre: dict) -> dict:
+    """FundusTransform settings for training images: the model's own, except that with
+    ``colour_normalise: inference`` the renders keep their colours and only photographs fed to the
+    saved model are normalised."""
+    return {**pre, "colour_target": None} if cfg.colour_normalise == "inference" else pre
+
+
 def collate(batch):
     good = [b for b in batch if b is not None]
     if not good:

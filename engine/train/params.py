@@ -11,6 +11,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from ..errors import VisionCLIPError
 
 SOURCE_TYPES = ("synthetic", "synfundus", "csv", "webdataset")
+COLOUR_NORMALISE = ("off", "inference", "both")  # where the per-photograph colour gain applies
 SOURCE_KEYS = {
     "synthetic": {"type", "weight", "seed", "size", "conditions"},
     "synfundus": {"type", "weight", "path", "images", "captions"},
@@ -26,7 +27,7 @@ class TrainConfig:
     pretrained_towers: bool = True
     image_size: int | None = None  # None: the model config's size
     local_contrast: bool | None = None  # subtract the local mean colour; None: the model config's choice
-    colour_normalise: bool = False  # scale each image's mean fundus colour to the training data's mean
+    colour_normalise: str = "off"  # off | inference | both: scale each photograph's mean fundus colour to the training data's
     text_unlocked_layers: int = 0  # text tower frozen (projection trained) unless > 0
     image_unlocked_groups: int | None = None  # None: whole image tower trains; N: only the last N groups
     freeze_bn_stats: bool = False
@@ -78,6 +79,7 @@ class TrainConfig:
             (0 <= self.colour_jitter < 1, f"colour_jitter must be in [0, 1), not {self.colour_jitter}"),
             (0 <= self.hue_jitter <= 0.5, f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}"),
             (0 <= self.degrade <= 1, f"degrade must be a probability in [0, 1], not {self.degrade}"),
+            (self.colour_normalise in COLOUR_NORMALISE, f"colour_normalise must be one of {', '.join(COLOUR_NORMALISE)}, not '{self.colour_normalise}'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,7 +25,7 @@ from ..errors import VisionCLIPError
 from ..factory import create_model, create_tokenizer, describe_initial_weights, preprocess_settings
 from ..model import VisionCLIP
 from ..preprocess import FundusTransform
-from .data import make_loader, mean_fundus_colour
+from .data import make_loader, mean_fundus_colour, training_preprocess
 from .distributed import DistEnv
 from .loss import make_loss
 from .params import TrainConfig
@@ -267,7 +267,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         config["vision_cfg"]["image_size"] = cfg.image_size  # timm/resnet towers accept any size
     if cfg.local_contrast is not None:  # saved with the weights, so inference preprocesses the same way
         config.setdefault("preprocess_cfg", {})["local_contrast"] = cfg.local_contrast
-    if cfg.colour_normalise:  # measured on the training data, saved with the weights for inference
+    if cfg.colour_normalise != "off":  # measured on the training data, saved with the weights for inference
         config.setdefault("preprocess_cfg", {})["colour_target"] = mean_fundus_colour(
             cfg, FundusTransform(**{**preprocess_settings(config), "colour_target": None}))
     model.to(env.device)
@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         if env.is_master:
             log.info("resumed from step %d", start_step)
 
-    loader, sources = make_loader(cfg, FundusTransform(**pre), start_step, env.rank, env.world_size)
+    loader, sources = make_loader(cfg, FundusTransform(**training_preprocess(cfg, pre)), start_step, env.rank, env.world_size)
     manifest = {
         "real_patient_images": 0,
         "sources": [s.description for s in sources],
