@@ -272,6 +272,22 @@ def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_mod
     assert VisionCLIP.from_config("visionclip-effl0-minilm").transform.colour_target is None
 
 
+def test_colour_target_added_to_a_trained_model_keeps_its_weights(tmp_path):
+    from engine.preprocess import FundusTransform
+    from engine.train.data import mean_fundus_colour
+    from engine.train.train import set_colour_target
+
+    cfg = write_config(tmp_path / "c.yaml", steps=1)
+    assert train_cli("--config", cfg, "--out", tmp_path / "run").returncode == 0
+    old = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
+    new_id = set_colour_target(tmp_path / "run" / "model.safetensors", cfg, tmp_path / "recoloured.safetensors")
+    new = VisionCLIP.load(tmp_path / "recoloured.safetensors")
+    assert new.model_id == new_id != old.model_id
+    assert new.transform.colour_target == pytest.approx(mean_fundus_colour(load_config(cfg), FundusTransform(TINY["image_size"])))
+    assert all(torch.equal(a, b) for a, b in zip(old.network.state_dict().values(), new.network.state_dict().values()))
+    assert new.metadata["colour_target_from"]["weights_of"] == old.model_id
+
+
 def test_colour_normalise_modes_decide_whether_training_images_are_normalised():
     from engine.train.data import training_preprocess
 

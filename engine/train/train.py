@@ -203,6 +203,24 @@ def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval
     return results
 
 
+def set_colour_target(checkpoint: str | Path, config_path: str | Path, out: str | Path) -> str:
+    """Give a trained model ``colour_normalise: inference`` after the fact; returns the new model id.
+
+    The colour target is measured exactly as training measures it (the first 512 samples of the
+    config's training data, at the model's input size); the weights are copied unchanged.
+    """
+    from .params import load_config
+
+    model = VisionCLIP.load(checkpoint)
+    cfg = load_config(config_path)
+    config = json.loads(json.dumps(model.config))
+    target = mean_fundus_colour(cfg, FundusTransform(**{**preprocess_settings(config), "colour_target": None}))
+    config.setdefault("preprocess_cfg", {})["colour_target"] = target
+    meta = {k: v for k, v in model.metadata.items() if k not in ("model_id", "checkpoint")}
+    meta["colour_target_from"] = {"weights_of": model.model_id, "config": str(config_path), "colour_target": target}
+    return ckpt.save_checkpoint(Path(out), model.network.state_dict(), config, meta, dtype=torch.float16)
+
+
 # --- the loop --------------------------------------------------------------------------------
 def _precision(cfg: TrainConfig, device: torch.device):
     p = cfg.precision
