@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from engine import VisionCLIP, VisionCLIPError
+from engine.factory import list_model_configs
 from engine.train.loss import SoftLabelClipLoss
 from engine.train.params import config_from_dict, load_config
 
@@ -68,6 +69,16 @@ def metrics(run: Path) -> list[dict]:
 def test_bad_config_values(doc, message):
     with pytest.raises(VisionCLIPError, match=message):
         config_from_dict(doc)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_committed_configs_load(path):
+    """The shipped recipe and every trial the model card cites still pass the config checks."""
+    cfg = load_config(path)
+    assert cfg.model in list_model_configs()
 
 
 def test_unreadable_config_file(tmp_path):
