@@ -203,6 +203,14 @@ def validate(network, config, step: int, cfg: TrainConfig, val_set, device, eval
     return results
 
 
+def _measure_colour_target(cfg: TrainConfig, config: dict) -> list[float]:
+    """Measure the training data's mean fundus colour at the model's input size (unnormalised) and
+    write it into the model config's ``preprocess_cfg``; returns it."""
+    target = mean_fundus_colour(cfg, FundusTransform(**{**preprocess_settings(config), "colour_target": None}))
+    config.setdefault("preprocess_cfg", {})["colour_target"] = target
+    return target
+
+
 def set_colour_target(checkpoint: str | Path, config_path: str | Path, out: str | Path) -> str:
     """Give a trained model ``colour_normalise: inference`` after the fact; returns the new model id.
 
@@ -214,8 +222,7 @@ def set_colour_target(checkpoint: str | Path, config_path: str | Path, out: str 
     model = VisionCLIP.load(checkpoint)
     cfg = load_config(config_path)
     config = json.loads(json.dumps(model.config))
-    target = mean_fundus_colour(cfg, FundusTransform(**{**preprocess_settings(config), "colour_target": None}))
-    config.setdefault("preprocess_cfg", {})["colour_target"] = target
+    target = _measure_colour_target(cfg, config)
     meta = {k: v for k, v in model.metadata.items() if k not in ("model_id", "checkpoint")}
     meta["colour_target_from"] = {"weights_of": model.model_id, "config": str(config_path), "colour_target": target}
     return ckpt.save_checkpoint(Path(out), model.network.state_dict(), config, meta, dtype=torch.float16)
@@ -286,8 +293,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
     if cfg.local_contrast is not None:  # saved with the weights, so inference preprocesses the same way
         config.setdefault("preprocess_cfg", {})["local_contrast"] = cfg.local_contrast
     if cfg.colour_normalise != "off":  # measured on the training data, saved with the weights for inference
-        config.setdefault("preprocess_cfg", {})["colour_target"] = mean_fundus_colour(
-            cfg, FundusTransform(**{**preprocess_settings(config), "colour_target": None}))
+        _measure_colour_target(cfg, config)
     model.to(env.device)
     is_hf_text = "hf_model_name" in config["text_cfg"]
     cached_text = is_hf_text and cfg.text_unlocked_layers == 0
