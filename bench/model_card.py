@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import VisionCLIP, load_preset  # noqa: E402
-from engine.evaluate import evaluate, paired_bootstrap_difference  # noqa: E402
+from engine.evaluate import compare_results, evaluate  # noqa: E402
 from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
 
 # eval folder -> prompt preset matching its labels
@@ -31,8 +31,7 @@ def ci(r: dict, key: str) -> str:
 
 
 def versus_line(r: dict, other: dict, other_id: str) -> str:
-    correct = [[p == t for p, t in zip(x["per_image"]["predicted"], x["per_image"]["label"])] for x in (other, r)]
-    d = paired_bootstrap_difference(r["per_image"]["label"], *correct, resamples=1000)
+    d = compare_results(other, r, resamples=1000)
     lo, hi = d["ci95"]
     return (f"Against `{other_id}` on the same images: balanced accuracy {d['balanced_accuracy_difference']:+.3f} "
             f"(paired 95% CI {lo:+.3f} to {hi:+.3f}); mean AUC {r['mean_auc'] - other['mean_auc']:+.3f}.\n")

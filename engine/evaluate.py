@@ -162,6 +162,15 @@ def paired_bootstrap_difference(labels: list[str], correct_a: np.ndarray, correc
     return {"balanced_accuracy_difference": point, "ci95": _interval(diff, level), "bootstrap_resamples": resamples}
 
 
+def compare_results(result_a: dict, result_b: dict, resamples: int = 1000, seed: int = 0) -> dict:
+    """:func:`paired_bootstrap_difference` of two :func:`evaluate` results on the same images (B - A)."""
+    a, b = result_a["per_image"], result_b["per_image"]
+
+    def correct(r):
+        return [p == t for p, t in zip(r["predicted"], r["label"])]
+    return paired_bootstrap_difference(b["label"], correct(a), correct(b), resamples=resamples, seed=seed)
+
+
 @dataclass
 class EmbeddedFolder:
     """A labelled folder's images encoded once by one model, to score several prompt sets on."""
@@ -190,7 +199,7 @@ def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | s
     """Zero-shot metrics of ``model`` on a labelled folder, or on one :func:`embed_folder` encoded.
 
     ``bootstrap`` resamples add 95% intervals. ``per_image`` holds each image's label and predicted
-    class (for :func:`paired_bootstrap_difference`).
+    class (for :func:`compare_results`).
     """
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise VisionCLIPError(f"bootstrap must be a whole number of resamples, 0 or more, not {bootstrap!r}")

@@ -134,3 +134,14 @@ def test_evaluate_on_images_encoded_once(untrained_model, default_model, labelle
     assert other["n"] == 6 and set(other["classes"]) == {"normal", "glaucoma", "cataract"}
     with pytest.raises(VisionCLIPError, match="encoded by"):
         evaluate(default_model, folder, load_preset("screening"))
+
+
+def test_compare_results_scores_two_evaluations_image_by_image():
+    from engine.evaluate import compare_results
+
+    labels = ["a", "a", "b", "b", "b", "a"]
+    first = {"per_image": {"label": labels, "predicted": ["a", "b", "b", "a", "a", "a"]}}   # recall a 2/3, b 1/3
+    second = {"per_image": {"label": labels, "predicted": ["a", "a", "b", "b", "a", "a"]}}  # recall a 1, b 2/3
+    d = compare_results(first, second, resamples=200)
+    assert d["balanced_accuracy_difference"] == pytest.approx(1 / 3)
+    assert compare_results(second, first, resamples=200)["balanced_accuracy_difference"] == pytest.approx(-1 / 3)

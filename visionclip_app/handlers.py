@@ -24,7 +24,7 @@ from PIL import Image
 
 from engine import PromptSet, VisionCLIP, VisionCLIPError, load_image
 from engine import prompts as engine_prompts
-from engine.evaluate import embed_folder, evaluate, paired_bootstrap_difference, plot_confusion_matrix
+from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 from engine.quality import assess_quality
 from engine.saliency import DETAIL, DETAIL_METHODS
 from engine.saliency import METHODS as SALIENCY_METHODS
@@ -712,12 +712,7 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
                 r = evaluate(ctx.model, folder, prompt_set=ps, bootstrap=LAB_BOOTSTRAP)
         except VisionCLIPError as e:
             return (*blank, error_status(f"Prompt set {name}: {e}"))
-        versus = None
-        if results:
-            a = results[0]["per_image"]
-            versus = paired_bootstrap_difference(
-                folder.labels, [p == t for p, t in zip(a["predicted"], a["label"])],
-                [p == t for p, t in zip(r["per_image"]["predicted"], r["per_image"]["label"])], resamples=LAB_BOOTSTRAP)
+        versus = compare_results(results[0], r, resamples=LAB_BOOTSTRAP) if results else None
         results.append(r)
         outs.append((_metrics_md(f"Prompt set {name} ({len(ps)} classes)", r, versus), plot_confusion_matrix(r)))
     if len(outs) == 1:
