@@ -206,15 +206,13 @@ def test_benchmark_folder_reads_as_labelled_eval_set(tmp_path):
         write_benchmark(out, 4, size=64)  # not empty: refuse to overwrite
 
 
-def test_glaucoma_cup_is_visible_and_not_saturated(monkeypatch):
-    """Without disc glare the cup must stand out from the rim around it without burning out to white,
-    or the cup-to-disc ratio (the glaucoma sign) cannot be learned."""
+def test_glaucoma_cup_is_visible_and_not_saturated():
+    """The cup must stand out from the rim around it without burning out to white, or the cup-to-disc
+    ratio (the glaucoma sign) cannot be learned."""
     from scipy import ndimage
-    from engine.synth import render
 
-    monkeypatch.setattr(render, "DISC_GLARE_P", 0.0)
-    checked = saturated = 0
-    for seed in range(30):
+    checked = 0
+    for seed in range(12):
         s = render_fundus(seed, 256, ["glaucoma"])
         if s.labels["quality_grade"] != "good":
             continue
@@ -222,32 +220,9 @@ def test_glaucoma_cup_is_visible_and_not_saturated(monkeypatch):
         ring = ndimage.binary_dilation(cup, iterations=4) & ~cup
         lum = s.image.astype(float).mean(axis=2)
         assert lum[cup].mean() > lum[ring].mean() + 3, f"seed {seed}: cup not brighter than its rim"
-        saturated += (s.image[cup] >= 250).all(axis=1).mean() >= 0.01
+        assert (s.image[cup] >= 250).all(axis=1).mean() < 0.01, f"seed {seed}: cup saturated to white"
         checked += 1
     assert checked >= 3
-    assert saturated <= 0.2 * checked, f"{saturated} of {checked} cups saturated to white"
-
-
-def test_disc_glare_lights_normal_discs_as_bright_as_glaucomatous_cups(monkeypatch):
-    """Glare is a camera effect: it lights normal discs too, so a bright disc alone does not mean
-    glaucoma; red saturates first, as in real photographs, so the glow stays yellow."""
-    import cv2
-    from engine.synth import render
-
-    def brightest_colour(conditions, glare):
-        monkeypatch.setattr(render, "DISC_GLARE_P", glare)
-        colours = []
-        for seed in range(8):
-            image = render_fundus(seed, 256, conditions).image
-            lum = cv2.GaussianBlur(image.astype(np.float32).mean(axis=2), (0, 0), 6)
-            colours.append(image[lum >= np.percentile(lum, 98)].astype(float).mean(axis=0))
-        return np.mean(colours, axis=0)
-
-    normal_plain, normal_lit = brightest_colour(["normal"], 0.0), brightest_colour(["normal"], 1.0)
-    glaucoma_plain = brightest_colour(["glaucoma"], 0.0)
-    assert normal_lit.mean() > normal_plain.mean() + 20, (normal_lit, normal_plain)
-    assert normal_lit.mean() >= glaucoma_plain.mean(), (normal_lit, glaucoma_plain)
-    assert normal_lit[0] >= normal_lit[1] >= normal_lit[2], normal_lit
 
 
 def test_cataract_spans_mild_to_dense():

@@ -29,7 +29,6 @@ class SyntheticFundus:
 # --------------------------------------------------------------------------------------------
 # case sampling: which conditions / grade / quality
 # --------------------------------------------------------------------------------------------
-DISC_GLARE_P = 0.4  # share of renders with a glaring disc (any condition)
 _OTHER = ["amd", "glaucoma", "pathologic_myopia", "hypertensive_retinopathy", "rvo", "erm",
           "optic_atrophy", "cataract"]
 _OTHER_P = np.array([0.16, 0.17, 0.14, 0.12, 0.1, 0.08, 0.06, 0.17])
@@ -500,13 +499,6 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
     ca = cup_map[dsl][..., None] * disc_map[dsl][..., None] * (rng.uniform(0.75, 0.95) if glauc else rng.uniform(0.5, 0.85))
     sub[:] = sub * (1 - ca) + cup_col * ca
-    # glare on the disc, whatever the labels: cameras expose for the dim fundus, so many real discs,
-    # normal ones too, roll off into a flat yellow-white glow that hides the cup; vessels stay visible
-    if rng.random() < DISC_GLARE_P:
-        gain = rng.uniform(1.3, 2.2)
-        glow = np.maximum(disc_map[dsl], 0.5 * cv2.GaussianBlur(disc_map[dsl], (0, 0), d_ax * 0.5))
-        lit = sub * (1 + (gain - 1) * glow[..., None] * np.array([1.0, 0.85, 0.45], np.float32))  # red saturates first
-        sub[:] = np.where(lit < 0.8, lit, 0.8 + 0.2 * np.tanh((lit - 0.8) / 0.2))
 
     # ---------------- vessels ----------------
     htn = lab["is_hypertensive_retinopathy"]
@@ -579,8 +571,6 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     refl_s = rng.uniform(0.05, 0.18)
     rcol = -refl_s * np.array([1.0, 1.3, 1.4], np.float32)  # central light reflex brightens the vessel axis
     absorb = cv2.transform(cv2.merge([vv, va, reflex]), np.stack([vabs, aabs, rcol], 1).astype(np.float32))
-    if glauc:  # vessels fade where they dip over the excavated cup floor and kink at its edge
-        absorb *= (1 - rng.uniform(0.4, 0.7) * cup_map)[..., None]
     np.subtract(1.0, absorb, out=absorb)
     img *= absorb
     if va_wire is not None:
