@@ -64,6 +64,8 @@ def metrics(run: Path) -> list[dict]:
         ({"colour_normalise": True}, "'colour_normalise' must be str"),
         ({"colour_normalise": "always"}, "colour_normalise must be one of off, inference, both"),
         ({"degrade": 1.5}, "degrade must be a probability"),
+        ({"mixstyle": -0.5}, "mixstyle must be a probability"),
+        ({"mixstyle_layers": [3]}, "mixstyle_layers must be a list of layer names"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -182,6 +184,37 @@ def test_camera_degradation_removes_fine_detail_and_is_seeded():
     assert abs(fine_detail(b) - fine_detail(a)) > 0.05 * fine_detail(a)  # the finest detail changed
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.95  # the picture itself did not
     assert torch.equal(TrainTransform(base, True, degrade=0.0)(image, 3), a)  # off: the old augmentation exactly
+
+
+def test_mixstyle_mixes_feature_statistics_in_training_only():
+    from engine.train.style import MixStyle, add_mixstyle
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 6, 6) * torch.arange(1, 9).view(8, 1, 1, 1) + torch.arange(8).view(8, 1, 1, 1)
+    mixed = MixStyle(p=1.0, alpha=0.1).mix(x)
+    assert mixed.shape == x.shape
+    assert not torch.allclose(mixed.std(dim=(2, 3)), x.std(dim=(2, 3)))  # styles moved between images
+    # content kept: each image's normalised features are unchanged
+    norm = lambda t: (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)
+    assert torch.allclose(norm(mixed), norm(x), atol=1e-3)
+    assert torch.equal(MixStyle(p=0.0).mix(x), x)
+
+    tower = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    add_mixstyle(tower, ["0"], p=1.0)
+    images = torch.randn(4, 3, 12, 12)
+    tower.eval()
+    assert torch.equal(tower(images), tower(images))  # inference untouched
+    tower.train()
+    assert not torch.allclose(tower(images), tower.eval()(images))
+    with pytest.raises(VisionCLIPError, match="mixstyle_layers names no layer of the image tower: blocks.9"):
+        add_mixstyle(tower, ["blocks.9"], p=0.5)
+
+
+def test_mixstyle_unknown_layer_fails_before_training(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", mixstyle=0.5, mixstyle_layers=["trunk.nowhere"])
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "mixstyle_layers names no layer" in r.stderr and "Traceback" not in r.stderr
+    assert not list((tmp_path / "run").rglob("*.safetensors"))
 
 
 def test_synfundus_layout_source(tmp_path):

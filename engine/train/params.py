@@ -39,6 +39,8 @@ class TrainConfig:
     colour_jitter: float = 0.2  # brightness, contrast and saturation drawn from 1 +- this (with augment)
     hue_jitter: float = 0.0  # hue shift drawn from +- this, in turns (0.5 = half the colour wheel)
     degrade: float = 0.0  # probability of each camera degradation (downscale, JPEG, noise), with augment
+    mixstyle: float = 0.0  # probability that a batch's early-layer feature statistics are mixed (MixStyle)
+    mixstyle_layers: list = field(default_factory=lambda: ["trunk.blocks.1", "trunk.blocks.2"])  # stride 4 and 8
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -79,6 +81,8 @@ class TrainConfig:
             (0 <= self.colour_jitter < 1, f"colour_jitter must be in [0, 1), not {self.colour_jitter}"),
             (0 <= self.hue_jitter <= 0.5, f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}"),
             (0 <= self.degrade <= 1, f"degrade must be a probability in [0, 1], not {self.degrade}"),
+            (0 <= self.mixstyle <= 1, f"mixstyle must be a probability in [0, 1], not {self.mixstyle}"),
+            (all(isinstance(n, str) for n in self.mixstyle_layers), "mixstyle_layers must be a list of layer names"),
             (self.colour_normalise in COLOUR_NORMALISE, f"colour_normalise must be one of {', '.join(COLOUR_NORMALISE)}, not '{self.colour_normalise}'"),
         ]
         for ok, message in checks:

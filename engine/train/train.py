@@ -29,6 +29,7 @@ from .data import make_loader, mean_fundus_colour, training_preprocess
 from .distributed import DistEnv
 from .loss import make_loss
 from .params import TrainConfig
+from .style import add_mixstyle
 
 log = logging.getLogger(__name__)
 STATE_SUFFIX = ".state.safetensors"
@@ -288,6 +289,8 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model, config = create_model(cfg.model, pretrained_towers=cfg.pretrained_towers)
+    if cfg.mixstyle > 0:  # training only: the hooks pass features through unchanged in eval mode
+        add_mixstyle(model.visual, cfg.mixstyle_layers, cfg.mixstyle)
     if cfg.image_size:
         config["vision_cfg"]["image_size"] = cfg.image_size  # timm/resnet towers accept any size
     if cfg.local_contrast is not None:  # saved with the weights, so inference preprocesses the same way
