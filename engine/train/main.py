@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from .distributed import cleanup, init_distributed
+    from .memory import keep_freed_memory
     from .params import load_config
     from .train import train
 
@@ -30,6 +31,8 @@ def run(args) -> int:
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     env = init_distributed(args.device)
+    if env.device.type == "cpu":
+        keep_freed_memory()  # activations are freed and re-faulted every step otherwise
     try:
         final = train(cfg, out, env, resume=args.resume, config_path=f"visionclip train --config {args.config}")
     finally:
