@@ -1,12 +1,14 @@
 """Training throughput and peak memory: our loop against open_clip's own training entry.
 
-    python bench/train.py [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3]
+    python bench/train.py [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3] [--allocator]
 
 For each model, runs (each in a fresh subprocess, a few steps only):
 
 * ours: ``python -m engine.train.main`` on a temporary YAML config. Data: a small pre-rendered
   SynFundus-layout folder (``visionclip synth --n 64 --size 256``, cached under the temp dir) with
   ``captions: labels``; augmentation on, 224 px, ``val_synthetic: 0`` (no validation), loss ``clip``.
+* with ``--allocator``, ours once more with glibc's default malloc settings, to measure what keeping
+  freed memory in the heap (``engine.train.memory``, on by default on CPU) gains.
 * open_clip: ``open_clip_train.main.main([...])`` with ``--dataset-type synthetic`` (one black
   image, a constant caption, open_clip's train transform) on the same model, batch size, image
   size, precision and freezing. Our JSON model config is registered with
@@ -96,7 +98,12 @@ def synth_folder(cache: Path, n: int, size: int) -> Path:
 
 
 # --- our loop ------------------------------------------------------------------------------
-def run_ours(key: str, args, data: Path, work: Path, device: str) -> dict:
+UNTUNED_MALLOC = ("import sys; import engine.train.memory as m; m.keep_freed_memory = lambda: False; "
+                  "from engine.train.main import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_ours(key: str, args, data: Path, work: Path, device: str, tuned_malloc: bool = True) -> dict:
+    """Our loop; ``tuned_malloc=False`` runs it with glibc's default malloc settings (the --allocator peer)."""
     model, freeze, _ = MODELS[key]
     steps = args.warmup + args.steps
     cfg = {
@@ -106,11 +113,13 @@ def run_ours(key: str, args, data: Path, work: Path, device: str) -> dict:
         "warmup_steps": 1, "loss": "clip", "precision": "bf16" if device == "cuda" else "fp32",
         "log_every": 1, "save_every": 10**6, "val_every": 10**6, "val_synthetic": 0, "seed": 0,
     }
-    run_dir = work / f"ours-{key}"
-    cfg_path = work / f"ours-{key}.yaml"
+    loop = "ours" if tuned_malloc else "ours-untuned"
+    run_dir = work / f"{loop}-{key}"
+    cfg_path = work / f"{loop}-{key}.yaml"
     cfg_path.write_text(json.dumps(cfg, indent=1))  # JSON is valid YAML
-    log = work / f"ours-{key}.log"
-    rc, rss, wall = run_measured([sys.executable, "-m", "engine.train.main", "--config", str(cfg_path), "--out", str(run_dir),
+    log = work / f"{loop}-{key}.log"
+    entry = ["-m", "engine.train.main"] if tuned_malloc else ["-c", UNTUNED_MALLOC]
+    rc, rss, wall = run_measured([sys.executable, *entry, "--config", str(cfg_path), "--out", str(run_dir),
                                   "--device", device], log)
     rows = []
     metrics = run_dir / "metrics.jsonl"
@@ -118,8 +127,8 @@ def run_ours(key: str, args, data: Path, work: Path, device: str) -> dict:
         rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
     rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r and r["step"] > args.warmup]
     if rc != 0 or len(rates) < args.steps:
-        print(f"[ours/{key}] failed (exit {rc}); log {log}:\n{tail(log)}")
-    return {"model": model, "loop": "ours", "rate": combined_rate(rates, args.batch_size), "rss": rss, "wall": wall,
+        print(f"[{loop}/{key}] failed (exit {rc}); log {log}:\n{tail(log)}")
+    return {"model": model, "loop": loop, "rate": combined_rate(rates, args.batch_size), "rss": rss, "wall": wall,
             "steps": len(rates)}
 
 
@@ -215,6 +224,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-n", type=int, default=64, help="images in the pre-rendered folder our loop reads")
     ap.add_argument("--data", default=None, help="use this SynFundus-layout folder instead of rendering one")
     ap.add_argument("--work", default=None, help="keep configs, logs and rendered data here (default: a temp dir)")
+    ap.add_argument("--allocator", action="store_true",
+                    help="also run our loop with glibc's default malloc settings (CPU: the freed-memory tuning's gain)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak per GPU (H100 SXM: 989)")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
@@ -234,7 +245,10 @@ def main(argv=None) -> int:
 
     results = []
     for key in keys:
-        for fn in (lambda: run_ours(key, args, data, work, device), lambda: run_open_clip(key, args, work, device)):
+        runs = [lambda: run_ours(key, args, data, work, device), lambda: run_open_clip(key, args, work, device)]
+        if args.allocator:
+            runs.append(lambda: run_ours(key, args, data, work, device, tuned_malloc=False))
+        for fn in runs:
             r = fn()
             results.append(r)
             print(f"  {r['model']:<24} {r['loop']:<9} {r['rate']:8.2f} samples/s  peak RSS {r['rss']:7.0f} MB  "
@@ -248,7 +262,7 @@ def main(argv=None) -> int:
     print("-" * len(head))
     verdicts = []
     for key in keys:
-        ours, oc = [r for r in results if r["model"] == MODELS[key][0]]
+        ours, oc, *untuned = [r for r in results if r["model"] == MODELS[key][0]]
         ratio = ours["rate"] / oc["rate"] if oc["rate"] == oc["rate"] and oc["rate"] > 0 else float("nan")
         flops = train_flops_per_sample(key, args.image_size) if gpu else None
         for r in (ours, oc):
@@ -261,6 +275,11 @@ def main(argv=None) -> int:
             print(line)
         verdicts.append(f"{MODELS[key][0]}: ours {'is not slower' if ratio >= 1 else 'IS SLOWER'} "
                         f"(ours/open_clip = {ratio:.2f})" if ratio == ratio else f"{MODELS[key][0]}: no ratio (a run failed)")
+    for key in keys:
+        ours, _, *untuned = [r for r in results if r["model"] == MODELS[key][0]]
+        if untuned and untuned[0]["rate"] > 0:
+            print(f"{MODELS[key][0]}: our loop with freed memory kept / with glibc's default malloc = "
+                  f"{ours['rate'] / untuned[0]['rate']:.2f} ({untuned[0]['rate']:.2f} samples/s untuned)")
     print()
     if not gpu:
         print("no GPU: samples/s/GPU and share of bf16 peak not reported")
