@@ -260,9 +260,12 @@ def main(argv=None) -> int:
         head += f" {'samples/s/GPU':>14} {'TFLOP/s':>8} {'% bf16 peak':>12}"
     print(head)
     print("-" * len(head))
-    verdicts = []
+    verdicts, allocator_gains = [], []
     for key in keys:
         ours, oc, *untuned = [r for r in results if r["model"] == MODELS[key][0]]
+        if untuned and untuned[0]["rate"] > 0:
+            allocator_gains.append(f"{MODELS[key][0]}: our loop with freed memory kept / with glibc's default malloc = "
+                                   f"{ours['rate'] / untuned[0]['rate']:.2f} ({untuned[0]['rate']:.2f} samples/s untuned)")
         ratio = ours["rate"] / oc["rate"] if oc["rate"] == oc["rate"] and oc["rate"] > 0 else float("nan")
         flops = train_flops_per_sample(key, args.image_size) if gpu else None
         for r in (ours, oc):
@@ -275,11 +278,8 @@ def main(argv=None) -> int:
             print(line)
         verdicts.append(f"{MODELS[key][0]}: ours {'is not slower' if ratio >= 1 else 'IS SLOWER'} "
                         f"(ours/open_clip = {ratio:.2f})" if ratio == ratio else f"{MODELS[key][0]}: no ratio (a run failed)")
-    for key in keys:
-        ours, _, *untuned = [r for r in results if r["model"] == MODELS[key][0]]
-        if untuned and untuned[0]["rate"] > 0:
-            print(f"{MODELS[key][0]}: our loop with freed memory kept / with glibc's default malloc = "
-                  f"{ours['rate'] / untuned[0]['rate']:.2f} ({untuned[0]['rate']:.2f} samples/s untuned)")
+    for line in allocator_gains:
+        print(line)
     print()
     if not gpu:
         print("no GPU: samples/s/GPU and share of bf16 peak not reported")

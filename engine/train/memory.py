@@ -22,13 +22,9 @@ M_MMAP_MAX = -4
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to serve large blocks from the heap and never trim it; False where there is no glibc."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
-        return False
-    if mallopt is None:
         return False
     ok = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     if not ok:
