@@ -8,7 +8,7 @@ For each model, runs (each in a fresh subprocess, a few steps only):
   SynFundus-layout folder (``visionclip synth --n 64 --size 256``, cached under the temp dir) with
   ``captions: labels``; augmentation on, 224 px, ``val_synthetic: 0`` (no validation), loss ``clip``.
 * with ``--allocator``, ours once more with glibc's default malloc settings, to measure what keeping
-  freed memory in the heap (``engine.train.memory``, on by default on CPU) gains.
+  freed memory in the heap (``engine.memory``, on by default on CPU) gains.
 * open_clip: ``open_clip_train.main.main([...])`` with ``--dataset-type synthetic`` (one black
   image, a constant caption, open_clip's train transform) on the same model, batch size, image
   size, precision and freezing. Our JSON model config is registered with
@@ -98,7 +98,7 @@ def synth_folder(cache: Path, n: int, size: int) -> Path:
 
 
 # --- our loop ------------------------------------------------------------------------------
-UNTUNED_MALLOC = ("import sys; import engine.train.memory as m; m.keep_freed_memory = lambda: False; "
+UNTUNED_MALLOC = ("import sys; import engine.memory as m; m.keep_freed_memory = lambda: False; "
                   "from engine.train.main import main; sys.exit(main(sys.argv[1:]))")
 
 

@@ -25,9 +25,13 @@ EXTERNAL_COMMANDS = {
 
 
 def load_model(args):
+    from .memory import keep_freed_memory
     from .model import VisionCLIP
 
-    return VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    if model.device.type == "cpu":
+        keep_freed_memory()  # batches of images otherwise fault their activation buffers in again
+    return model
 
 
 def _tqdm_progress(desc: str):

@@ -372,7 +372,7 @@ def test_two_process_gloo_follows_single_process(tmp_path):
 MALLOC_PROBE = """
 import ctypes, sys
 import torch
-from engine.train.memory import keep_freed_memory
+from engine.memory import keep_freed_memory
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from .distributed import cleanup, init_distributed
-    from .memory import keep_freed_memory
+    from ..memory import keep_freed_memory
     from .params import load_config
     from .train import train
 
