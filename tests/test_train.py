@@ -66,6 +66,9 @@ def metrics(run: Path) -> list[dict]:
         ({"degrade": 1.5}, "degrade must be a probability"),
         ({"mixstyle": -0.5}, "mixstyle must be a probability"),
         ({"mixstyle_layers": [3]}, "mixstyle_layers must be a list of layer names"),
+        ({"head_only_steps": 5, "steps": 5}, "head_only_steps must be in \\[0, steps\\)"),
+        ({"ema_decay": 1.0}, "ema_decay must be in \\(0, 1\\)"),
+        ({"ema_decay": "slow"}, "'ema_decay' must be"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -290,6 +293,41 @@ def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
     assert len(list((tmp_path / "killed" / "checkpoints").glob("step_*.state.safetensors"))) == 2
     model = VisionCLIP.load(tmp_path / "killed" / "model.safetensors")
     assert model.is_trained and model.metadata["training_data"]["real_patient_images"] == 0
+
+
+def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_path):
+    """The EMA is restored on resume (else the final weights differ), and is what ships."""
+    cfg = write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9, head_only_steps=1)
+    assert train_cli("--config", cfg, "--out", tmp_path / "straight").returncode == 0
+    r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
+    assert r.returncode == -9
+    r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
+    assert r.returncode == 0, r.stderr
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+    raw = load_file(tmp_path / "straight" / "checkpoints" / "step_0000005.safetensors")  # the live weights
+    head = "visual.head.proj.weight"
+    assert not torch.allclose(a[head].float(), raw[head].float(), atol=1e-4)  # the average shipped, not the last step
+
+
+def test_head_only_steps_hold_the_towers_still(tmp_path):
+    from engine.factory import create_model
+    from engine.train.train import feature_parameters
+
+    model, _ = create_model("visionclip-effl0-minilm", pretrained_towers=True)
+    model.lock_image_tower(unlocked_groups=6, freeze_bn_stats=False)
+    names = {n for n, p in model.named_parameters() if any(p is q for q in feature_parameters(model))}
+    assert "visual.trunk.conv_head.weight" in names and not any(n.startswith(("visual.head", "text.proj", "logit")) for n in names)
+
+    cfg = write_config(tmp_path / "c.yaml", steps=3, head_only_steps=2, save_every=1, keep_last=3, image_unlocked_groups=6)
+    assert train_cli("--config", cfg, "--out", tmp_path / "run").returncode == 0
+    start = {k: v.float() for k, v in model.state_dict().items()}
+    step = [load_file(tmp_path / "run" / "checkpoints" / f"step_000000{i}.safetensors") for i in (1, 2, 3)]
+    trunk = "visual.trunk.conv_head.weight"
+    assert torch.equal(step[0][trunk].float(), start[trunk]) and torch.equal(step[1][trunk].float(), start[trunk])
+    assert not torch.equal(step[2][trunk].float(), start[trunk])  # the tower trains from step 3
+    assert not torch.equal(step[0]["visual.head.proj.weight"], step[1]["visual.head.proj.weight"])
 
 
 def test_local_contrast_setting_is_saved_with_the_model(tmp_path):

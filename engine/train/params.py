@@ -50,6 +50,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     grad_clip: float = 1.0
+    head_only_steps: int = 0  # LP-FT: the first N steps train only projections and temperature, towers held
+    ema_decay: float | None = None  # None: no weight averaging; d: validate and ship an EMA of the weights (cap d)
     loss: str = "clip"  # clip | soft_labels (pairs that share a label are not negatives)
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = True
@@ -83,6 +85,8 @@ class TrainConfig:
             (0 <= self.degrade <= 1, f"degrade must be a probability in [0, 1], not {self.degrade}"),
             (0 <= self.mixstyle <= 1, f"mixstyle must be a probability in [0, 1], not {self.mixstyle}"),
             (all(isinstance(n, str) for n in self.mixstyle_layers), "mixstyle_layers must be a list of layer names"),
+            (0 <= self.head_only_steps < self.steps, f"head_only_steps must be in [0, steps), not {self.head_only_steps}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), not {self.ema_decay}"),
             (self.colour_normalise in COLOUR_NORMALISE, f"colour_normalise must be one of {', '.join(COLOUR_NORMALISE)}, not '{self.colour_normalise}'"),
         ]
         for ok, message in checks:

@@ -95,6 +95,16 @@ def param_groups(model, cfg: TrainConfig):
     return [g for g in groups if g["params"]]
 
 
+# The parameters that map features into the shared space (and the temperature): the "linear probe"
+# of LP-FT. Everything else trainable is feature extraction, held still while these settle.
+HEAD_PREFIXES = ("visual.head", "visual.proj", "visual.attnpool", "text.proj", "text_projection", "logit_scale", "logit_bias")
+
+
+def feature_parameters(model) -> list[torch.nn.Parameter]:
+    """Trainable parameters outside the projection heads: those ``head_only_steps`` holds still."""
+    return [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(HEAD_PREFIXES)]
+
+
 def warmup_cosine(cfg: TrainConfig):
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -126,10 +136,13 @@ def latest_checkpoint(run_dir: Path) -> int | None:
     return max(steps) if steps else None
 
 
-def save_training_state(path: Path, optimizer, scheduler, step: int, extra: dict) -> None:
-    """Optimiser, scheduler and RNG state as safetensors + JSON header: resumable without pickle."""
+def save_training_state(path: Path, optimizer, scheduler, step: int, extra: dict, ema=None) -> None:
+    """Optimiser, scheduler, RNG and weight-average state as safetensors + JSON header: resumable
+    without pickle."""
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
+    if ema is not None:
+        tensors.update({f"ema/{k}": v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()})
     for idx, state in sd["state"].items():
         for key, value in state.items():
             if torch.is_tensor(value):
@@ -149,7 +162,7 @@ def save_training_state(path: Path, optimizer, scheduler, step: int, extra: dict
     ckpt.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
-def load_training_state(path: Path, optimizer, scheduler) -> tuple[int, dict]:
+def load_training_state(path: Path, optimizer, scheduler, ema=None) -> tuple[int, dict]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -164,6 +177,11 @@ def load_training_state(path: Path, optimizer, scheduler) -> tuple[int, dict]:
         idx, key = name.split("/", 1)
         state.setdefault(int(idx), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
+    if ema is not None:
+        averaged = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
+        if not averaged:
+            raise VisionCLIPError(f"{path.name} holds no weight average: the run was started without ema_decay")
+        ema.module.load_state_dict(averaged)
     scheduler.load_state_dict(json.loads(header["scheduler"]))
     torch.set_rng_state(tensors["rng/torch"])
     np_state = np.random.get_state()
@@ -336,6 +354,16 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
     if cfg.compile:
         step_module = torch.compile(step_module)
 
+    held_still = feature_parameters(model) if cfg.head_only_steps else []
+    # timm's EMA, decay warmed up as 1 - (1 + step)^-3/4 so short runs average a growing window
+    # (SWAD-style weight averaging for domain shift); it follows the unwrapped model.
+    ema = None
+    if cfg.ema_decay is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
+    shipped = ema.module if ema is not None else model  # the weights validated, kept as best and saved last
+
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg))
     loss_fn = make_loss(cfg.loss, env.rank, env.world_size)
@@ -348,7 +376,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise VisionCLIPError(f"checkpoint {model_path.name} is from another architecture than config '{cfg.model}'")
-        start_step, extra = load_training_state(state_path, optimizer, scheduler)
+        start_step, extra = load_training_state(state_path, optimizer, scheduler, ema)
         if env.is_master:
             log.info("resumed from step %d", start_step)
 
@@ -379,7 +407,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         if not env.is_master:
             return
         model_path, state_path = checkpoint_paths(run_dir, step)
-        save_training_state(state_path, optimizer, scheduler, step, extra)  # state first: a model file
+        save_training_state(state_path, optimizer, scheduler, step, extra, ema)  # state first: a model file
         ckpt.save_checkpoint(model_path, model.state_dict(), config, model_metadata(step))  # marks completion
         done = sorted(p for p in (run_dir / "checkpoints").glob("step_*.safetensors") if not p.name.endswith(STATE_SUFFIX))
         for old in done[: -cfg.keep_last]:
@@ -427,6 +455,9 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
             last = latest_checkpoint(run_dir)
             where = f"; last good checkpoint: {checkpoint_paths(run_dir, last)[0]}" if last is not None else ""
             raise VisionCLIPError(f"loss became {float(loss_value)} at step {step + 1}: training stopped{where}")
+        if step < cfg.head_only_steps:  # LP-FT's first stage: AdamW skips parameters without a gradient
+            for p in held_still:
+                p.grad = None
         if scaler:
             scaler.unscale_(optimizer)
         if cfg.grad_clip:
@@ -441,6 +472,8 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
+        if ema is not None:
+            ema.update(model, step=step)
         extra["samples"] += cfg.global_batch * env.world_size
         bar.update(1)
         if env.is_master and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -452,13 +485,14 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
             bar.set_postfix(loss=f"{row['loss']:.3f}", samples_s=f"{rate:.1f}")
             window_t, window_n = time.time(), 0
         if env.is_master and val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            res = validate(model, config, step, cfg, val_set, env.device, cfg.eval_data, train_mode)
+            res = validate(shipped, config, step, cfg, val_set, env.device, cfg.eval_data,
+                           train_mode if ema is None else shipped.eval)
             metrics_file.write(json.dumps(res) + "\n")
             metrics_file.flush()
             score = res.get("val/synthetic_balanced_accuracy")
             if score is not None and (extra["best"] is None or score > extra["best"]):
                 extra["best"] = score
-                ckpt.save_checkpoint(run_dir / "best.safetensors", model.state_dict(), config,
+                ckpt.save_checkpoint(run_dir / "best.safetensors", shipped.state_dict(), config,
                                      {**model_metadata(step), "selected_by": "held-out synthetic balanced accuracy"},
                                      dtype=torch.float16)
             log.info("validation at step %d: %s", step, res)
@@ -470,7 +504,7 @@ def train(cfg: TrainConfig, run_dir: Path, env: DistEnv, resume: bool = False, c
     final = run_dir / "model.safetensors"
     if env.is_master:
         metrics_file.close()
-        ckpt.save_checkpoint(final, model.state_dict(), config, model_metadata(step), dtype=torch.float16)
+        ckpt.save_checkpoint(final, shipped.state_dict(), config, model_metadata(step), dtype=torch.float16)
         _plot(run_dir)
     if env.distributed:
         dist.barrier()
