@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import VisionCLIP, load_preset  # noqa: E402
 from engine.evaluate import compare_results, evaluate  # noqa: E402
+from engine.memory import keep_freed_memory  # noqa: E402
 from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
 
 # eval folder -> prompt preset matching its labels
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="synthetic render side (default: the model's input size)")
     ap.add_argument("--versus", default=None, metavar="MODEL", help="another model to compare with, image by image")
     args = ap.parse_args()
+    keep_freed_memory()  # as `visionclip eval` does: batches otherwise fault their buffers in again
     model = VisionCLIP.load(args.model)
     other = VisionCLIP.load(args.versus) if args.versus else None
 
