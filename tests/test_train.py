@@ -311,6 +311,12 @@ def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_pat
     assert not torch.allclose(a[head].float(), raw[head].float(), atol=1e-4)  # the average shipped, not the last step
 
 
+def test_resume_with_ema_added_to_a_run_without_one_is_a_one_line_error(tmp_path):
+    assert train_cli("--config", write_config(tmp_path / "a.yaml", steps=2), "--out", tmp_path / "run").returncode == 0
+    r = train_cli("--config", write_config(tmp_path / "b.yaml", steps=4, ema_decay=0.9), "--out", tmp_path / "run", "--resume")
+    assert r.returncode == 2 and "holds no weight average" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_head_only_steps_hold_the_towers_still(tmp_path):
     from engine.factory import create_model
     from engine.train.train import feature_parameters
