@@ -274,16 +274,19 @@ def test_soft_label_loss_equals_clip_loss_for_distinct_labels():
 
 
 # --- runs ------------------------------------------------------------------------------------
-def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", steps=5)
+def straight_and_resumed(cfg: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """Final weights of an uninterrupted run and of one killed (SIGKILL) after step 3 and resumed."""
     r = train_cli("--config", cfg, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
     r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
     assert r.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
     r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
     assert r.returncode == 0, r.stderr
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "model.safetensors")
+    return load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+
+
+def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
+    a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5), tmp_path)
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
     loss_a = [m["loss"] for m in metrics(tmp_path / "straight")]
@@ -297,14 +300,7 @@ def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
 
 def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_path):
     """The EMA is restored on resume (else the final weights differ), and is what ships."""
-    cfg = write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9, head_only_steps=1)
-    assert train_cli("--config", cfg, "--out", tmp_path / "straight").returncode == 0
-    r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
-    assert r.returncode == -9
-    r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
-    assert r.returncode == 0, r.stderr
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "model.safetensors")
+    a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9, head_only_steps=1), tmp_path)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
     raw = load_file(tmp_path / "straight" / "checkpoints" / "step_0000005.safetensors")  # the live weights
     head = "visual.head.proj.weight"
