@@ -192,11 +192,23 @@ class VisionCLIP:
         rows = [F.normalize(self.encode_texts(prompt_set[c]).mean(0), dim=-1) for c in prompt_set.classes]
         return torch.stack(rows)
 
+    def scored_embeddings(self, prompt_set: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, D) embeddings the softmax runs over, one per subclass (per class where a class has
+        none), and (S,) the index of the class each belongs to."""
+        groups = prompt_set.scored_groups()
+        rows = [F.normalize(self.encode_texts(prompts).mean(0), dim=-1) for _, _, prompts in groups]
+        owner = torch.tensor([prompt_set.classes.index(cls) for cls, _, _ in groups])
+        return torch.stack(rows), owner
+
     # --- zero-shot -----------------------------------------------------------------------
     def probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
-        """(N, C) softmax over classes of the scaled cosine similarities."""
-        logits = self.logit_scale * image_embeddings @ self.class_embeddings(prompt_set).T
-        return logits.softmax(dim=-1)
+        """(N, C) softmax of the scaled cosine similarities; a class with subclasses gets the sum
+        of its subclasses' probabilities, the softmax running over all subclasses."""
+        embeddings, owner = self.scored_embeddings(prompt_set)
+        probs = (self.logit_scale * image_embeddings @ embeddings.T).softmax(dim=-1)
+        if len(owner) == len(prompt_set):
+            return probs
+        return probs.new_zeros(len(probs), len(prompt_set)).index_add_(1, owner, probs)
 
     def classify(self, images: ImageSource | Sequence[ImageSource], prompt_set: PromptSet | dict,
                  batch_size: int = 32) -> list[dict[str, float]]:

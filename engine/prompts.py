@@ -2,6 +2,12 @@
 
 A file is either a plain object ``{"class": ["prompt", ...]}`` or ``{"name": ..., "description":
 ..., "classes": {...}}``. Class embeddings are the renormalised mean of the prompts' embeddings.
+
+A class may instead hold named subclasses, ``{"class": {"subclass": ["prompt", ...], ...}}``: the
+softmax then runs over every subclass, and a class's probability is the sum of its subclasses'
+(hierarchical label sets, as in CHiLS, Novack et al., ICML 2023). A label set coarser than the
+conditions the model was trained to tell apart is scored through those conditions, rather than
+through one averaged text embedding that sits between them.
 """
 from __future__ import annotations
 
@@ -15,13 +21,14 @@ from .errors import VisionCLIPError
 PRESET_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
 DEFAULT_PRESET = "screening"
 MAX_PROMPT_CHARS = 2000  # far beyond any text tower's context; longer is a paste accident
-MAX_CLASSES = 200
+MAX_CLASSES = 200  # also the limit on subclasses, all classes together
+SUBCLASS_SEPARATOR = " > "  # "class > subclass": how one subclass is named in a flat list (the app's table)
 
 
 class PromptSet:
     """An ordered, validated mapping of class names to prompt texts."""
 
-    def __init__(self, classes: Mapping[str, Iterable[str] | str], name: str = "", description: str = "",
+    def __init__(self, classes: Mapping[str, Iterable[str] | str | Mapping], name: str = "", description: str = "",
                  ordered: bool = False):
         self.ordered = bool(ordered)  # classes form a grading scale (quadratic kappa applies)
         if not isinstance(classes, Mapping) or not classes:
@@ -30,35 +37,30 @@ class PromptSet:
             raise VisionCLIPError(f"prompt set has {len(classes)} classes; the limit is {MAX_CLASSES}")
         self.name = name
         self.description = description
-        self._classes: dict[str, list[str]] = {}
+        self._classes: dict[str, list[str]] = {}  # class -> all its prompts, subclasses' included
+        self._subclasses: dict[str, dict[str, list[str]]] = {}  # only the classes given as subclasses
         seen: dict[str, str] = {}
         for raw_name, prompts in classes.items():
-            cls = " ".join(str(raw_name).split())
-            if not cls:
-                raise VisionCLIPError("prompt set has a class with a blank name")
-            key = cls.lower()
-            if key in seen:
+            cls = _clean_name(raw_name, "class")
+            if cls.lower() in seen:
                 raise VisionCLIPError(f"duplicate class name '{cls}' in prompt set")
-            seen[key] = cls
-            if isinstance(prompts, str):
-                prompts = [prompts]
-            if not isinstance(prompts, Iterable):
-                raise VisionCLIPError(f"class '{cls}': prompts must be a list of texts")
-            cleaned = []
-            for p in prompts:
-                if not isinstance(p, str):
-                    raise VisionCLIPError(f"class '{cls}': prompt {p!r} is not text")
-                text = " ".join(p.split())
-                if not text:
-                    raise VisionCLIPError(f"class '{cls}' has a blank prompt")
-                if len(text) > MAX_PROMPT_CHARS:
-                    raise VisionCLIPError(
-                        f"class '{cls}': a prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}"
-                    )
-                cleaned.append(text)
-            if not cleaned:
-                raise VisionCLIPError(f"class '{cls}' has no prompts")
-            self._classes[cls] = cleaned
+            seen[cls.lower()] = cls
+            if isinstance(prompts, Mapping):
+                if not prompts:
+                    raise VisionCLIPError(f"class '{cls}' has no subclasses")
+                subs: dict[str, list[str]] = {}
+                for raw_sub, sub_prompts in prompts.items():
+                    sub = _clean_name(raw_sub, f"class '{cls}': subclass")
+                    if sub.lower() in {k.lower() for k in subs}:
+                        raise VisionCLIPError(f"class '{cls}': duplicate subclass name '{sub}'")
+                    subs[sub] = _clean_prompts(f"class '{cls}', subclass '{sub}'", sub_prompts)
+                self._subclasses[cls] = subs
+                self._classes[cls] = [p for v in subs.values() for p in v]
+            else:
+                self._classes[cls] = _clean_prompts(f"class '{cls}'", prompts)
+        n_scored = len(self.scored_groups())
+        if n_scored > MAX_CLASSES:
+            raise VisionCLIPError(f"prompt set has {n_scored} classes and subclasses; the limit is {MAX_CLASSES}")
 
     # --- mapping-like access -------------------------------------------------------------
     @property
@@ -81,7 +83,7 @@ class PromptSet:
         return [(k, list(v)) for k, v in self._classes.items()]
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, PromptSet) and self._classes == other._classes
+        return isinstance(other, PromptSet) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
         return f"PromptSet({self.name or 'unnamed'}: {len(self)} classes)"
@@ -89,13 +91,30 @@ class PromptSet:
     def all_prompts(self) -> list[str]:
         return [p for prompts in self._classes.values() for p in prompts]
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in self._classes.items()}
+    @property
+    def has_subclasses(self) -> bool:
+        return bool(self._subclasses)
+
+    def subclasses(self, cls: str) -> dict[str, list[str]]:
+        """A class's subclasses and their prompts; a class without subclasses is its own only one."""
+        return {k: list(v) for k, v in self._subclasses.get(cls, {cls: self._classes[cls]}).items()}
+
+    def scored_groups(self) -> list[tuple[str, str, list[str]]]:
+        """(class, subclass, prompts) for every embedding the softmax runs over, in class order."""
+        return [(cls, sub, prompts) for cls in self._classes for sub, prompts in self.subclasses(cls).items()]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(name, prompt) per prompt, a subclass named "class > subclass": the set as a flat table."""
+        return [(cls if cls not in self._subclasses else f"{cls}{SUBCLASS_SEPARATOR}{sub}", p)
+                for cls, sub, prompts in self.scored_groups() for p in prompts]
+
+    def to_dict(self) -> dict[str, list[str] | dict[str, list[str]]]:
+        return {k: (self.subclasses(k) if k in self._subclasses else list(v)) for k, v in self._classes.items()}
 
     def subset(self, classes: Iterable[str]) -> "PromptSet":
         """The same prompts for the given classes only, in this set's order."""
         wanted = set(classes)
-        return PromptSet({k: v for k, v in self._classes.items() if k in wanted}, self.name, self.description, self.ordered)
+        return PromptSet({k: v for k, v in self.to_dict().items() if k in wanted}, self.name, self.description, self.ordered)
 
     def class_lookup(self, label: str) -> str | None:
         """The class matching a label case- and space-insensitively, if any."""
@@ -159,6 +178,36 @@ class PromptSet:
         except UnicodeDecodeError:
             raise VisionCLIPError(f"prompt set {path.name} is not UTF-8 text") from None
         return cls.from_json_text(text, name=path.stem)
+
+
+def _clean_name(raw, what: str) -> str:
+    name = " ".join(str(raw).split())
+    if not name:
+        raise VisionCLIPError(f"prompt set has a {what} with a blank name")
+    if SUBCLASS_SEPARATOR in name:
+        raise VisionCLIPError(f"prompt set {what} '{name}': '{SUBCLASS_SEPARATOR.strip()}' between spaces is "
+                              "reserved for naming subclasses")
+    return name
+
+
+def _clean_prompts(owner: str, prompts) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Iterable):
+        raise VisionCLIPError(f"{owner}: prompts must be a list of texts")
+    cleaned = []
+    for p in prompts:
+        if not isinstance(p, str):
+            raise VisionCLIPError(f"{owner}: prompt {p!r} is not text")
+        text = " ".join(p.split())
+        if not text:
+            raise VisionCLIPError(f"{owner} has a blank prompt")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise VisionCLIPError(f"{owner}: a prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
+        cleaned.append(text)
+    if not cleaned:
+        raise VisionCLIPError(f"{owner} has no prompts")
+    return cleaned
 
 
 def list_presets() -> list[str]:

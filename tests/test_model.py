@@ -42,6 +42,23 @@ def test_class_embedding_is_renormalised_mean(untrained_model):
     assert torch.allclose(e, t / t.norm(), atol=1e-5)
 
 
+def test_class_with_subclasses_gets_the_sum_of_their_probabilities(untrained_model, fundus_image):
+    grouped = PromptSet({"normal": ["a healthy retina"],
+                         "vascular": {"dr": ["microaneurysms", "exudates"], "hr": ["arteriolar narrowing"]},
+                         "glaucoma": ["cupped disc"]})
+    each = PromptSet({"normal": ["a healthy retina"], "dr": ["microaneurysms", "exudates"],
+                      "hr": ["arteriolar narrowing"], "glaucoma": ["cupped disc"]})
+    emb = untrained_model.encode_images([fundus_image, make_fundus(seed=5)])
+    p_grouped = untrained_model.probabilities(emb, grouped)
+    p_each = untrained_model.probabilities(emb, each)
+    assert p_grouped.shape == (2, 3)
+    expected = torch.stack([p_each[:, 0], p_each[:, 1] + p_each[:, 2], p_each[:, 3]], dim=1)
+    assert torch.allclose(p_grouped, expected, atol=1e-6)
+    # not the same as one averaged embedding per class
+    flat = untrained_model.probabilities(emb, PromptSet({c: grouped[c] for c in grouped.classes}))
+    assert not torch.allclose(p_grouped, flat, atol=1e-4)
+
+
 def test_long_prompt_truncated_with_warning(untrained_model):
     with pytest.warns(UserWarning, match="truncated"):
         untrained_model.encode_texts(["haemorrhage " * 200])

@@ -63,3 +63,56 @@ def test_round_trip_and_hash(tmp_path):
     edited = PromptSet({"normal": ["healthy retina"], "glaucoma": "large optic cup"})
     assert edited.sha256 != ps.sha256
     assert json.loads(ps.to_json())["classes"]["normal"] == ["healthy retina"]
+
+
+# --- classes made of subclasses ----------------------------------------------------------------------
+GROUPED = {"normal": ["healthy retina"],
+           "diabetic retinopathy": {"diabetic retinopathy": ["microaneurysms", "exudates"],
+                                    "hypertensive retinopathy": ["arteriolar narrowing"]}}
+
+
+def test_subclasses_keep_reported_classes_and_scored_groups():
+    ps = PromptSet(GROUPED)
+    assert ps.classes == ["normal", "diabetic retinopathy"] and ps.has_subclasses
+    assert ps["diabetic retinopathy"] == ["microaneurysms", "exudates", "arteriolar narrowing"]
+    assert [(c, s) for c, s, _ in ps.scored_groups()] == [
+        ("normal", "normal"), ("diabetic retinopathy", "diabetic retinopathy"),
+        ("diabetic retinopathy", "hypertensive retinopathy")]
+    assert ps.rows()[-1] == ("diabetic retinopathy > hypertensive retinopathy", "arteriolar narrowing")
+    assert not PromptSet({"a": ["x"], "b": ["y"]}).has_subclasses
+
+
+def test_subclasses_round_trip_and_change_the_hash(tmp_path):
+    ps = PromptSet(GROUPED, name="grouped")
+    again = PromptSet.from_json(ps.save(tmp_path / "g.json"))
+    assert again == ps and again.sha256 == ps.sha256 and again.to_dict() == GROUPED
+    flattened = PromptSet({c: ps[c] for c in ps.classes})  # same prompts, no subclasses: scored otherwise
+    assert flattened != ps and flattened.sha256 != ps.sha256
+    assert ps.subset(["diabetic retinopathy"]).subclasses("diabetic retinopathy") == GROUPED["diabetic retinopathy"]
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"dr": {}}, "no subclasses"),
+        ({"dr": {" ": ["x"]}}, "blank name"),
+        ({"dr": {"HR": ["x"], "hr": ["y"]}}, "duplicate subclass"),
+        ({"dr": {"hr": []}}, "subclass 'hr' has no prompts"),
+        ({"dr": {"hr": ["  "]}}, "subclass 'hr' has a blank prompt"),
+        ({"dr > hr": ["x"]}, "reserved"),
+        ({"dr": {"a > b": ["x"]}}, "reserved"),
+        ({"dr": {f"s{i}": ["x"] for i in range(201)}}, "classes and subclasses; the limit is 200"),
+    ],
+)
+def test_bad_subclasses(doc, message):
+    with pytest.raises(VisionCLIPError, match=message):
+        PromptSet.from_dict(doc)
+
+
+def test_grouped_eyedisease_preset_scores_the_folder_classes_through_screening_conditions():
+    flat, grouped, screening = load_preset("eyedisease"), load_preset("eyedisease_grouped"), load_preset("screening")
+    assert grouped.classes == flat.classes
+    subs = [s for c in grouped.classes for s in grouped.subclasses(c)]
+    assert set(subs) <= set(screening.classes) and len(subs) > len(flat)
+    for c in grouped.classes:  # each class still holds its own prompts
+        assert grouped.subclasses(c).get(c, grouped[c]) == flat[c]

@@ -10,6 +10,7 @@ import torch
 from engine import PromptSet, VisionCLIP, VisionCLIPError
 from engine.preprocess import fundus_mask
 from engine.saliency import METHODS, SimilarityTarget, SoftmaxTarget, TokenReshape, explain, find_target_layer
+from engine.saliency.explain import make_target
 from engine.saliency import metrics as M
 
 TWO = PromptSet({"normal": ["a normal fundus photograph"], "glaucoma": ["an enlarged optic cup"]})
@@ -180,6 +181,31 @@ def test_targets():
     probs = torch.stack([SoftmaxTarget(emb, i, 50.0)(out) for i in range(3)])
     assert torch.allclose(probs.sum(), torch.tensor(1.0))
     assert SoftmaxTarget(emb, 0, 50.0)(out[None].repeat(4, 1)).shape == (4,)
+
+
+def test_softmax_target_of_a_class_with_subclasses_sums_them():
+    emb = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    out = torch.randn(8)
+    owner = torch.tensor([0, 1, 1, 2])
+    single = [SoftmaxTarget(emb, i, 50.0)(out) for i in range(4)]
+    assert torch.allclose(SoftmaxTarget(emb, 1, 50.0, owner=owner)(out), single[1] + single[2])
+    assert "classes=3" in repr(SoftmaxTarget(emb, 2, 50.0, owner=owner))
+    with pytest.raises(IndexError):
+        SoftmaxTarget(emb, 3, 50.0, owner=owner)
+    with pytest.raises(ValueError, match="owner"):
+        SoftmaxTarget(emb, 0, 50.0, owner=owner[:3])
+
+
+def test_map_of_a_grouped_class_explains_its_reported_probability(effnet):
+    grouped = PromptSet({"normal": ["a normal fundus photograph"],
+                         "retinal vascular disease": {"diabetic retinopathy": ["diabetic retinopathy"],
+                                                      "hypertensive retinopathy": ["hypertensive retinopathy"]}})
+    target, kind = make_target(effnet, grouped, "retinal vascular disease")
+    emb = effnet.encode_images([_fundus()])[0]
+    (probs,) = effnet.classify([_fundus()], grouped)
+    assert kind == "softmax" and float(target(emb)) == pytest.approx(probs["retinal vascular disease"], abs=1e-5)
+    res = explain(effnet, _fundus(), grouped, "retinal vascular disease")
+    assert res.map.std() > 0 and res.probabilities == pytest.approx(probs, abs=1e-4)
 
 
 # --- metrics on hand-made maps --------------------------------------------------------------------

@@ -104,14 +104,14 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str | Non
     if kind not in TARGETS:
         raise VisionCLIPError(f"unknown saliency target '{target}'; choose one of: {', '.join(TARGETS)}")
     class_name = resolve_class(prompt_set, class_name)
-    embeddings = model.class_embeddings(prompt_set)
     index = prompt_set.classes.index(class_name)
     if kind == "softmax" and len(prompt_set) < 2:
         warnings.warn("softmax target is meaningless for one class; using similarity", UserWarning, stacklevel=3)
         kind = "similarity"
     if kind == "softmax":
-        return SoftmaxTarget(embeddings, index, model.logit_scale), kind
-    return SimilarityTarget(embeddings[index]), kind
+        embeddings, owner = model.scored_embeddings(prompt_set)
+        return SoftmaxTarget(embeddings, index, model.logit_scale, owner=owner), kind
+    return SimilarityTarget(model.class_embeddings(prompt_set)[index]), kind
 
 
 def _hooks_for_this_thread_only(aag, layers: list[nn.Module]) -> None:

@@ -29,21 +29,29 @@ class SimilarityTarget:
 
 
 class SoftmaxTarget:
-    """The class's softmax probability against the other classes (scaled cosine similarities)."""
+    """The class's softmax probability against the other classes (scaled cosine similarities).
 
-    def __init__(self, class_embeddings: torch.Tensor, index: int, logit_scale: float):
+    ``owner`` gives, for each row of ``class_embeddings``, the class it belongs to, for prompt sets
+    with subclasses: the target is then the sum of that class's subclasses' probabilities."""
+
+    def __init__(self, class_embeddings: torch.Tensor, index: int, logit_scale: float,
+                 owner: torch.Tensor | None = None):
         self.class_embeddings = F.normalize(torch.as_tensor(class_embeddings).float(), dim=-1)
         if self.class_embeddings.ndim != 2:
             raise ValueError("class_embeddings must be (C, D)")
-        if not 0 <= int(index) < self.class_embeddings.shape[0]:
-            raise IndexError(f"class index {index} out of range for {self.class_embeddings.shape[0]} classes")
+        rows = self.class_embeddings.shape[0]
+        self.owner = torch.arange(rows) if owner is None else torch.as_tensor(owner).long().flatten()
+        if len(self.owner) != rows:
+            raise ValueError(f"owner has {len(self.owner)} entries for {rows} embeddings")
+        if not bool((self.owner == int(index)).any()):
+            raise IndexError(f"class index {index} out of range for {int(self.owner.max()) + 1} classes")
         self.index = int(index)
         self.logit_scale = float(logit_scale)
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
         emb = F.normalize(model_output, dim=-1)
-        logits = self.logit_scale * emb @ _as_tensor(self.class_embeddings, emb).T
-        return logits.softmax(dim=-1)[..., self.index]
+        probs = (self.logit_scale * emb @ _as_tensor(self.class_embeddings, emb).T).softmax(dim=-1)
+        return probs[..., (self.owner == self.index).to(probs.device)].sum(-1)
 
     def __repr__(self) -> str:
-        return f"SoftmaxTarget(index={self.index}, classes={self.class_embeddings.shape[0]})"
+        return f"SoftmaxTarget(index={self.index}, classes={int(self.owner.max()) + 1})"
