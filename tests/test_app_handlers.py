@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from engine import load_preset
 from visionclip_app import handlers as h
 from visionclip_app.store import CaseStore
 
@@ -70,6 +71,15 @@ def test_prompt_set_from_table_groups_rows_and_skips_blank_rows():
     assert h.prompt_set_from_table([["a", "x"], ["b", "y"]]).classes == ["a", "b"]
 
 
+def test_prompt_table_names_subclasses_class_then_subclass():
+    grouped = load_preset("eyedisease_grouped")
+    table = h.table_from_prompt_set(grouped)
+    assert "diabetic retinopathy > hypertensive retinopathy" in set(table["class"])
+    assert h.prompt_set_from_table(table) == grouped  # the table holds the whole set
+    ps = h.prompt_set_from_table([["normal", "healthy"], ["dr > dr", "microaneurysms"], ["dr > hr", "narrow arterioles"]])
+    assert ps.classes == ["normal", "dr"] and list(ps.subclasses("dr")) == ["dr", "hr"]
+
+
 @pytest.mark.parametrize("rows, msg", [
     ([], "empty"),
     ([["", ""]], "empty"),
@@ -78,6 +88,11 @@ def test_prompt_set_from_table_groups_rows_and_skips_blank_rows():
     ([["a", "x"], ["b", ""]], "blank"),
     ([["a", "x"], ["", "y"]], "blank"),
     ([["a", "x"]], "two classes"),
+    ([["a", "x"], ["b > c", "y"], ["b", "z"]], "both with and without a subclass"),
+    ([["a", "x"], ["b", "z"], ["b > c", "y"]], "both with and without a subclass"),
+    ([["a", "x"], ["b > c > d", "y"]], "no subclasses of its own"),
+    ([["a", "x"], ["b > c", "y"], ["b > C", "z"]], "duplicate subclass"),
+    ([["a", "x"]] + [[f"b > s{i}", "y"] for i in range(60)], "Too many subclasses"),
 ])
 def test_prompt_table_errors(rows, msg):
     with pytest.raises(h.UserError, match=msg):

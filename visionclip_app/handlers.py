@@ -97,8 +97,7 @@ def ok_status(msg: Any) -> str:
 
 # ------------------------------------------------------------------------------------- prompt table
 def table_from_prompt_set(ps: PromptSet) -> pd.DataFrame:
-    rows = [[cls, p] for cls, prompts in ps.items() for p in prompts]
-    return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+    return pd.DataFrame([list(row) for row in ps.rows()], columns=PROMPT_COLUMNS)
 
 
 def _table_rows(table: Any) -> list[list[str]]:
@@ -118,8 +117,11 @@ def _table_rows(table: Any) -> list[list[str]]:
 
 
 def prompt_set_from_table(table: Any) -> PromptSet:
-    """Build a validated PromptSet from the editor's class | prompt rows (fully blank rows are ignored)."""
-    classes: dict[str, list[str]] = {}
+    """Build a validated PromptSet from the editor's class | prompt rows (fully blank rows are ignored).
+
+    A class cell "class > subclass" puts the prompt in a subclass; such a class's probability is
+    the sum of its subclasses'."""
+    classes: dict[str, Any] = {}
     for i, (cls, prompt) in enumerate(_table_rows(table), start=1):
         cls, prompt = " ".join(cls.split()), " ".join(prompt.split())
         if not cls and not prompt:
@@ -131,7 +133,16 @@ def prompt_set_from_table(table: Any) -> PromptSet:
         if len(prompt) > APP_MAX_PROMPT_CHARS:
             raise UserError(f"Row {i} (class '{cls}'): the prompt is {len(prompt)} characters long; "
                             f"the limit is {APP_MAX_PROMPT_CHARS}.")
-        classes.setdefault(cls, []).append(prompt)
+        name, _, sub = cls.partition(engine_prompts.SUBCLASS_SEPARATOR)
+        if engine_prompts.SUBCLASS_SEPARATOR in sub:
+            raise UserError(f"Row {i}: a subclass has no subclasses of its own ('{cls}').")
+        if isinstance(classes.get(name), list) and sub or isinstance(classes.get(name), dict) and not sub:
+            raise UserError(f"Row {i}: class '{name}' has prompts both with and without a subclass; "
+                            f"name a subclass on every row of '{name}', or on none.")
+        if sub:
+            classes.setdefault(name, {}).setdefault(sub, []).append(prompt)
+        else:
+            classes.setdefault(name, []).append(prompt)
     if not classes:
         raise UserError("The prompt table is empty: add at least one class with a prompt.")
     lower: dict[str, str] = {}
@@ -145,9 +156,12 @@ def prompt_set_from_table(table: Any) -> PromptSet:
     if len(classes) < 2:
         raise UserError("Zero-shot classification needs at least two classes.")
     try:
-        return PromptSet(classes)
+        ps = PromptSet(classes)
     except VisionCLIPError as e:
         raise UserError(str(e)) from None
+    if len(ps.scored_groups()) > APP_MAX_CLASSES:
+        raise UserError(f"Too many subclasses ({len(ps.scored_groups())}); the limit is {APP_MAX_CLASSES}.")
+    return ps
 
 
 def add_prompt_row(table: Any) -> pd.DataFrame:

@@ -80,7 +80,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                         prompt_table = gr.Dataframe(
                             value=initial_table, headers=h.PROMPT_COLUMNS, datatype=["str", "str"],
                             column_count=2, interactive=True, wrap=True, max_height=330, column_widths=["32%", "68%"],
-                            label="Prompts: one row per prompt; rows with the same class are averaged",
+                            label=("Prompts: one row per prompt; rows with the same class are averaged. "
+                                   "A class written 'class > subclass' gets the sum of its subclasses' probabilities"),
                             elem_id="prompt-table", show_row_numbers=True)
                         with gr.Row():
                             add_row_btn = gr.Button("Add row", size="sm")
