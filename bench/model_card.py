@@ -7,6 +7,8 @@ Prints Markdown tables (balanced accuracy against chance with its 95% bootstrap 
 class, confusion matrices) with the `visionclip eval` command that reproduces each figure. Real
 folders are evaluation only. With ``--versus`` each table also gives the balanced accuracy of
 ``--model`` minus that of the other model on the same images, with a paired bootstrap interval.
+A folder scored with a grouped prompt set (classes made of subclasses) is also scored with the flat
+set of its classes, and the grouped table gives the difference between the two, paired likewise.
 """
 from __future__ import annotations
 
@@ -18,12 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import VisionCLIP, load_preset  # noqa: E402
-from engine.evaluate import compare_results, evaluate  # noqa: E402
+from engine.evaluate import compare_results, embed_folder, evaluate  # noqa: E402
 from engine.memory import keep_freed_memory  # noqa: E402
 from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
 
-# eval folder -> prompt preset matching its labels
-REAL_FOLDERS = {"eyedisease_dev": "eyedisease", "palm_dev": "palm"}
+# eval folder -> prompt presets matching its labels; a grouped set first, then the flat one it is compared with
+REAL_FOLDERS = {"eyedisease_dev": ("eyedisease_grouped", "eyedisease"), "palm_dev": ("palm",)}
 
 
 def ci(r: dict, key: str) -> str:
@@ -36,6 +38,14 @@ def versus_line(r: dict, other: dict, other_id: str) -> str:
     lo, hi = d["ci95"]
     return (f"Against `{other_id}` on the same images: balanced accuracy {d['balanced_accuracy_difference']:+.3f} "
             f"(paired 95% CI {lo:+.3f} to {hi:+.3f}); mean AUC {r['mean_auc'] - other['mean_auc']:+.3f}.\n")
+
+
+def prompts_line(r: dict, r_other: dict, name: str) -> str:
+    d = compare_results(r_other, r, resamples=1000)
+    lo, hi = d["ci95"]
+    return (f"The `{name}` prompts minus these, same model and images: balanced accuracy "
+            f"{d['balanced_accuracy_difference']:+.3f} (paired 95% CI {lo:+.3f} to {hi:+.3f}); "
+            f"mean AUC {r['mean_auc'] - r_other['mean_auc']:+.3f}.\n")
 
 
 def table(title: str, command: str, r: dict) -> str:
@@ -67,11 +77,11 @@ def main() -> None:
     model = VisionCLIP.load(args.model)
     other = VisionCLIP.load(args.versus) if args.versus else None
 
-    def scored(data, preset):
+    def scored(data, preset, other_data=None):
         r = evaluate(model, data, load_preset(preset), bootstrap=1000)
         if other is None:
             return r, ""
-        return r, versus_line(r, evaluate(other, data, load_preset(preset)), other.model_id)
+        return r, versus_line(r, evaluate(other, other_data or data, load_preset(preset)), other.model_id)
     args.size = args.size or model.image_size
     model_arg = f" --model {args.model}" if args.model else ""
     print(f"## Zero-shot results of `{model.model_id}`\n")
@@ -81,13 +91,20 @@ def main() -> None:
         cmd = (f"visionclip synth --benchmark --out synbench --n {args.synthetic_n} --seed {HELD_OUT_SEED} --size {args.size} && "
                f"visionclip eval --data synbench --prompts screening{model_arg}")
         print(table(f"Held-out synthetic images ({args.synthetic_n}, one condition each, screening prompts)", cmd, r) + vs)
-    for folder, preset in REAL_FOLDERS.items():
+    for folder, presets in REAL_FOLDERS.items():
         d = Path(args.eval_root) / folder
         if not (d / "labels.csv").is_file():
             print(f"### {folder}\n\nnot found at {d}\n")
             continue
-        r, vs = scored(d, preset)
-        print(table(f"Real photographs: {folder} (prompts: {preset})", f"visionclip eval --data {d} --prompts {preset}{model_arg}", r) + vs)
+        embedded = embed_folder(model, d)  # encoded once per model, scored with each prompt set
+        other_embedded = embed_folder(other, d) if other else None
+        results = {}
+        for preset in presets:
+            results[preset], vs = scored(embedded, preset, other_embedded)
+            if preset != presets[0]:
+                vs += prompts_line(results[presets[0]], results[preset], presets[0])
+            print(table(f"Real photographs: {folder} (prompts: {preset})",
+                        f"visionclip eval --data {d} --prompts {preset}{model_arg}", results[preset]) + vs)
 
 
 if __name__ == "__main__":
