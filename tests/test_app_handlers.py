@@ -204,6 +204,20 @@ def _bad_files(tmp_path):
     return [str(text), str(empty), str(corrupt), str(tmp_path / "missing.png"), None]
 
 
+def test_analyse_with_subclasses_shows_what_the_predicted_class_is_made_of(ctx, fundus_path):
+    subclasses = {"healthy": ["normal", "no disease"], "vascular": ["diabetic retinopathy", "hypertensive retinopathy"]}
+    table = pd.DataFrame([[f"{c} > {sub}", f"a fundus photograph showing {sub}"] for c, subs in subclasses.items()
+                          for sub in subs], columns=h.PROMPT_COLUMNS)
+    status, probs, *_, state = h.analyse(ctx, fundus_path, table, "gradcam", 0.5, "vascular")
+    assert status.startswith(h.STATUS_OK) and set(probs) == set(subclasses)
+    assert probs == pytest.approx(ctx.model.classify([state["image"]], state["prompt_set"])[0], abs=1e-5)
+    assert state["saliency_class"] == "vascular"
+    predicted = state["predicted_label"]
+    breakdown = status.split(f"{predicted} is the sum of: ")[1]
+    assert all(sub in breakdown for sub in subclasses[predicted])
+    assert "is the sum of" not in h.analyse(ctx, fundus_path, small_table(), "gradcam", 0.5, None)[0]
+
+
 def test_analyse_bad_uploads(ctx, tmp_path):
     for path in _bad_files(tmp_path):
         out = h.analyse(ctx, path, small_table(), "gradcam", 0.5, None)

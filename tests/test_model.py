@@ -54,6 +54,7 @@ def test_class_with_subclasses_gets_the_sum_of_their_probabilities(untrained_mod
     assert p_grouped.shape == (2, 3)
     expected = torch.stack([p_each[:, 0], p_each[:, 1] + p_each[:, 2], p_each[:, 3]], dim=1)
     assert torch.allclose(p_grouped, expected, atol=1e-6)
+    assert torch.allclose(untrained_model.subclass_probabilities(emb, grouped), p_each, atol=1e-6)
     # not the same as one averaged embedding per class
     flat = untrained_model.probabilities(emb, PromptSet({c: grouped[c] for c in grouped.classes}))
     assert not torch.allclose(p_grouped, flat, atol=1e-4)

@@ -330,7 +330,9 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with ctx.model_lock:
-                probs = ctx.model.classify([image], ps)[0]
+                embedding = ctx.model.encode_images([image])
+                probs = dict(zip(ps.classes, map(float, ctx.model.probabilities(embedding, ps)[0])))
+                sub_probs = ctx.model.subclass_probabilities(embedding, ps)[0] if ps.has_subclasses else None
     except VisionCLIPError as e:
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
@@ -356,6 +358,10 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     }
     notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
+    if sub_probs is not None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
+        parts = sorted(((float(p), sub) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs) if c == predicted),
+                       reverse=True)
+        notes.append(f"{predicted} is the sum of: " + ", ".join(f"{sub} {p:.1%}" for p, sub in parts) + ".")
     if overlay is None:
         notes.append(f"No saliency map: {used}.")
     truncated = [w for w in caught if "truncated" in str(w.message)]
