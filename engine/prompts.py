@@ -103,10 +103,14 @@ class PromptSet:
         """(class, subclass, prompts) for every embedding the softmax runs over, in class order."""
         return [(cls, sub, prompts) for cls in self._classes for sub, prompts in self.subclasses(cls).items()]
 
+    def scored_names(self) -> list[str]:
+        """Names of the scored groups, a subclass named "class > subclass"."""
+        return [cls if cls not in self._subclasses else f"{cls}{SUBCLASS_SEPARATOR}{sub}"
+                for cls, sub, _ in self.scored_groups()]
+
     def rows(self) -> list[tuple[str, str]]:
         """(name, prompt) per prompt, a subclass named "class > subclass": the set as a flat table."""
-        return [(cls if cls not in self._subclasses else f"{cls}{SUBCLASS_SEPARATOR}{sub}", p)
-                for cls, sub, prompts in self.scored_groups() for p in prompts]
+        return [(name, p) for name, (_, _, prompts) in zip(self.scored_names(), self.scored_groups()) for p in prompts]
 
     def to_dict(self) -> dict[str, list[str] | dict[str, list[str]]]:
         return {k: (self.subclasses(k) if k in self._subclasses else list(v)) for k, v in self._classes.items()}

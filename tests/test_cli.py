@@ -26,6 +26,15 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out["results"][0]["probabilities"]) == {"normal", "glaucoma"}
+    assert "subclass_probabilities" not in out["results"][0]
+
+    r = run_cli("predict", img, "--json", "--prompts", "eyedisease_grouped")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)["results"][0]
+    subs = result["subclass_probabilities"]
+    assert "diabetic retinopathy > hypertensive retinopathy" in subs and "normal" in subs
+    dr = sum(p for name, p in subs.items() if name.startswith("diabetic retinopathy > "))
+    assert dr == pytest.approx(result["probabilities"]["diabetic retinopathy"], abs=1e-5)
 
     r = run_cli("eval", "--data", labelled_folder, "--json", "--plot", tmp_path / "cm.png")
     assert r.returncode == 0, r.stderr
