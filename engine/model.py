@@ -201,18 +201,20 @@ class VisionCLIP:
         return torch.stack(rows), owner
 
     # --- zero-shot -----------------------------------------------------------------------
+    def _scored_softmax(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings, owner = self.scored_embeddings(prompt_set)
+        return (self.logit_scale * image_embeddings @ embeddings.T).softmax(dim=-1), owner
+
     def subclass_probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
         """(N, S) softmax of the scaled cosine similarities over ``prompt_set.scored_groups()``."""
-        embeddings, _ = self.scored_embeddings(prompt_set)
-        return (self.logit_scale * image_embeddings @ embeddings.T).softmax(dim=-1)
+        return self._scored_softmax(image_embeddings, prompt_set)[0]
 
     def probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
         """(N, C) softmax of the scaled cosine similarities; a class with subclasses gets the sum
         of its subclasses' probabilities, the softmax running over all subclasses."""
-        probs = self.subclass_probabilities(image_embeddings, prompt_set)
+        probs, owner = self._scored_softmax(image_embeddings, prompt_set)
         if probs.shape[1] == len(prompt_set):
             return probs
-        _, owner = self.scored_embeddings(prompt_set)
         return probs.new_zeros(len(probs), len(prompt_set)).index_add_(1, owner, probs)
 
     def classify(self, images: ImageSource | Sequence[ImageSource], prompt_set: PromptSet | dict,
