@@ -59,12 +59,11 @@ def cmd_predict(args) -> int:
     results = []
     for path in args.images:  # one at a time: a bad file names itself and the rest still run
         try:
-            embedding = model.encode_images([path])
-            probs = dict(zip(prompt_set.classes, map(float, model.probabilities(embedding, prompt_set)[0])))
+            class_probs, subs = model.class_and_subclass_probabilities(model.encode_images([path]), prompt_set)
+            probs = dict(zip(prompt_set.classes, map(float, class_probs[0])))
             results.append({"image": path, "probabilities": probs, "predicted": max(probs, key=probs.get)})
             if prompt_set.has_subclasses:  # what each grouped class's probability is made of
-                subs = model.subclass_probabilities(embedding, prompt_set)[0]
-                results[-1]["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, subs)))
+                results[-1]["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, subs[0])))
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})
     if args.json:

@@ -201,21 +201,24 @@ class VisionCLIP:
         return torch.stack(rows), owner
 
     # --- zero-shot -----------------------------------------------------------------------
-    def _scored_softmax(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def class_and_subclass_probabilities(self, image_embeddings: torch.Tensor,
+                                         prompt_set: PromptSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C) class probabilities and (N, S) the softmax of the scaled cosine similarities over
+        ``prompt_set.scored_groups()`` they sum; the two are the same for a set without subclasses."""
         embeddings, owner = self.scored_embeddings(prompt_set)
-        return (self.logit_scale * image_embeddings @ embeddings.T).softmax(dim=-1), owner
+        subs = (self.logit_scale * image_embeddings @ embeddings.T).softmax(dim=-1)
+        if subs.shape[1] == len(prompt_set):
+            return subs, subs
+        return subs.new_zeros(len(subs), len(prompt_set)).index_add_(1, owner, subs), subs
 
     def subclass_probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
         """(N, S) softmax of the scaled cosine similarities over ``prompt_set.scored_groups()``."""
-        return self._scored_softmax(image_embeddings, prompt_set)[0]
+        return self.class_and_subclass_probabilities(image_embeddings, prompt_set)[1]
 
     def probabilities(self, image_embeddings: torch.Tensor, prompt_set: PromptSet) -> torch.Tensor:
         """(N, C) softmax of the scaled cosine similarities; a class with subclasses gets the sum
         of its subclasses' probabilities, the softmax running over all subclasses."""
-        probs, owner = self._scored_softmax(image_embeddings, prompt_set)
-        if probs.shape[1] == len(prompt_set):
-            return probs
-        return probs.new_zeros(len(probs), len(prompt_set)).index_add_(1, owner, probs)
+        return self.class_and_subclass_probabilities(image_embeddings, prompt_set)[0]
 
     def classify(self, images: ImageSource | Sequence[ImageSource], prompt_set: PromptSet | dict,
                  batch_size: int = 32) -> list[dict[str, float]]:

@@ -159,8 +159,9 @@ def prompt_set_from_table(table: Any) -> PromptSet:
         ps = PromptSet(classes)
     except VisionCLIPError as e:
         raise UserError(str(e)) from None
-    if len(ps.scored_groups()) > APP_MAX_CLASSES:
-        raise UserError(f"Too many subclasses ({len(ps.scored_groups())}); the limit is {APP_MAX_CLASSES}.")
+    n_scored = len(ps.scored_groups())
+    if n_scored > APP_MAX_CLASSES:
+        raise UserError(f"Too many subclasses ({n_scored}); the limit is {APP_MAX_CLASSES}.")
     return ps
 
 
@@ -330,9 +331,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with ctx.model_lock:
-                embedding = ctx.model.encode_images([image])
-                probs = dict(zip(ps.classes, map(float, ctx.model.probabilities(embedding, ps)[0])))
-                sub_probs = ctx.model.subclass_probabilities(embedding, ps)[0] if ps.has_subclasses else None
+                class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(ctx.model.encode_images([image]), ps)
+                probs = dict(zip(ps.classes, map(float, class_probs[0])))
     except VisionCLIPError as e:
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
@@ -358,8 +358,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     }
     notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
-    if sub_probs is not None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
-        parts = sorted(((float(p), sub) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs) if c == predicted),
+    if len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
+        parts = sorted(((float(p), sub) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0]) if c == predicted),
                        reverse=True)
         notes.append(f"{predicted} is the sum of: " + ", ".join(f"{sub} {p:.1%}" for p, sub in parts) + ".")
     if overlay is None:
