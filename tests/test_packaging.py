@@ -15,11 +15,11 @@ from engine import resources
 ROOT = Path(__file__).resolve().parent.parent
 
 # Third-party libraries set a few variables of their own on import (cv2 LD_LIBRARY_PATH, torch's
-# inductor cache, open_clip's TOKENIZERS_PARALLELISM): they are imported first, so only what
+# inductor cache, open_clip's TOKENIZERS_PARALLELISM, scikit-learn's KMP_*): they are imported first, so only what
 # importing engine itself changes is compared.
 IMPORT_STATE = """
 import json, os, sys
-import cv2, torch, open_clip, transformers
+import cv2, torch, open_clip, transformers, sklearn
 before, threads = dict(os.environ), cv2.getNumThreads()
 import engine, engine.cli, engine.model, engine.synth.render, engine.synth.writer
 engine.cli.build_parser()  # imports every subcommand's module
@@ -84,10 +84,11 @@ def test_wheel_installs_and_predicts_outside_the_checkout(tmp_path):
     wheel = next(wheels.glob("visionclip-*.whl"))
     venv.create(tmp_path / "venv", system_site_packages=True, with_pip=True)
     bin_dir = tmp_path / "venv" / ("Scripts" if os.name == "nt" else "bin")
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=600)
-    shutil.copy(ROOT / "assets" / "examples" / "synthetic_dr_12.png", work / "eye.png")
+    # Outside the checkout: no PYTHONPATH to it, and the system's (editable) visionclip not taken as installed.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", resources.MODEL_ENV)}
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+                    "-q", str(wheel)], check=True, capture_output=True, timeout=600, cwd=work, env=env)
+    shutil.copy(ROOT / "assets" / "examples" / "synthetic_dr_12.png", work / "eye.png")
     where = subprocess.run([str(bin_dir / "python"), "-c", "import engine, engine.prompts as p; "
                             "print(engine.__file__); print(p.list_presets())"],
                            cwd=work, env=env, capture_output=True, text=True, check=True, timeout=300).stdout
