@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from engine import VisionCLIPError, load_image
 from engine.dicom import is_dicom, read_dicom
-from engine.preprocess import load_image_with_meta
+from engine import load_image_with_meta
 from visionclip_app.uploads import UploadNames
 
 from .conftest import make_fundus
