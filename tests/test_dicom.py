@@ -171,3 +171,18 @@ def test_app_upload_keeps_the_dicom_extension():
     neutral = names.neutral_name("Jane_Doe_OD.dcm")
     assert neutral.endswith(".dcm") and "Jane" not in neutral
     assert names.neutral_name("x.DICOM").endswith(".dicom")
+
+
+def test_palette_colour_is_looked_up(tmp_path):
+    index = np.tile(np.arange(64, dtype=np.uint8), (16, 1))  # (16, 64): entries 0..63
+    ds = _dataset(16, 64, 1, "PALETTE COLOR")
+    lut = np.arange(256, dtype=np.uint16) * 257  # 16-bit entries
+    for colour, values in (("Red", lut), ("Green", lut[::-1].copy()), ("Blue", np.zeros(256, np.uint16))):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", values.tobytes())
+    ds.PixelData = index.tobytes()
+    ds.save_as(tmp_path / "palette.dcm", enforce_file_format=True)
+    rgb = np.asarray(load_image(tmp_path / "palette.dcm"))
+    assert rgb.shape == (16, 64, 3)
+    assert np.array_equal(rgb[0, :, 0], np.arange(64)) and np.array_equal(rgb[0, :, 1], 255 - np.arange(64))
+    assert not rgb[..., 2].any()
