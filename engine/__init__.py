@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 from .errors import VisionCLIPError
 from .factory import create_model, create_tokenizer, list_model_configs
 from .model import VisionCLIP
-from .preprocess import FundusTransform, load_image
+from .preprocess import FundusTransform, load_image, load_image_with_meta
 from .prompts import PromptSet, list_presets, load_preset, load_prompt_set
 
 __all__ = [
-    "VisionCLIP", "VisionCLIPError", "PromptSet", "FundusTransform", "load_image", "load_preset",
+    "VisionCLIP", "VisionCLIPError", "PromptSet", "FundusTransform", "load_image", "load_image_with_meta", "load_preset",
     "load_prompt_set", "list_presets", "create_model", "create_tokenizer", "list_model_configs", "__version__",
 ]

@@ -51,31 +51,67 @@ def _tqdm_progress(desc: str):
     return update
 
 
+PREDICT_CSV_FIELDS = ["image", "predicted", "laterality", "error"]
+
+
+def _open_predict_csv(path: str, classes: list[str]):
+    import csv
+
+    try:
+        fh = open(path, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        raise VisionCLIPError(f"cannot write {path}: {e.strerror or e}") from None
+    writer = csv.DictWriter(fh, fieldnames=PREDICT_CSV_FIELDS + classes, extrasaction="ignore")
+    writer.writeheader()
+    return fh, writer
+
+
 def cmd_predict(args) -> int:
+    from tqdm import tqdm
+
+    from .batch import expand_inputs, predict_files, summarise
     from .prompts import load_prompt_set
 
+    if args.batch_size < 1:
+        raise VisionCLIPError(f"--batch-size must be at least 1, not {args.batch_size}")
     prompt_set = load_prompt_set(args.prompts)
+    inputs = expand_inputs(args.images, recursive=args.recursive)
+    if not inputs.files:
+        raise VisionCLIPError(f"no image files found in {', '.join(args.images)}"
+                              + ("" if args.recursive else " (add --recursive for subfolders)"))
     model = load_model(args)
+    csv_file, csv_writer = _open_predict_csv(args.csv, prompt_set.classes) if args.csv else (None, None)
     results = []
-    for path in args.images:  # one at a time: a bad file names itself and the rest still run
-        try:
-            class_probs, subs = model.class_and_subclass_probabilities(model.encode_images([path]), prompt_set)
-            probs = dict(zip(prompt_set.classes, map(float, class_probs[0])))
-            results.append({"image": path, "probabilities": probs, "predicted": max(probs, key=probs.get)})
-            if prompt_set.has_subclasses:  # what each grouped class's probability is made of
-                results[-1]["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, subs[0])))
-        except VisionCLIPError as e:
-            results.append({"image": path, "error": str(e)})
+    bar = tqdm(total=len(inputs.files), desc="predicting", unit="img", file=sys.stderr, disable=None)
+    try:
+        for r in predict_files(model, inputs.files, prompt_set, batch_size=args.batch_size,
+                               progress=lambda done, total: bar.update(1)):
+            results.append(r)
+            if csv_writer:  # written as it comes: an interrupted run keeps what it scored
+                csv_writer.writerow({**r, **r.get("probabilities", {})})
+                csv_file.flush()
+            if not args.json:
+                bar.write(_predict_line(r, args.top), file=sys.stdout)
+    finally:
+        bar.close()
+        if csv_file:
+            csv_file.close()
+    summary = summarise(results, inputs.ignored)
     if args.json:
-        print(json.dumps({"model_id": model.model_id, "results": results}, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                print(f"{r['image']}: error: {r['error']}")
-                continue
-            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
-            print(f"{r['image']}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
-    return 0 if all("error" not in r for r in results) else 2
+        print(json.dumps({"model_id": model.model_id, "checkpoint": model.metadata.get("checkpoint"),
+                          "results": results, "summary": summary}, indent=2))
+    ignored = f", {summary['ignored']} non-image files ignored" if summary["ignored"] else ""
+    print(f"visionclip: {summary['images']} files: {summary['predicted']} predicted, {summary['errors']} errors{ignored}",
+          file=sys.stderr)
+    return 0 if summary["predicted"] else 2
+
+
+def _predict_line(r: dict, top: int) -> str:
+    if "error" in r:
+        return f"{r['image']}: error: {r['error']}"
+    ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+    eye = f" [{r['laterality']}]" if "laterality" in r else ""
+    return f"{r['image']}{eye}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked)
 
 
 def cmd_eval(args) -> int:
@@ -113,11 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="zero-shot probabilities for images", description="Zero-shot probabilities per image.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", help="zero-shot probabilities for images and folders of images",
+                       description="Zero-shot probabilities per image. A folder stands for its image files "
+                       "(PNG, JPEG, TIFF, BMP, WebP, GIF, DICOM), sorted; DICOM files without an extension are "
+                       "found by their header. Unreadable files are reported as errors and skipped. Exit status: "
+                       "0 when at least one image was scored, 2 when none was (all unreadable, none found, or a "
+                       "bad option).")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("-r", "--recursive", action="store_true", help="also the image files in the folders' subfolders")
     p.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (results and a summary)")
+    p.add_argument("--csv", metavar="FILE.csv", help="write one row per file: image, predicted, laterality, error, "
+                   "then each class's probability")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
+    p.add_argument("--batch-size", type=int, default=32, help="images decoded and encoded together")
     add_model_arguments(p)
     p.set_defaults(func=cmd_predict)
 

@@ -11,7 +11,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _OUR_KEYS = ("preprocess_cfg", "initial_weights")
 
-# Hugging Face code must never reach for the network: every weight ships in a local package.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
 def _quiet_transformers() -> None:
     try:
         import transformers
@@ -48,6 +41,18 @@ def list_model_configs() -> list[str]:
     """Names of our own configs followed by open_clip's built-in architectures."""
     ours = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json"))
     return ours + open_clip.list_models()
+
+
+def _local_hf_folder(ref: str) -> str:
+    """The local folder an HF text tower or tokenizer is read from; never a hub id.
+
+    transformers reads a folder that exists without any network access, so checking that here keeps
+    every weight local without setting process-wide offline variables on import.
+    """
+    path = resolve_package_path(ref)
+    if not Path(path).is_dir():
+        raise VisionCLIPError(f"text tower folder not found: {path} (weights are read from local folders only, never a hub)")
+    return path
 
 
 def resolve_package_path(ref: str) -> str:
@@ -146,7 +151,7 @@ def create_model(
     text_cfg = model_cfg["text_cfg"]
     for key in ("hf_model_name", "hf_tokenizer_name"):
         if key in text_cfg:
-            text_cfg[key] = resolve_package_path(text_cfg[key])
+            text_cfg[key] = _local_hf_folder(text_cfg[key])
     is_hf_text = "hf_model_name" in text_cfg
     if is_hf_text:
         text_cfg["hf_model_pretrained"] = bool(pretrained_towers)
@@ -170,7 +175,7 @@ def create_tokenizer(cfg: dict):
     text_cfg = cfg["text_cfg"]
     context_length = text_cfg.get("context_length", 77)
     if "hf_tokenizer_name" in text_cfg:
-        return open_clip.tokenizer.HFTokenizer(resolve_package_path(text_cfg["hf_tokenizer_name"]), context_length=context_length)
+        return open_clip.tokenizer.HFTokenizer(_local_hf_folder(text_cfg["hf_tokenizer_name"]), context_length=context_length)
     return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
 

@@ -16,11 +16,10 @@ from .errors import VisionCLIPError
 from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
 from .preprocess import FundusTransform, ImageSource
 from .prompts import PromptSet
+from .resources import default_model_path
 
 log = logging.getLogger(__name__)
 
-ASSET_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
-DEFAULT_CHECKPOINT = ASSET_MODEL_DIR / "visionclip.safetensors"
 TEXT_CACHE_SIZE = 20_000
 
 
@@ -56,13 +55,9 @@ class VisionCLIP:
     # --- construction --------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | None = None, trust_pickle: bool = False) -> "VisionCLIP":
-        """Load a checkpoint; with no path, the embedded default model (or the untrained towers)."""
+        """Load a checkpoint; with no path, the shipped default model (see engine.resources)."""
         if path is None:
-            if DEFAULT_CHECKPOINT.is_file():
-                path = DEFAULT_CHECKPOINT
-            else:
-                log.warning("no trained model in %s: using pretrained towers with untrained projections", ASSET_MODEL_DIR)
-                return cls.from_config(DEFAULT_MODEL_CONFIG, device=device)
+            path = default_model_path()
         path = Path(path)
         if path.is_dir():
             found = sorted(path.glob("*.safetensors"))

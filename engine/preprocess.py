@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .dicom import is_dicom, read_dicom
 from .errors import VisionCLIPError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000: larger than any fundus camera writes
@@ -44,8 +45,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open any supported image as an upright RGB PIL image, or raise a one-line VisionCLIPError."""
+    """Open any supported image (DICOM included) as an upright RGB PIL image, or raise a one-line
+    VisionCLIPError."""
+    return load_image_with_meta(source, max_pixels)[0]
+
+
+def load_image_with_meta(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, dict]:
+    """:func:`load_image`, and what the file says about the eye beyond its pixels: for a DICOM file
+    {"laterality": "R"/"L"/"B", "frames": N} where present (see engine.dicom); {} otherwise. Never
+    patient attributes."""
     name = _describe(source)
+    meta: dict = {}
     if isinstance(source, np.ndarray):
         if source.ndim not in (2, 3) or source.size == 0:
             raise VisionCLIPError(f"{name}: array of shape {source.shape} is not an image")
@@ -69,14 +79,10 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             fp = path
         else:
             fp = source
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(fp)  # reads the header only: size is checked before decoding
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise VisionCLIPError(f"{name}: not a readable image ({type(e).__name__})") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise VisionCLIPError(f"{name}: image is too large (decompression bomb refused)") from None
+        if is_dicom(fp):
+            img, meta = read_dicom(fp, max_pixels, name)
+        else:
+            img = _open_header(fp, name)
     w, h = img.size
     if w < 8 or h < 8:
         raise VisionCLIPError(f"{name}: image is too small ({w}x{h} pixels)")
@@ -87,11 +93,22 @@ def load_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(img), meta
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise VisionCLIPError(f"{name}: image is too large (decompression bomb refused)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise VisionCLIPError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0][:80]})") from None
+
+
+def _open_header(fp, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fp)  # reads the header only: size is checked before decoding
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise VisionCLIPError(f"{name}: not a readable image ({type(e).__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise VisionCLIPError(f"{name}: image is too large (decompression bomb refused)") from None
 
 
 def fundus_mask(rgb: np.ndarray, threshold: float | None = None) -> np.ndarray:

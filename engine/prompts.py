@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import VisionCLIPError
+from .resources import asset_dir
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+PRESET_DIR = asset_dir("prompts")  # the installed package's copy, else the checkout's assets/prompts
 DEFAULT_PRESET = "screening"
 MAX_PROMPT_CHARS = 2000  # far beyond any text tower's context; longer is a paste accident
 MAX_CLASSES = 200  # also the limit on subclasses, all classes together
@@ -215,7 +216,7 @@ def _clean_prompts(owner: str, prompts) -> list[str]:
 
 
 def list_presets() -> list[str]:
-    """Names of the prompt sets shipped in assets/prompts/."""
+    """Names of the shipped prompt sets (assets/prompts/)."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 

@@ -78,3 +78,38 @@ def test_explain_lesion_detail_writes_overlay(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == Image.open(img).size
+
+
+def test_predict_folder_writes_csv_json_and_a_summary_and_skips_bad_files(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from .test_dicom import write_dicom
+
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    make_fundus(seed=1).save(root / "a.png")
+    make_fundus(seed=2).save(root / "sub" / "b.jpg")
+    write_dicom(root / "sub" / "eye.dcm", np.asarray(make_fundus(seed=3)), ImageLaterality="L")
+    (root / "broken.png").write_bytes((root / "a.png").read_bytes()[:200])
+    (root / "notes.txt").write_text("not an image")
+    r = run_cli("predict", root, "--recursive", "--json", "--csv", tmp_path / "out.csv", "--batch-size", "2",
+                "--prompts", "glaucoma")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    names = [res["image"].rsplit("/", 1)[-1] for res in out["results"]]
+    assert names == ["a.png", "broken.png", "b.jpg", "eye.dcm"]
+    assert "error" in out["results"][1] and "error" not in out["results"][0]
+    assert out["results"][3]["laterality"] == "L"
+    assert out["summary"] == {"images": 4, "predicted": 3, "errors": 1, "ignored": 1}
+    assert "4 files: 3 predicted, 1 errors, 1 non-image files ignored" in r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
+    assert [row["image"] for row in rows] == [res["image"] for res in out["results"]]
+    assert rows[1]["error"] and not rows[1]["predicted"] and not rows[1]["glaucoma"]
+    assert float(rows[0]["normal"]) + float(rows[0]["glaucoma"]) == pytest.approx(1.0, abs=1e-4)
+    assert rows[3]["laterality"] == "L" and rows[3]["predicted"] in ("normal", "glaucoma")
+
+    (tmp_path / "empty").mkdir()
+    r = run_cli("predict", tmp_path / "empty")
+    assert r.returncode == 2 and "no image files found" in r.stderr and "--recursive" in r.stderr

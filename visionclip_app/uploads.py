@@ -15,7 +15,8 @@ import threading
 from collections import OrderedDict
 from pathlib import PurePosixPath, PureWindowsPath
 
-SAFE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".json"}
+SAFE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".json",
+                   ".dcm", ".dicom"}  # DICOM: engine.load_image also knows it by its magic bytes
 NEUTRAL_RE = re.compile(r"^upload-([0-9a-f]{16})(\.[a-z]+)?$")
 _FILENAME_RE = re.compile(rb'(;\s*filename=")([^"\r\n]*)(")', re.IGNORECASE)
 _FILENAME_STAR_RE = re.compile(rb";\s*filename\*=[^;\r\n]*", re.IGNORECASE)

@@ -48,6 +48,10 @@ class SyntheticFundusStream(torch.utils.data.IterableDataset):
         return rank * nw + wid, world * nw
 
     def __iter__(self):
+        if torch.utils.data.get_worker_info() is not None:  # a DataLoader worker process, as torch does for
+            import cv2                                      # its own threads: one image at a time each
+
+            cv2.setNumThreads(1)
         shard, nshards = self._shard()
         i = shard
         while self.length is None or i < self.length:

@@ -15,8 +15,6 @@ import numpy as np
 from engine.errors import VisionCLIPError
 from engine.synth.schema import CONDITION_KEYS, parse_conditions
 
-cv2.setNumThreads(1)
-
 
 @dataclass
 class SyntheticFundus:

@@ -34,6 +34,14 @@ def _npz_bytes(masks: dict) -> bytes:
     return buf.getvalue()
 
 
+def _single_threaded_cv2() -> None:
+    """Pool initializer: each worker renders one image at a time, so OpenCV's own threads would only
+    oversubscribe the cores; set here, in the workers, not on import (that would slow the whole app)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _one(args):
     i, seed, size, conditions, tmp = args
     s = render_fundus(seed + i, size, conditions)
@@ -93,7 +101,7 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
                 rows.append(_one(j))
                 bar.update(1)
         else:
-            with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            with get_context("spawn" if os.name == "nt" else "fork").Pool(workers, initializer=_single_threaded_cv2) as pool:
                 for r in pool.imap(_one, jobs, chunksize=max(1, min(16, n // (workers * 4) or 1))):
                     rows.append(r)
                     bar.update(1)
