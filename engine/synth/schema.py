@@ -37,7 +37,7 @@ CONDITION_FLAGS = {
 DR_CLASS = "diabetic retinopathy"
 NORMAL_CLASS = "normal"
 
-# condition key -> flag column (dr handled separately)
+# condition key -> engine label flag (dr handled separately; FLAG_TO_FILE gives the SynFundus-1M column)
 CONDITION_KEYS = {
     "dme": "is_dme", "amd": "is_amd", "glaucoma": "is_glaucoma",
     "pathologic_myopia": "is_pathologic_myopia", "hypertensive_retinopathy": "is_hypertensive_retinopathy",
