@@ -232,6 +232,20 @@ def test_synfundus_layout_source(tmp_path):
     assert caption_again == caption  # a draw is reproducible
 
 
+def test_synfundus_source_missing_column_stops_training_in_one_line(tmp_path):
+    from engine.synth.schema import SYNFUNDUS_COLUMNS
+
+    root = tmp_path / "syn"
+    (root / "images").mkdir(parents=True)
+    make_fundus(size=(64, 64)).save(root / "images" / "0.png")
+    header = [c for c in SYNFUNDUS_COLUMNS if c != "is_pm"]
+    (root / "labels.csv").write_text(",".join(header) + "\n" + ",".join("0" for _ in header) + "\n")
+    cfg = write_config(tmp_path / "c.yaml", sources=[{"type": "synfundus", "path": str(root), "eye_side_zero": "left"}])
+    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "lacks SynFundus-1M column(s) is_pm" in r.stderr and "Traceback" not in r.stderr
+    assert "unknown keys" not in r.stderr  # eye_side_zero is a synfundus option
+
+
 def test_webdataset_source(tmp_path):
     import io
     import tarfile

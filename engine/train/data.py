@@ -53,8 +53,25 @@ class SyntheticSource:
         return s["image"], s["caption"], class_key(s["labels"], s["caption"])
 
 
+def _image_key(name: str) -> str:
+    """How a row names its image, as the file stem: "images/0007.png", "7.png" and "7" all give "7"."""
+    stem = Path(str(name).strip()).stem
+    return str(int(stem)) if stem.isdigit() else stem
+
+
 class SynFundusFolder:
-    """A folder in SynFundus-1M layout: labels.csv (SynFundus columns) and images/<idx>.<ext>.
+    """A folder in SynFundus-1M layout: labels.csv (SynFundus-1M columns) and images/<idx>.<ext>.
+
+    The header must carry every SynFundus-1M column (older project names such as ``is_glaucoma``
+    count, see engine.synth.schema): a missing one is an error, an unknown one a warning naming it.
+    Which image a row describes: the real file has no index column and names its images by row
+    position (``<idx>.png``, counting from 0, or from 1 when there is no image 0); a file that has an
+    image column (``idx``, as ``visionclip synth`` writes, or ``file_name``, ``image``, ``path``, or
+    pandas' unnamed index) is matched through it instead, so a filtered or shuffled copy still pairs
+    rows with their images. Zero-padded names match (``0000007.png`` is row 7). Rows whose image is
+    absent are skipped with a warning that counts them.
+
+    ``eye_side_zero``: which eye eye_side 0 means ("right", as assumed for SynFundus-1M, or "left").
 
     Captions (``captions``): "csv" uses the caption column (built when the folder was generated),
     falling back to the labels; "rebuild" builds a fresh description per draw from the findings
@@ -64,39 +81,46 @@ class SynFundusFolder:
     same caption builder, and cheap on CPU because the captions repeat.
     """
 
-    def __init__(self, path: str, images: str = "images", captions: str = "csv", **_):
+    def __init__(self, path: str, images: str = "images", captions: str = "csv", eye_side_zero: str = "right", **_):
         if captions not in ("csv", "rebuild", "labels"):
             raise VisionCLIPError(f"synfundus captions must be csv, rebuild or labels, not '{captions}'")
         self.captions = captions
-        from ..synth.schema import normalise_labels
+        from ..synth.schema import IMAGE_NAME_COLUMNS, check_eye_side_zero, check_header, normalise_labels
 
+        check_eye_side_zero(eye_side_zero)
         root = Path(path)
         csv_path = root / "labels.csv"
         if not csv_path.is_file():
             raise VisionCLIPError(f"SynFundus folder {root} has no labels.csv")
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            columns = check_header(reader.fieldnames, str(csv_path))
+            rows = list(reader)
         if not rows:
             raise VisionCLIPError(f"{csv_path} lists no images")
         image_dir = root / images
         if not image_dir.is_dir():
             raise VisionCLIPError(f"SynFundus folder {root} has no {images}/ folder")
-        by_stem = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        self.items = []
-        for row in rows:
-            lower = {k.strip().lower(): v for k, v in row.items() if k}
-            idx = str(lower.get("idx", lower.get("id", lower.get("image", "")))).strip()
-            path_ = by_stem.get(idx) or by_stem.get(Path(idx).stem)
+        by_key = {_image_key(p.name): p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        name_column = next((columns[c] for c in (*IMAGE_NAME_COLUMNS, "unnamed: 0") if c in columns), None)
+        first = 0 if "0" in by_key or "1" not in by_key else 1
+        self.items, missing = [], []
+        for pos, row in enumerate(rows):
+            key = _image_key(row[name_column]) if name_column is not None else str(pos + first)
+            path_ = by_key.get(key)
             if path_ is None:
+                missing.append(key)
                 continue
-            labels = normalise_labels(lower)
             try:
-                findings = json.loads(lower["findings"]) if lower.get("findings") else None
-            except json.JSONDecodeError:
-                findings = None
-            self.items.append((path_, labels, findings, (lower.get("caption") or "").strip()))
+                labels = normalise_labels(row, eye_side_zero)
+            except VisionCLIPError as e:
+                raise VisionCLIPError(f"{csv_path} line {pos + 2}: {e}") from None
+            self.items.append((path_, labels, labels.get("findings"), labels.get("caption", "").strip()))
         if not self.items:
             raise VisionCLIPError(f"no image of {csv_path} was found in {image_dir}")
+        if missing:
+            log.warning("%s: %d of %d rows have no image in %s (first: %s); they are skipped",
+                        csv_path, len(missing), len(rows), image_dir, missing[0])
         self.length = len(self.items)
         self.description = f"SynFundus-layout folder {root} ({self.length} images)"
 

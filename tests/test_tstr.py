@@ -1,0 +1,90 @@
+"""bench/tstr.py: the train-on-synthetic-test-on-real probe (structure, caching, and that it can score high)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+_spec = importlib.util.spec_from_file_location("bench_tstr", Path(__file__).resolve().parent.parent / "bench" / "tstr.py")
+tstr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tstr)
+
+
+def _blobs(n_per_class, classes, dim=16, sep=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(0, 1, (n_per_class, dim)) + sep * np.eye(dim)[i] for i in range(len(classes))])
+    return X, np.repeat(np.arange(len(classes)), n_per_class)
+
+
+def test_probe_on_separable_data_scores_high_and_reports_every_metric():
+    classes = ["normal", "diabetic retinopathy", "glaucoma", "cataract"]
+    X_train, y_train = _blobs(30, classes, seed=1)
+    X_test, y_test = _blobs(20, classes, seed=2)
+    r = tstr.fit_and_score(X_train, y_train, X_test, y_test, classes)
+    assert r["balanced_accuracy"] > 0.95
+    assert set(r["recall"]) == set(classes) and min(r["recall"].values()) > 0.9
+    cm = np.array(r["confusion"])
+    assert cm.shape == (4, 4) and cm.sum() == 80 and (cm.sum(1) == 20).all()
+    assert np.trace(cm) == pytest.approx(r["balanced_accuracy"] * 80, abs=1)
+
+
+def test_probe_that_learned_the_wrong_mapping_scores_low():
+    # renders that teach the opposite of what real photographs show must score near zero, not high
+    classes = ["normal", "pathologic myopia"]
+    X_train, y_train = _blobs(30, classes, seed=1)
+    X_test, y_test = _blobs(30, classes, seed=2)
+    r = tstr.fit_and_score(X_train, 1 - y_train, X_test, y_test, classes, positive="pathologic myopia")
+    assert r["balanced_accuracy"] < 0.1 and r["auc"] < 0.1
+    assert np.array(r["confusion"])[0, 1] > 25  # true normals predicted pathologic myopia
+
+
+def test_cross_validated_reference_probe_gives_auc_for_the_positive_class():
+    classes = ["normal", "pathologic myopia"]
+    X, y = _blobs(25, classes)
+    r = tstr.cross_validated(X, y, classes, positive="pathologic myopia", folds=5)
+    assert r["auc"] > 0.95 and r["balanced_accuracy"] > 0.9 and r["n"] == 50
+
+
+def test_real_folder_rows_of_other_labels_are_skipped(tmp_path):
+    (tmp_path / "labels.csv").write_text("path,label\na.png,normal\nb.png,amd\nc.png,Glaucoma\n")
+    paths, y = tstr.read_real_folder(tmp_path, ["normal", "glaucoma"])
+    assert [p.name for p in paths] == ["a.png", "c.png"] and y.tolist() == [0, 1]
+
+
+def test_end_to_end_on_tiny_renders_and_a_fake_real_folder(tmp_path, monkeypatch, capsys):
+    from engine.synth.render import render_fundus
+
+    classes = ["normal", "pathologic myopia"]
+    real = tmp_path / "real"
+    real.mkdir()
+    rows = []
+    for i in range(6):
+        label = classes[i % 2]
+        img = render_fundus(seed=900 + i, size=64, conditions=["normal" if i % 2 == 0 else "pathologic_myopia"]).image
+        Image.fromarray(img).save(real / f"{i}.png")
+        rows.append(f"{i}.png,{label}")
+    (real / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    monkeypatch.setitem(tstr.TASKS, "palm", {"folder": real, "classes": classes, "positive": "pathologic myopia"})
+    cache = tmp_path / "cache"
+    out = tmp_path / "r.json"
+    argv = ["--tasks", "palm", "--n-per-class", "3", "--size", "64", "--feature-size", "64",
+            "--cache-dir", str(cache), "--json", str(out), "--real-probe"]
+    results = tstr.main(argv)
+    assert len(list(cache.glob("*.npy"))) == 6  # one cached feature per real file
+    saved = json.loads(out.read_text())
+    assert saved["results"] == json.loads(json.dumps(results))
+    r = saved["results"][0]
+    assert r["n_synthetic"] == 6 and r["tstr"]["n"] == 6 and r["tstr"]["classes"] == classes
+    assert np.array(r["tstr"]["confusion"]).sum() == 6 and 0 <= r["tstr"]["auc"] <= 1
+    assert r["real_probe_cv5"]["n"] == 6 and 0 <= r["real_probe_cv5"]["auc"] <= 1
+    printed = capsys.readouterr().out
+    assert "TSTR" in printed and "confusion" in printed
+
+    # second run: the real features come from the cache (the feature net never sees the real files)
+    seen = []
+    real_extract = tstr.extract_features
+    monkeypatch.setattr(tstr, "extract_features", lambda net, tr, images, batch_size=32: seen.append(images) or real_extract(net, tr, images))
+    tstr.main(argv)
+    assert all(not isinstance(im, Path) for batch in seen for im in batch)
