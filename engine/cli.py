@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from . import __version__
+from .adapt.cli import add_adapter_argument, add_transductive_argument
 from .cli_args import add_model_arguments
 from .errors import VisionCLIPError
 
@@ -21,6 +22,7 @@ EXTERNAL_COMMANDS = {
     "synth": ("engine.synth.cli", "generate synthetic fundus photographs with captions and lesion masks"),
     "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
     "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
+    "adapt": ("engine.adapt.cli", "fit a few-shot adapter on a labelled folder or on reviewed cases"),
 }
 
 
@@ -54,21 +56,32 @@ def _tqdm_progress(desc: str):
 def cmd_predict(args) -> int:
     from .prompts import load_prompt_set
 
+    from .adapt.cli import load_adapter, transductive_results
+
     prompt_set = load_prompt_set(args.prompts)
     model = load_model(args)
-    results = []
+    adapter = load_adapter(args, model)
+    prompt_set = adapter.prompt_set if adapter else prompt_set
+    results, embeddings = [], []
     for path in args.images:  # one at a time: a bad file names itself and the rest still run
         try:
-            class_probs, subs = model.class_and_subclass_probabilities(model.encode_images([path]), prompt_set)
+            embeddings.append(model.encode_images([path]))
+            class_probs, subs = model.class_and_subclass_probabilities(embeddings[-1], prompt_set)
+            class_probs = adapter.probabilities(embeddings[-1]) if adapter else class_probs
             probs = dict(zip(prompt_set.classes, map(float, class_probs[0])))
             results.append({"image": path, "probabilities": probs, "predicted": max(probs, key=probs.get)})
-            if prompt_set.has_subclasses:  # what each grouped class's probability is made of
+            if prompt_set.has_subclasses and not adapter:  # what each grouped class's probability is made of
                 results[-1]["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, subs[0])))
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})
+    note = transductive_results(args, model, prompt_set, adapter, results, embeddings)  # None unless asked for
     if args.json:
-        print(json.dumps({"model_id": model.model_id, "results": results}, indent=2))
+        extra = {"adapter": adapter.describe()} if adapter else {}
+        extra.update({"transductive": note} if note else {})
+        print(json.dumps({"model_id": model.model_id, **extra, "results": results}, indent=2))
     else:
+        if adapter or note:
+            print(f"# {f'{adapter.method} adapter {args.adapter}' if adapter else 'zero-shot'}{f'; {note}' if note else ''}")
         for r in results:
             if "error" in r:
                 print(f"{r['image']}: error: {r['error']}")
@@ -82,11 +95,14 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate, plot_confusion_matrix
     from .prompts import load_prompt_set
 
+    from .adapt.cli import load_adapter
+
     prompt_set = load_prompt_set(args.prompts)
     model = load_model(args)
     result = evaluate(model, args.data, prompt_set, all_classes=args.all_classes,
                       progress=_tqdm_progress("evaluating"), batch_size=args.batch_size,
-                      predictions_csv=args.predictions, bootstrap=args.bootstrap)
+                      predictions_csv=args.predictions, bootstrap=args.bootstrap,
+                      adapter=load_adapter(args, model), transductive=args.transductive)
     if args.plot:
         plot_confusion_matrix(result, args.plot)
     result.pop("per_image")  # --predictions writes them, with the probabilities
@@ -94,6 +110,9 @@ def cmd_eval(args) -> int:
         print(json.dumps(result))
     else:
         print(f"model {result['model_id']} on {args.data} (n={result['n']})")
+        if "adapter" in result or result.get("transductive"):
+            print(f"  {'adapter ' + result['adapter']['method'] if 'adapter' in result else 'zero-shot'}"
+                  f"{', transductive ' + result['transductive'] + ' (calibrated on this folder, without labels)' if result.get('transductive') else ''}")
         ci = result.get("ci95", {})
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "mean_auc", "kappa"):
             interval = f"  (95% CI {ci[key][0]:.4f}-{ci[key][1]:.4f})" if key in ci else ""
@@ -119,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
     add_model_arguments(p)
+    add_adapter_argument(p)
+    add_transductive_argument(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="zero-shot metrics on a labelled folder",
@@ -133,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stratified bootstrap resamples for 95%% intervals of balanced accuracy and mean AUC (0: none)")
     p.add_argument("--batch-size", type=int, default=32)
     add_model_arguments(p)
+    add_adapter_argument(p)
+    add_transductive_argument(p)
     p.set_defaults(func=cmd_eval)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():

@@ -6,14 +6,15 @@ each class's weights back toward its text embedding, with a multiplier set from 
 already does on that class's support images. No validation set, no per-task tuning.
 
 Here the head is written as a residual on the zero-shot class log-probabilities,
-``logits = log p_zs(c | x) + x . V_c``, so that V = 0 is exactly the zero-shot classifier, also for
+``logits = log p_zs(c | x) + s x . V_c``, so that V = 0 is exactly the zero-shot classifier, also for
 prompt sets whose classes are made of subclasses (the residual works at class level). The penalty on
 class c is ``strength * lambda_c / n_c**2 * ||V_c||^2`` (V in the units of the text embeddings, logits
 scaled by the model's logit scale as CLAP's are): lambda_c is the mean zero-shot probability of the
 true class over c's support images (CLAP's multiplier), and dividing by n_c**2 lets the visual evidence
 outweigh the text as shots accumulate. The defaults (strength 30, power 2) were picked among five
-settings on bench/adapt.py's folders (docs/adapters.md); no validation set is used when fitting. The cross-entropy is class-balanced (each class weighs the same
-whatever its number of shots), so an imbalanced support set does not push the head toward its big classes.
+settings on bench/adapt.py's folders (docs/adapters.md); no validation set is used when fitting.
+The cross-entropy is class-balanced (each class weighs the same whatever its number of shots), so an
+imbalanced support set does not push the head toward its big classes.
 """
 from __future__ import annotations
 
