@@ -70,6 +70,12 @@ def knn_affinity(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def transclip(probs, features, lam: float = 1.0, k: int = 3, iterations: int = 10) -> torch.Tensor:
+    """TransCLIP-style assignments, in the published form (summed Gaussian log-likelihood, k = 3).
+
+    On this model's embeddings it helps palm_dev and hurts eyedisease_dev (docs/adapters.md): the
+    folder's own clusters are not its classes there. Averaging the Gaussian term over dimensions
+    instead was tried and rejected: neutral on eyedisease_dev, but it loses the bias correction on a
+    biased toy problem (tests/test_adapt.py), the graph term then reinforcing the majority class."""
     p = _check(probs)
     x = F.normalize(torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features).double(), dim=-1)
     if len(x) != len(p):
