@@ -56,32 +56,24 @@ def _tqdm_progress(desc: str):
 def cmd_predict(args) -> int:
     from .prompts import load_prompt_set
 
-    from .adapt.cli import load_adapter, transductive_results
-
     prompt_set = load_prompt_set(args.prompts)
+    if getattr(args, "adapter", None) or getattr(args, "transductive", None):  # engine/adapt/cli.py
+        from .adapt.cli import cmd_predict_adapted
+        return cmd_predict_adapted(args, prompt_set, load_model(args))
     model = load_model(args)
-    adapter = load_adapter(args, model)
-    prompt_set = adapter.prompt_set if adapter else prompt_set
-    results, embeddings = [], []
+    results = []
     for path in args.images:  # one at a time: a bad file names itself and the rest still run
         try:
-            embeddings.append(model.encode_images([path]))
-            class_probs, subs = model.class_and_subclass_probabilities(embeddings[-1], prompt_set)
-            class_probs = adapter.probabilities(embeddings[-1]) if adapter else class_probs
+            class_probs, subs = model.class_and_subclass_probabilities(model.encode_images([path]), prompt_set)
             probs = dict(zip(prompt_set.classes, map(float, class_probs[0])))
             results.append({"image": path, "probabilities": probs, "predicted": max(probs, key=probs.get)})
-            if prompt_set.has_subclasses and not adapter:  # what each grouped class's probability is made of
+            if prompt_set.has_subclasses:  # what each grouped class's probability is made of
                 results[-1]["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, subs[0])))
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})
-    note = transductive_results(args, model, prompt_set, adapter, results, embeddings)  # None unless asked for
     if args.json:
-        extra = {"adapter": adapter.describe()} if adapter else {}
-        extra.update({"transductive": note} if note else {})
-        print(json.dumps({"model_id": model.model_id, **extra, "results": results}, indent=2))
+        print(json.dumps({"model_id": model.model_id, "results": results}, indent=2))
     else:
-        if adapter or note:
-            print(f"# {f'{adapter.method} adapter {args.adapter}' if adapter else 'zero-shot'}{f'; {note}' if note else ''}")
         for r in results:
             if "error" in r:
                 print(f"{r['image']}: error: {r['error']}")

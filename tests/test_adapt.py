@@ -315,6 +315,8 @@ def test_cli_adapt_predict_eval_explain_end_to_end(tmp_path, capsys, labelled_fo
 
     code, stdout, err = run_cli(capsys, "predict", *images, "--adapter", out, "--model", model_file, "--transductive")
     assert code == 0 and "transductive transclip: calibrated over these 6 images" in stdout.splitlines()[0]
+    code, _, err = run_cli(capsys, "predict", images[0], "--model", model_file, "--transductive", "em")
+    assert code == 2 and "two or more readable images" in err
 
     code, stdout, err = run_cli(capsys, "eval", "--data", labelled_folder, "--adapter", out, "--model", model_file,
                                 "--transductive", "balanced", "--bootstrap", "0", "--json")

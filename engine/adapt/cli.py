@@ -124,22 +124,54 @@ def run(args) -> int:
     return 0
 
 
-def transductive_results(args, model, prompt_set, adapter, results: list[dict], embeddings: list) -> str | None:
-    """With ``--transductive``, recompute the readable images' probabilities together, in place; returns
-    the note that says so (None when not asked for)."""
+def _image_files(args) -> list[str]:
+    """The files named on the command line; folders too where engine.batch (predict DIR) is present."""
+    try:
+        from ..batch import expand_inputs
+    except ImportError:
+        return [str(p) for p in args.images]
+    return [str(p) for p in expand_inputs(args.images, recursive=getattr(args, "recursive", False)).files]
+
+
+def cmd_predict_adapted(args, prompt_set, model) -> int:
+    """`visionclip predict` with --adapter and/or --transductive: all images are encoded first, then
+    scored together (transductive calibration needs the whole batch)."""
+    import json
+
     import torch
 
     from .scoring import class_probabilities
 
-    method = getattr(args, "transductive", None)
-    if not method:
-        return None
-    ok = [r for r in results if "error" not in r]
-    if len(ok) < 2:
+    adapter = load_adapter(args, model)
+    prompt_set = adapter.prompt_set if adapter else prompt_set
+    results, embeddings = [], []
+    for path in _image_files(args):  # one at a time: a bad file names itself and the rest still run
+        try:
+            embeddings.append(model.encode_images([path]))
+            results.append({"image": path})
+        except VisionCLIPError as e:
+            results.append({"image": path, "error": str(e)})
+    if args.transductive and len(embeddings) < 2:
         raise VisionCLIPError("--transductive needs two or more readable images analysed together")
-    probs = class_probabilities(model, torch.cat(embeddings), prompt_set, adapter, method)
-    for r, row in zip(ok, probs):
-        r["probabilities"] = dict(zip(prompt_set.classes, map(float, row)))
-        r["predicted"] = max(r["probabilities"], key=r["probabilities"].get)
-        r.pop("subclass_probabilities", None)  # no longer what the class probabilities are made of
-    return f"transductive {method}: calibrated over these {len(ok)} images together, without labels"
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        probs = class_probabilities(model, torch.cat(embeddings), prompt_set, adapter, args.transductive)
+        for r, row in zip(ok, probs):
+            r["probabilities"] = dict(zip(prompt_set.classes, map(float, row)))
+            r["predicted"] = max(r["probabilities"], key=r["probabilities"].get)
+    scoring = f"{adapter.method} adapter {Path(args.adapter).name}" if adapter else "zero-shot"
+    note = (f"transductive {args.transductive}: calibrated over these {len(ok)} images together, without labels"
+            if args.transductive else None)
+    if args.json:
+        extra = {"adapter": adapter.describe()} if adapter else {}
+        extra.update({"transductive": note} if note else {})
+        print(json.dumps({"model_id": model.model_id, **extra, "results": results}, indent=2))
+    else:
+        print(f"# {scoring}{f'; {note}' if note else ''}")
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}")
+                continue
+            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
+            print(f"{r['image']}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+    return 0 if ok and len(ok) == len(results) else 2
