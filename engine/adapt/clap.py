@@ -8,11 +8,11 @@ already does on that class's support images. No validation set, no per-task tuni
 Here the head is written as a residual on the zero-shot class log-probabilities,
 ``logits = log p_zs(c | x) + s x . V_c``, so that V = 0 is exactly the zero-shot classifier, also for
 prompt sets whose classes are made of subclasses (the residual works at class level). The penalty on
-class c is ``strength * lambda_c / n_c**2 * ||V_c||^2`` (V in the units of the text embeddings, logits
-scaled by the model's logit scale as CLAP's are): lambda_c is the mean zero-shot probability of the
-true class over c's support images (CLAP's multiplier), and dividing by n_c**2 lets the visual evidence
-outweigh the text as shots accumulate. The defaults (strength 30, power 2) were picked among five
-settings on bench/adapt.py's folders (docs/adapters.md); no validation set is used when fitting.
+class c is ``strength * lambda_c / n_c**power * ||V_c||^2`` (V in the units of the text embeddings,
+logits scaled by the model's logit scale as CLAP's are): lambda_c is the mean zero-shot probability of
+the true class over c's support images (CLAP's multiplier), and dividing by n_c**power lets the visual
+evidence outweigh the text as shots accumulate. The defaults (strength 300, power 3) were picked among
+seven settings on bench/adapt.py's folders (docs/adapters.md); no validation set is used when fitting.
 The cross-entropy is class-balanced (each class weighs the same whatever its number of shots), so an
 imbalanced support set does not push the head toward its big classes.
 """
@@ -28,8 +28,8 @@ class ClapAdapter(FewShotAdapter):
 
     @classmethod
     def default_params(cls) -> dict:
-        return {"strength": 30.0, "max_iter": 100, "min_lambda": 0.05, "standardise": False,
-                "shots_power": 2.0}
+        return {"strength": 300.0, "max_iter": 100, "min_lambda": 0.05, "standardise": False,
+                "shots_power": 3.0}
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         anchor, n_classes = self.anchor, self.anchor.n_classes
