@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlay, 0..1 (default 0.5)")
     parser.add_argument("--out", default=None, metavar="FILE.png", help="overlay to write (default: IMAGE_saliency.png in the current folder)")
     add_model_arguments(parser)
+    parser.add_argument("--adapter", default=None, metavar="FILE.safetensors",
+                        help="explain the class's probability under this few-shot adapter (its own prompt set)")
 
 def run(args) -> int:
     from ..model import VisionCLIP
@@ -36,8 +38,10 @@ def run(args) -> int:
     if out.parent and not out.parent.exists():
         raise VisionCLIPError(f"output folder {out.parent} does not exist")
     model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    from ..adapt.cli import load_adapter
+
     result = explain(model, args.image, prompt_set, args.class_name, method=args.method, target=args.target,
-                     opacity=args.opacity, layers=args.layers)
+                     opacity=args.opacity, layers=args.layers, adapter=load_adapter(args, model))
     result.overlay.save(out)
     note = "" if model.is_trained else " (untrained model: the map is not meaningful)"
     print(f"{result.method} saliency ({result.target}) of '{result.class_name}' written to {out}")

@@ -22,7 +22,7 @@ from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
 from .layers import resolve_target_layers
-from .targets import SimilarityTarget, SoftmaxTarget
+from .targets import AdapterTarget, SimilarityTarget, SoftmaxTarget
 
 METHODS = {
     "gradcam": GradCAM,
@@ -182,8 +182,12 @@ def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opac
 
 def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = "gradcam",
             target: str | None = None, opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET,
-            layers: str | list[str] | None = None) -> SaliencyResult:
-    """Saliency of one class's image-text score for one photograph."""
+            layers: str | list[str] | None = None, adapter=None) -> SaliencyResult:
+    """Saliency of one class's image-text score for one photograph; with ``adapter`` (engine.adapt),
+    of its adapted probability over the adapter's classes (``prompt_set`` is then the adapter's)."""
+    if adapter is not None:
+        adapter.check_model(model)
+        prompt_set = adapter.prompt_set
     if not isinstance(prompt_set, PromptSet):
         prompt_set = PromptSet.from_dict(prompt_set)
     method = resolve_method(method)
@@ -194,7 +198,10 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
     if not 0.0 <= opacity <= 1.0:
         raise VisionCLIPError(f"opacity must be between 0 and 1, not {opacity}")
     class_name = resolve_class(prompt_set, class_name)
-    tgt, kind = make_target(model, prompt_set, class_name, target)
+    if adapter is not None:
+        tgt, kind = AdapterTarget(adapter, prompt_set.classes.index(class_name)), "adapter"
+    else:
+        tgt, kind = make_target(model, prompt_set, class_name, target)
     if method in SLOW_METHODS and model.device.type == "cpu":
         warnings.warn(f"{method} runs one forward pass per channel of the target layer: slow on CPU", UserWarning,
                       stacklevel=2)
@@ -209,7 +216,8 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
 
     with torch.no_grad():
-        probs = model.probabilities(F.normalize(embedding[None], dim=-1), prompt_set)[0]
+        embedding = F.normalize(embedding[None], dim=-1)
+        probs = (adapter.probabilities(embedding) if adapter is not None else model.probabilities(embedding, prompt_set))[0]
     probabilities = dict(zip(prompt_set.classes, map(float, probs)))
     overlay = render_overlay(rgb, full, fov, opacity, colormap)
     return SaliencyResult(full, overlay, input_map, class_name, method, kind, probabilities)

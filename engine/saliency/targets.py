@@ -55,3 +55,25 @@ class SoftmaxTarget:
 
     def __repr__(self) -> str:
         return f"SoftmaxTarget(index={self.index}, classes={int(self.owner.max()) + 1})"
+
+
+class AdapterTarget:
+    """A class's probability under a few-shot adapter (engine.adapt): the adapted score, not zero-shot.
+
+    ``adapter`` is an ``engine.adapt.Adapter`` (or any object with ``logits(embeddings) -> (N, C)``,
+    differentiable in the embeddings)."""
+
+    def __init__(self, adapter, index: int):
+        n = len(adapter.classes)
+        if not 0 <= int(index) < n:
+            raise IndexError(f"class index {index} out of range for {n} classes")
+        self.adapter = adapter
+        self.index = int(index)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        emb = model_output if model_output.ndim == 2 else model_output[None]
+        probs = self.adapter.logits(emb.float()).softmax(dim=-1)[..., self.index]
+        return probs if model_output.ndim == 2 else probs[0]
+
+    def __repr__(self) -> str:
+        return f"AdapterTarget({self.adapter.method}, index={self.index})"

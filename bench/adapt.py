@@ -1,0 +1,162 @@
+"""k-shot curves of the few-shot adapters and the gain of label-free (transductive) calibration.
+
+    python bench/adapt.py [--draws 10] [--shots 1 2 4 8 16 all] [--json data/adapt_bench.json]
+
+On eyedisease_dev (prompt set eyedisease_grouped) and palm_dev (palm), per draw: a stratified half of
+the folder is the pool the support images are drawn from (k per class, or the whole half for "all"),
+the other half is scored; balanced accuracy, mean and spread over the draws. The images are encoded
+once with the default model and cached in data/adapt_cache/ (bench/adapt_cache.py). This use of
+eval photographs (fit on one half, score the other, inside a benchmark) is the exception named in
+../shared/eval/README.md; no adapter fitted here is kept.
+
+Also: the transductive methods on the zero-shot predictions of each whole folder and on a 16-shot
+adapter's predictions of the scored half, with paired stratified-bootstrap intervals of the gain
+(engine.evaluate.paired_bootstrap_difference), and the time to fit each adapter on 100 cases.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from adapt_cache import DEFAULT_FOLDERS, load_or_encode  # noqa: E402
+from engine import VisionCLIP, load_preset  # noqa: E402
+from engine.adapt import TRANSDUCTIVE_METHODS, TextAnchor, calibrate, make_head  # noqa: E402
+from engine.evaluate import paired_bootstrap_difference  # noqa: E402
+
+PROMPTS = {"eyedisease_dev": "eyedisease_grouped", "palm_dev": "palm"}
+METHODS = ("zero-shot", "linear-probe", "blend", "clap")
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def split_halves(y: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    pool, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        pool.append(idx[: len(idx) // 2])
+        test.append(idx[len(idx) // 2:])
+    return np.concatenate(pool), np.concatenate(test)
+
+
+def draw_support(y: np.ndarray, pool: np.ndarray, k, rng) -> np.ndarray:
+    if k == "all":
+        return pool
+    return np.concatenate([rng.choice(pool[y[pool] == c], size=min(k, int((y[pool] == c).sum())), replace=False)
+                           for c in np.unique(y)])
+
+
+def fit_predict(method: str, x: torch.Tensor, y: np.ndarray, support: np.ndarray, test: np.ndarray, anchor, **params):
+    head = make_head(method, **params).fit(x[support], y[support], anchor)
+    return head.predict_proba(x[test])
+
+
+def kshot_curves(x, y, anchor, shots, draws, methods, params) -> dict:
+    out = {m: {str(k): [] for k in shots} for m in methods}
+    for r in range(draws):
+        rng = np.random.default_rng(r)
+        pool, test = split_halves(y, rng)
+        for k in shots:
+            support = draw_support(y, pool, k, rng)
+            for m in methods:
+                probs = fit_predict(m, x, y, support, test, anchor, **params.get(m, {}))
+                out[m][str(k)].append(balanced_accuracy(y[test], probs.argmax(1).numpy()))
+    return out
+
+
+def transductive_gains(x, y, anchor, resamples: int) -> dict:
+    """Zero-shot on the whole folder, and a 16-shot clap adapter on the scored half (draw 0), each
+    calibrated by every transductive method: BA before, after, and the paired interval of the gain."""
+    rows = {}
+    zs = make_head("zero-shot").fit(x, y, anchor).predict_proba(x)
+    rng = np.random.default_rng(0)
+    pool, test = split_halves(y, rng)
+    clap = fit_predict("clap", x, y, draw_support(y, pool, 16, rng), test, anchor)
+    for name, probs, idx in (("zero-shot, whole folder", zs, np.arange(len(y))), ("clap 16-shot, scored half", clap, test)):
+        base = probs.argmax(1).numpy()
+        for t in TRANSDUCTIVE_METHODS:
+            after = calibrate(probs, x[idx], t).argmax(1).numpy()
+            diff = paired_bootstrap_difference(y[idx].tolist(), base == y[idx], after == y[idx], resamples=resamples)
+            rows[f"{name} + {t}"] = {"before": balanced_accuracy(y[idx], base), "after": balanced_accuracy(y[idx], after),
+                                     "gain": diff["balanced_accuracy_difference"], "ci95": diff["ci95"]}
+    return rows
+
+
+def fit_times(x, y, anchor, n: int = 100, repeats: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=n // len(np.unique(y)), replace=True) for c in np.unique(y)])
+    out = {}
+    for m in METHODS:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            make_head(m).fit(x[idx], y[idx], anchor)
+            best = min(best, time.perf_counter() - t)
+        out[m] = best
+    return out
+
+
+def summarise(curves: dict) -> dict:
+    return {m: {k: {"mean": float(np.mean(v)), "sd": float(np.std(v)), "min": float(np.min(v))} for k, v in ks.items()}
+            for m, ks in curves.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--shots", nargs="+", default=["1", "2", "4", "8", "16", "all"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--data", nargs="+", type=Path, default=DEFAULT_FOLDERS)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--params", default="{}", help='JSON settings per method, e.g. {"clap": {"strength": 2}}')
+    ap.add_argument("--no-transductive", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    args = ap.parse_args()
+    shots = [k if k == "all" else int(k) for k in args.shots]
+    params = json.loads(args.params)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = VisionCLIP.load()
+    report = {"model_id": model.model_id, "draws": args.draws, "params": params, "folders": {}}
+    for folder in args.data:
+        cached = load_or_encode(model, folder)
+        prompt_set = load_preset(PROMPTS.get(folder.name, "screening"))
+        classes = [prompt_set.class_lookup(label) for label in cached["labels"]]
+        prompt_set = prompt_set.subset(set(classes))
+        y = np.array([prompt_set.classes.index(c) for c in classes])
+        x = torch.as_tensor(cached["embeddings"]).float()
+        anchor = TextAnchor.from_model(model, prompt_set)
+        curves = summarise(kshot_curves(x, y, anchor, shots, args.draws, args.methods, params))
+        entry = {"prompts": prompt_set.name, "n": len(y), "curves": curves}
+        print(f"\n## {folder.name} (n={len(y)}, prompts {prompt_set.name}); balanced accuracy on the scored half, "
+              f"mean ± sd (min) over {args.draws} draws")
+        print("| method | " + " | ".join(f"k={k}" for k in shots) + " |")
+        print("|---|" + "---|" * len(shots))
+        for m, ks in curves.items():
+            print(f"| {m} | " + " | ".join(f"{v['mean']:.3f} ± {v['sd']:.3f} ({v['min']:.3f})" for v in ks.values()) + " |")
+        if not args.no_transductive:
+            entry["transductive"] = transductive_gains(x, y, anchor, args.bootstrap)
+            print("\n| predictions + calibration | BA before | BA after | gain (paired 95% CI) |\n|---|---|---|---|")
+            for name, r in entry["transductive"].items():
+                print(f"| {name} | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} ({r['ci95'][0]:+.3f} to {r['ci95'][1]:+.3f}) |")
+        entry["fit_seconds_100_cases"] = fit_times(x, y, anchor)
+        print("\nfit time, 100 cases (best of 3, shared CPU): "
+              + ", ".join(f"{m} {s:.3f} s" for m, s in entry["fit_seconds_100_cases"].items()))
+        report["folders"][folder.name] = entry
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

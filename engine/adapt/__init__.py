@@ -1,0 +1,18 @@
+"""Few-shot adapters over frozen VisionCLIP image embeddings, and label-free calibration of a folder.
+
+    from engine.adapt import Adapter
+    emb = model.encode_images(paths)
+    adapter = Adapter.fit(model, emb, labels, prompt_set, method="clap", provenance={...})
+    adapter.save("mine.safetensors")
+    Adapter.load("mine.safetensors", model).probabilities(model.encode_images(["eye.jpg"]))
+
+Methods: ``clap`` (default; text-initialised, class-wise anchored to the text), ``blend`` (training-free
+text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The base model is never changed.
+"""
+from .base import FewShotAdapter, TextAnchor
+from .file import DEFAULT_METHOD, METHODS, Adapter, make_head
+from .transductive import METHODS as TRANSDUCTIVE_METHODS
+from .transductive import calibrate
+
+__all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "TRANSDUCTIVE_METHODS", "calibrate",
+           "make_head"]

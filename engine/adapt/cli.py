@@ -1,0 +1,175 @@
+"""`visionclip adapt`: fit a few-shot adapter on a labelled folder or on the app's reviewed cases,
+and the ``--adapter`` / ``--transductive`` options that predict, eval and explain share."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..cli_args import add_model_arguments
+from ..errors import VisionCLIPError
+from .cases import read_reviewed_cases
+from .file import DEFAULT_METHOD, METHODS, Adapter
+from .transductive import METHODS as TRANSDUCTIVE_METHODS
+
+
+def add_adapter_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", default=None, metavar="FILE.safetensors",
+                   help="a few-shot adapter from `visionclip adapt` (it carries its own prompt set)")
+
+
+def add_transductive_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transductive", nargs="?", const="transclip", default=None, choices=list(TRANSDUCTIVE_METHODS),
+                   help="calibrate the probabilities over all the images together, without labels (default method "
+                        "transclip; em: class priors by EM; balanced: equal class marginals). Off by default; "
+                        "results then depend on which images are analysed together")
+
+
+def load_adapter(args, model):
+    """The adapter named by ``--adapter`` checked against the loaded model, or None."""
+    path = getattr(args, "adapter", None)
+    if not path:
+        return None
+    if getattr(args, "prompts", None):
+        raise VisionCLIPError("--prompts and --adapter cannot be combined: the adapter carries its own prompt set")
+    return Adapter.load(path, model)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DIR", help="labelled folder (DIR/labels.csv with path,label)")
+    src.add_argument("--cases", metavar="DB", help="the app's case log (visionclip_cases.db): agreed or corrected, gradable cases")
+    parser.add_argument("--reviewer", default=None, metavar="NAME", help="with --cases: only this reviewer's reviews")
+    parser.add_argument("--shots", type=int, default=None, metavar="K", help="use at most K images per class (drawn at random)")
+    parser.add_argument("--seed", type=int, default=0, help="random draw for --shots (default 0)")
+    parser.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
+    parser.add_argument("--all-classes", action="store_true",
+                        help="keep the prompt set's classes that have no example (an error: each class needs one)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                        help=f"adapter (default {DEFAULT_METHOD}: text-initialised, anchored to the text, no validation set)")
+    parser.add_argument("--out", required=True, metavar="FILE.safetensors", help="adapter file to write")
+    add_model_arguments(parser)
+
+
+def folder_hash(items: list[tuple[Path, str]]) -> str:
+    """SHA-256 over each image's bytes and label, in path order: which folder an adapter came from."""
+    h = hashlib.sha256()
+    for path, label in sorted(items, key=lambda it: str(it[0])):
+        h.update(path.name.encode() + b"\0" + label.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _read_support(args):
+    """(images, labels, provenance, note) from --data or --cases."""
+    if args.data:
+        from ..evaluate import read_labels
+
+        items = read_labels(args.data)
+        return [p for p, _ in items], [lab for _, lab in items], {"source": "folder", "folder_sha256": folder_hash(items),
+                                                                   "folder_name": Path(args.data).name}, ""
+    cases = read_reviewed_cases(args.cases, args.reviewer)
+    sizes = Counter(max(c.image.size) for c in cases)
+    note = (f"images: the case log's thumbnails ({', '.join(f'{n} at {s} px' for s, n in sorted(sizes.items()))} "
+            "on the long side; the originals are not stored), resized to the model input")
+    prov = {"source": "cases", "database": Path(args.cases).name, "case_ids": [c.case_id for c in cases]}
+    if args.reviewer:
+        prov["reviewer"] = args.reviewer
+    return [c.image for c in cases], [c.label for c in cases], prov, note
+
+
+def _draw(labels: list[str], shots: int, seed: int) -> list[int]:
+    if shots < 1:
+        raise VisionCLIPError("--shots must be 1 or more")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in dict.fromkeys(labels):
+        idx = [i for i, lab in enumerate(labels) if lab == cls]
+        keep += sorted(rng.choice(idx, size=min(shots, len(idx)), replace=False).tolist())
+    return sorted(keep)
+
+
+def run(args) -> int:
+    from ..cli import load_model
+    from ..evaluate import match_labels
+    from ..prompts import load_prompt_set
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise VisionCLIPError(f"--out must end in .safetensors, not {out.name}")
+    if args.reviewer and not args.cases:
+        raise VisionCLIPError("--reviewer goes with --cases")
+    prompt_set = load_prompt_set(args.prompts)
+    images, labels, provenance, note = _read_support(args)
+    labels, prompt_set = match_labels(labels, prompt_set, args.all_classes)  # before any image is encoded
+    if args.shots:
+        keep = _draw(labels, args.shots, args.seed)
+        images, labels = [images[i] for i in keep], [labels[i] for i in keep]
+        prompt_set = prompt_set if args.all_classes else prompt_set.subset(set(labels))
+        provenance.update(shots=args.shots, seed=args.seed)
+        if "case_ids" in provenance:
+            provenance["case_ids"] = [provenance["case_ids"][i] for i in keep]
+    model = load_model(args)
+    embeddings = model.encode_images(images)
+    adapter = Adapter.fit(model, embeddings, labels, prompt_set, method=args.method, provenance=provenance)
+    adapter.save(out)
+    counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
+    print(f"{adapter.method} adapter for model {model.model_id} written to {out}")
+    print(f"  fitted on {len(labels)} real images: {counts}")
+    if note:
+        print(f"  {note}")
+    print("  the base model is unchanged; the adapter applies to this model and these classes only (--adapter FILE)")
+    return 0
+
+
+def _image_files(args) -> list[str]:
+    """The files named on the command line, folders expanded as plain `predict` does."""
+    from ..batch import expand_inputs
+
+    return [str(p) for p in expand_inputs(args.images, recursive=getattr(args, "recursive", False)).files]
+
+
+def cmd_predict_adapted(args, prompt_set, model) -> int:
+    """`visionclip predict` with --adapter and/or --transductive: all images are encoded first, then
+    scored together (transductive calibration needs the whole batch)."""
+    import json
+
+    import torch
+
+    from .scoring import class_probabilities
+
+    adapter = load_adapter(args, model)
+    prompt_set = adapter.prompt_set if adapter else prompt_set
+    results, embeddings = [], []
+    for path in _image_files(args):  # one at a time: a bad file names itself and the rest still run
+        try:
+            embeddings.append(model.encode_images([path]))
+            results.append({"image": path})
+        except VisionCLIPError as e:
+            results.append({"image": path, "error": str(e)})
+    if args.transductive and len(embeddings) < 2:
+        raise VisionCLIPError("--transductive needs two or more readable images analysed together")
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        probs = class_probabilities(model, torch.cat(embeddings), prompt_set, adapter, args.transductive)
+        for r, row in zip(ok, probs):
+            r["probabilities"] = dict(zip(prompt_set.classes, map(float, row)))
+            r["predicted"] = max(r["probabilities"], key=r["probabilities"].get)
+    scoring = f"{adapter.method} adapter {Path(args.adapter).name}" if adapter else "zero-shot"
+    note = (f"transductive {args.transductive}: calibrated over these {len(ok)} images together, without labels"
+            if args.transductive else None)
+    if args.json:
+        extra = {"adapter": adapter.describe()} if adapter else {}
+        extra.update({"transductive": note} if note else {})
+        print(json.dumps({"model_id": model.model_id, **extra, "results": results}, indent=2))
+    else:
+        print(f"# {scoring}{f'; {note}' if note else ''}")
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}")
+                continue
+            ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[: args.top]
+            print(f"{r['image']}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+    return 0 if ok and len(ok) == len(results) else 2
