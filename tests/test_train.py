@@ -274,12 +274,35 @@ def test_soft_label_loss_equals_clip_loss_for_distinct_labels():
 
 
 # --- runs ------------------------------------------------------------------------------------
+# A training run that SIGKILLs itself when step N ends (after its logging and checkpointing), through
+# the trainer's on_step_end callback: what a power cut or the OOM killer does mid-run.
+KILL_AT_STEP = """
+import os, signal, sys
+from engine.train.main import main
+
+class KillAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.exit(main(sys.argv[2:], callbacks=[KillAt(int(sys.argv[1]))]))
+"""
+
+
+def train_killed_at(step: int, *args, timeout=300):
+    return subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(step), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def straight_and_resumed(cfg: Path, tmp_path: Path) -> tuple[dict, dict]:
     """Final weights of an uninterrupted run and of one killed (SIGKILL) after step 3 and resumed."""
     r = train_cli("--config", cfg, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
-    r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
-    assert r.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
+    r = train_killed_at(3, "--config", cfg, "--out", tmp_path / "killed")
+    assert r.returncode == -9, r.stderr  # SIGKILL after step 3; the last checkpoint is step 2
     r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
     assert r.returncode == 0, r.stderr
     return load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
