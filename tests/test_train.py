@@ -1,5 +1,6 @@
 """Training program: config checks, data sources, losses, exact resume after SIGKILL, DDP parity."""
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from engine import VisionCLIP, VisionCLIPError
 from engine.factory import list_model_configs
 from engine.train.loss import SoftLabelClipLoss
-from engine.train.params import config_from_dict, load_config
+from engine.train.params import config_from_dict, load_config, parse_overrides
 
 from .conftest import make_fundus
 
@@ -84,6 +85,64 @@ def test_committed_configs_load(path):
     """The shipped recipe and every trial the model card cites still pass the config checks."""
     cfg = load_config(path)
     assert cfg.model in list_model_configs()
+
+
+def test_config_inherits_from_its_base_and_overrides_win(tmp_path):
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "lr": 0.01, "seed": 3}))
+    (tmp_path / "trials" / "t.yaml").write_text("base: ../base.yaml\nseed: 7\n")
+    cfg = load_config(tmp_path / "trials" / "t.yaml")
+    assert (cfg.seed, cfg.lr, cfg.steps) == (7, 0.01, TINY["steps"])  # own key, base key, base key
+    over = load_config(tmp_path / "trials" / "t.yaml", parse_overrides(["seed=9", "ema_decay=0.99", "image_dropout=null"]))
+    assert (over.seed, over.ema_decay, over.image_dropout) == (9, 0.99, None)
+
+
+def test_trial_configs_are_the_default_plus_their_changes():
+    default = load_config(REPO / "configs" / "visionclip-default.yaml")
+    seed1 = load_config(REPO / "configs" / "trials" / "seed1.yaml")
+    assert seed1.seed == 1 and dataclasses.replace(seed1, seed=default.seed) == default
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "base cycle a.yaml -> b.yaml -> a.yaml"),
+        ({"a.yaml": "base: a.yaml\n"}, "base cycle a.yaml -> a.yaml"),
+        ({"a.yaml": "base: nowhere.yaml\n"}, "base config not found"),
+        ({"a.yaml": "base: [1]\n"}, "'base' must be a path"),
+        ({"a.yaml": "- 1\n"}, "must hold a mapping"),
+    ],
+)
+def test_broken_base_chains_are_one_line_errors(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(VisionCLIPError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["stepz=3"], "unknown key 'stepz' \\(did you mean 'steps'\\?\\)"),
+        (["steps=many"], "'steps' must be int"),
+        (["steps"], "--set needs key=value"),
+        (["lr=[1,"], "--set lr: value cannot be parsed"),
+    ],
+)
+def test_bad_set_overrides(tmp_path, items, message):
+    with pytest.raises(VisionCLIPError, match=message):
+        load_config(write_config(tmp_path / "c.yaml"), parse_overrides(items))
+
+
+def test_set_on_the_command_line_reaches_the_run(tmp_path):
+    r = train_cli("--config", write_config(tmp_path / "c.yaml", steps=1), "--out", tmp_path / "run", "--set", "steps=2",
+                  "--set", "lr=0.001")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["steps"], saved["lr"]) == (2, 0.001)
+    assert "--set steps=2" in VisionCLIP.load(tmp_path / "run" / "model.safetensors").metadata["training_command"]
+    r = train_cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "run2", "--set", "stepz=2")
+    assert r.returncode == 2 and "did you mean 'steps'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unreadable_config_file(tmp_path):
