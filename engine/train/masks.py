@@ -58,15 +58,20 @@ class MaskHead(torch.nn.Module):
         except AttributeError:
             raise VisionCLIPError(f"config: mask_layer '{layer}' is not a layer of the image tower") from None
         seen = {}
-        handle = stage.register_forward_hook(lambda m, i, o: seen.setdefault("shape", o.shape))
-        was_training = visual.training
+
+        def record(module, inputs, output):  # a hook returning a value would replace the output
+            seen["shape"] = output.shape
+
+        handle = stage.register_forward_hook(record)
+        modes = {m: m.training for m in visual.modules()}  # frozen BN layers stay in eval mode
         visual.eval()  # the probe must not move BN running statistics
         try:
             with torch.no_grad():
                 visual(torch.zeros(1, 3, image_size, image_size, device=next(visual.parameters()).device))
         finally:
             handle.remove()
-            visual.train(was_training)
+            for m, training in modes.items():
+                m.training = training
         if len(seen.get("shape", ())) != 4:
             raise VisionCLIPError(f"config: mask_layer '{layer}' does not output a (N, C, H, W) feature map")
         head = cls(int(seen["shape"][1]), layer)
