@@ -206,6 +206,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
             raise VisionCLIPError(f"{path.name} holds no state dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         return state, obj.get("config") if isinstance(obj, dict) else None, {}
+    check_header_size(path)  # before safetensors reads (and allocates) the header
     try:
         header = read_header(path)
         state = load_file(str(path))
@@ -231,9 +232,3 @@ def convert_checkpoint(src: str | Path, dst: str | Path, lean: bool = True) -> s
         raise VisionCLIPError(f"{Path(src).name} has no embedded config and model id to keep")
     return save_checkpoint(dst, state, config, metadata, lean=lean)
 
-
-if __name__ == "__main__":  # python -m engine.checkpoint {lean,full} SRC DST
-    import sys
-
-    mode, src, dst = sys.argv[1:4]
-    print(convert_checkpoint(src, dst, lean=mode == "lean"))

@@ -93,8 +93,8 @@ class TrainingState:
 
     @classmethod
     def read(cls, path: Path) -> "TrainingState":
+        ckpt.check_header_size(path)
         try:
-            ckpt.check_header_size(path)
             with safe_open(str(path), framework="pt") as f:
                 header = f.metadata() or {}
             tensors = load_file(str(path))

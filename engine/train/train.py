@@ -180,7 +180,7 @@ def set_colour_target(checkpoint: str | Path, config_path: str | Path, out: str 
     target = _measure_colour_target(cfg, config)
     meta = {k: v for k, v in model.metadata.items() if k not in ("model_id", "checkpoint")}
     meta["colour_target_from"] = {"weights_of": model.model_id, "config": str(config_path), "colour_target": target}
-    return ckpt.save_checkpoint(Path(out), model.network.state_dict(), config, meta, dtype=torch.float16)
+    return ckpt.save_checkpoint(Path(out), model.network.state_dict(), config, meta, dtype=torch.float16, lean=True)
 
 
 
