@@ -23,6 +23,8 @@ from ..errors import VisionCLIPError
 log = logging.getLogger(__name__)
 STATE_SUFFIX = ".state.safetensors"
 CORRUPT_SUFFIX = ".corrupt"
+# training-state prefixes: what they hold and the setting that adds them
+STATE_MODULES = {"ema": ("weight average", "ema_decay"), "mask_head": ("mask head", "mask_loss_weight")}
 
 
 def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
@@ -119,8 +121,9 @@ class TrainingState:
         for prefix, module in (modules or {}).items():
             weights = self.module_state(prefix)
             if not weights:
-                raise VisionCLIPError(f"the checkpoint at step {self.step} holds no {prefix.replace('_', ' ')}: "
-                                      f"the run was started without it")
+                what, setting = STATE_MODULES.get(prefix, (prefix, prefix))
+                raise VisionCLIPError(f"the checkpoint at step {self.step} holds no {what}: "
+                                      f"the run was started without {setting}")
             module.load_state_dict(weights)
         scheduler.load_state_dict(json.loads(self.header["scheduler"]))
         torch.set_rng_state(self.tensors["rng/torch"])
