@@ -93,8 +93,9 @@ def test_config_inherits_from_its_base_and_overrides_win(tmp_path):
     (tmp_path / "trials" / "t.yaml").write_text("base: ../base.yaml\nseed: 7\n")
     cfg = load_config(tmp_path / "trials" / "t.yaml")
     assert (cfg.seed, cfg.lr, cfg.steps) == (7, 0.01, TINY["steps"])  # own key, base key, base key
-    over = load_config(tmp_path / "trials" / "t.yaml", parse_overrides(["seed=9", "ema_decay=0.99", "image_dropout=null"]))
-    assert (over.seed, over.ema_decay, over.image_dropout) == (9, 0.99, None)
+    over = load_config(tmp_path / "trials" / "t.yaml", parse_overrides(["seed=9", "ema_decay=0.99", "image_dropout=null",
+                                                                        "colour_normalise=off", "augment=false"]))
+    assert (over.seed, over.ema_decay, over.image_dropout, over.colour_normalise, over.augment) == (9, 0.99, None, "off", False)
 
 
 def test_trial_configs_are_the_default_plus_their_changes():

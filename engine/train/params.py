@@ -187,6 +187,9 @@ def read_config_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     return {**read_config_document(base_path, (*_chain, resolved)), **doc}
 
 
+YAML11_BOOLEANS = ("on", "off", "yes", "no", "y", "n")
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``key=value`` strings (values parsed as YAML: 0.5, true, null, [a, b]) into a mapping;
     ``a.b=v`` sets key ``b`` inside mapping ``a``."""
@@ -199,7 +202,8 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or not key:
             raise VisionCLIPError(f"--set needs key=value, got '{item}'")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            # YAML 1.2 booleans only: off/on/yes/no stay strings (colour_normalise=off)
+            value = raw.strip() if raw.strip().lower() in YAML11_BOOLEANS else yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             raise VisionCLIPError(f"--set {key}: value cannot be parsed ({str(e).splitlines()[0]})") from None
         *parents, leaf = key.split(".")
