@@ -4,14 +4,16 @@
 # Prints samples/s and MFU (model FLOPs utilisation against the bf16 dense peak).
 #
 #   device run:  bash bench/gpu_run.sh            (from the repository root; $OUT is set there)
-#   dry run on CPU: OUT=/tmp/gpu_out DEVICE=cpu N=64 SIZE=96 STEPS=4 BATCH=8 bash bench/gpu_run.sh
+#   dry run on CPU: OUT=/tmp/gpu_out WORK=/tmp/gpu_work DEVICE=cpu N=16 SIZE=96 STEPS=2 BATCH=4 BENCH_N=22 \
+#                   bash bench/gpu_run.sh
 #
 # Sized for a 15-minute device budget (start-up included): about 3 min rendering, 6 min training,
 # 1 min evaluating. Every size is an environment variable:
 #   N=40000 renders at SIZE=320 px; STEPS=1000 steps of BATCH=128 (128k samples seen);
 #   WORKERS=nproc-2 loader workers; MASK_LOSS=0 (>0: train on the on-the-fly generator with the mask
 #   head instead of the pre-rendered folder); PEAK_TFLOPS=989 (H100/H200 SXM bf16 dense);
-#   TRAIN_TIMEOUT=480 s (the run is killed past it; its last checkpoint still comes back).
+#   TRAIN_TIMEOUT=480 s (the run is killed past it; its last checkpoint still comes back); BENCH_N=220
+#   held-out synthetic evaluation images (seed 1000000007, as training's validation).
 # Offline: if the package is not importable, it installs from wheels carried in wheels/ (pip
 # --no-index); nothing is downloaded. Real photographs under ../shared/eval or shared/eval are
 # evaluated on when present (evaluation only; never trained on).
@@ -30,6 +32,7 @@ MASK_LOSS=${MASK_LOSS:-0}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-480}
 DEVICE=${DEVICE:-cuda}
+BENCH_N=${BENCH_N:-220}
 WORK=${WORK:-/tmp/visionclip_gpu}
 DATA=$WORK/synth_${N}_${SIZE}
 RUN=$WORK/run
@@ -66,7 +69,7 @@ t0=$(date +%s)
 log "training $STEPS steps x $BATCH at $SIZE px, bf16, $WORKERS workers, mask_loss_weight $MASK_LOSS"
 set +e
 timeout --signal=INT "$TRAIN_TIMEOUT" python -m engine.cli train --config configs/visionclip-default.yaml \
-  --out "$RUN" --device "$DEVICE" --set precision=bf16 --set "steps=$STEPS" --set "batch_size=$BATCH" \
+  --out "$RUN" --device "$DEVICE" --set precision=bf16 --set "image_size=$SIZE" --set "steps=$STEPS" --set "batch_size=$BATCH" \
   --set "workers=$WORKERS" --set "sources=$SOURCES" --set "mask_loss_weight=$MASK_LOSS" \
   --set "save_every=$(( STEPS / 4 > 0 ? STEPS / 4 : 1 ))" --set "val_every=$(( STEPS / 2 > 0 ? STEPS / 2 : 1 ))" \
   --set warmup_steps=$(( STEPS / 20 + 1 )) 2>&1 | tee -a "$OUT/train.log"
@@ -100,7 +103,7 @@ if [ ! -f "$MODEL" ]; then  # stopped by the timeout: the newest complete checkp
 fi
 if [ -n "$MODEL" ] && [ -f "$MODEL" ]; then
   BENCH=$WORK/synth_benchmark
-  [ -f "$BENCH/labels.csv" ] || python -m engine.cli synth --benchmark --out "$BENCH" --n 220 --seed 1000000007 \
+  [ -f "$BENCH/labels.csv" ] || python -m engine.cli synth --benchmark --out "$BENCH" --n "$BENCH_N" --seed 1000000007 \
     --size "$SIZE" --workers "$CORES"
   for d in "$BENCH" ../shared/eval/eyedisease_dev ../shared/eval/palm_dev shared/eval/eyedisease_dev shared/eval/palm_dev; do
     [ -f "$d/labels.csv" ] || continue
