@@ -102,8 +102,9 @@ UNTUNED_MALLOC = ("import sys; import engine.memory as m; m.keep_freed_memory = 
                   "from engine.train.main import main; sys.exit(main(sys.argv[1:]))")
 
 
-def run_ours(key: str, args, data: Path, work: Path, device: str, tuned_malloc: bool = True) -> dict:
-    """Our loop; ``tuned_malloc=False`` runs it with glibc's default malloc settings (the --allocator peer)."""
+def run_ours(key: str, args, data: Path, work: Path, device: str, tuned_malloc: bool = True, tag: str = "") -> dict:
+    """Our loop; ``tuned_malloc=False`` runs it with glibc's default malloc settings (the --allocator peer);
+    ``tag`` keeps runs of other settings (--resolutions) in their own folders."""
     model, freeze, _ = MODELS[key]
     steps = args.warmup + args.steps
     cfg = {
@@ -114,10 +115,10 @@ def run_ours(key: str, args, data: Path, work: Path, device: str, tuned_malloc: 
         "log_every": 1, "save_every": 10**6, "val_every": 10**6, "val_synthetic": 0, "seed": 0,
     }
     loop = "ours" if tuned_malloc else "ours-untuned"
-    run_dir = work / f"{loop}-{key}"
-    cfg_path = work / f"{loop}-{key}.yaml"
+    run_dir = work / f"{loop}-{key}{tag}"
+    cfg_path = work / f"{loop}-{key}{tag}.yaml"
     cfg_path.write_text(json.dumps(cfg, indent=1))  # JSON is valid YAML
-    log = work / f"{loop}-{key}.log"
+    log = work / f"{loop}-{key}{tag}.log"
     entry = ["-m", "engine.train.main"] if tuned_malloc else ["-c", UNTUNED_MALLOC]
     rc, rss, wall = run_measured([sys.executable, *entry, "--config", str(cfg_path), "--out", str(run_dir),
                                   "--device", device], log)
@@ -213,6 +214,29 @@ def train_flops_per_sample(key: str, image_size: int) -> float | None:
 
 
 # --- main ----------------------------------------------------------------------------------
+def compare_resolutions(keys: list[str], args, work: Path, device: str) -> int:
+    """Our loop at each of ``--resolutions`` in one run (peers measured back to back, so a loaded
+    machine slows them alike); prints samples/s, s/step and step time relative to the first size."""
+    sizes = [int(x) for x in args.resolutions.split(",")]
+    data = Path(args.data) if args.data else synth_folder(work, args.data_n, max([256, *sizes]))
+    failed = False
+    for key in keys:
+        rows = []
+        for size in sizes:
+            args.image_size = size
+            r = run_ours(key, args, data, work, device, tag=f"-{size}px")
+            rows.append((size, r))
+            failed |= r["steps"] < args.steps
+        base = rows[0][1]["rate"]
+        print(f"\n{MODELS[key][0]}, batch {args.batch_size}, {device}:")
+        print(f"{'px':>5} {'samples/s':>10} {'s/step':>8} {'step time vs ' + str(sizes[0]):>18} {'peak RSS MB':>12}")
+        for size, r in rows:
+            step_s = args.batch_size / r["rate"] if r["rate"] > 0 else float("nan")
+            rel = base / r["rate"] if r["rate"] > 0 else float("nan")
+            print(f"{size:>5} {r['rate']:10.2f} {step_s:8.2f} {rel:18.2f} {r['rss']:12.0f}")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="effl0,rn50", help="comma list of: " + ", ".join(MODELS))
@@ -227,6 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--allocator", action="store_true",
                     help="also run our loop with glibc's default malloc settings (CPU: the freed-memory tuning's gain)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak per GPU (H100 SXM: 989)")
+    ap.add_argument("--resolutions", default=None, metavar="320,448,512",
+                    help="our loop only, at each input size in turn (data rendered at the largest); step time "
+                         "relative to the first size")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in keys if k not in MODELS]
@@ -239,10 +266,13 @@ def main(argv=None) -> int:
     device = "cuda" if gpu else "cpu"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="visionclip-bench-train-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data) if args.data else synth_folder(work, args.data_n, 256)
+    sizes = [int(x) for x in args.resolutions.split(",")] if args.resolutions else []
+    data = Path(args.data) if args.data else synth_folder(work, args.data_n, max([256, *sizes]))
     print(f"device: {torch.cuda.get_device_name(0) if gpu else f'cpu ({os.cpu_count()} cores)'}; batch {args.batch_size}, "
           f"{args.image_size} px, {args.warmup} warm-up + {args.steps} measured steps; work dir {work}", flush=True)
 
+    if args.resolutions:
+        return compare_resolutions(keys, args, work, device)
     results = []
     for key in keys:
         runs = [lambda: run_ours(key, args, data, work, device), lambda: run_open_clip(key, args, work, device)]

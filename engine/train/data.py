@@ -52,6 +52,23 @@ class SyntheticSource:
         s = self.stream.sample(i)
         return s["image"], s["caption"], class_key(s["labels"], s["caption"])
 
+    def get_with_masks(self, i: int):
+        """``get`` plus the render's (3, H, W) lesion/disc/cup masks (engine.train.masks).
+
+        Renders and captions sample ``i`` as ``SyntheticFundusStream.sample`` does (a test holds
+        the two equal), keeping the masks that the stream drops.
+        """
+        from ..synth import build_caption, label_caption
+        from ..synth.render import render_fundus
+        from .masks import mask_channels
+
+        st = self.stream
+        s = render_fundus(st.seed * 1_000_003 + i if st.seed else i, st.size, st.conditions)
+        rng = np.random.default_rng([st.seed, i, 7])
+        caption = build_caption(s.labels, s.findings, rng) if rng.random() < 0.8 else label_caption(s.labels, rng)
+        masks = mask_channels(s.masks, s.image.shape[:2])
+        return Image.fromarray(s.image), caption, class_key(s.labels, caption), masks
+
 
 def _image_key(name: str) -> str:
     """How a row names its image, as the file stem: "images/0007.png", "7.png" and "7" all give "7"."""
@@ -230,16 +247,22 @@ class TrainTransform:
         self.base, self.augment = base, augment
         self.colour_jitter, self.hue_jitter, self.degrade = colour_jitter, hue_jitter, degrade
 
-    def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
-        square, *_ = self.base.square_fundus(img)
+    def __call__(self, img: Image.Image, seed: int, masks: np.ndarray | None = None):
+        """The training tensor of ``img``; with ``masks`` ((C, H, W) over ``img``), also the masks
+        moved through the same crop, rotation and resize, as a (C, S, S) uint8 tensor."""
+        square, box, side, offset = self.base.square_fundus(img)
+        layers = [self._square_mask(m, box, side, offset) for m in masks] if masks is not None else []
         if self.augment:
             rng = np.random.default_rng(seed)
             side = square.width
             scale = rng.uniform(0.85, 1.0)
             crop = int(side * scale)
             x0, y0 = rng.integers(0, side - crop + 1, size=2)
-            square = square.crop((int(x0), int(y0), int(x0) + crop, int(y0) + crop))
-            square = square.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
+            window = (int(x0), int(y0), int(x0) + crop, int(y0) + crop)
+            square = square.crop(window)
+            angle = float(rng.uniform(-15, 15))
+            square = square.rotate(angle, resample=Image.BILINEAR)
+            layers = [m.crop(window).rotate(angle, resample=Image.NEAREST) for m in layers]
             j = self.colour_jitter
             square = ImageEnhance.Brightness(square).enhance(rng.uniform(1 - j, 1 + j))
             square = ImageEnhance.Contrast(square).enhance(rng.uniform(1 - j, 1 + j))
@@ -250,7 +273,18 @@ class TrainTransform:
                 square = square.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
             if self.degrade > 0:
                 square = self._camera_degradation(square, rng)
-        return self.base.to_tensor(square)
+        if masks is None:
+            return self.base.to_tensor(square)
+        size = self.base.image_size
+        resized = [np.asarray(m.resize((size, size), Image.NEAREST)) for m in layers]
+        return self.base.to_tensor(square), torch.from_numpy(np.stack(resized) > 0).to(torch.uint8)
+
+    @staticmethod
+    def _square_mask(mask: np.ndarray, box, side: int, offset) -> Image.Image:
+        """A mask over the source image cut and padded as ``FundusTransform.square_fundus`` cuts the image."""
+        square = Image.new("L", (side, side))
+        square.paste(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).crop(box), offset)
+        return square
 
     def _camera_degradation(self, square: Image.Image, rng: np.random.Generator) -> Image.Image:
         """What photographs go through and renders do not: resolution loss, JPEG, sensor noise.
@@ -276,8 +310,9 @@ class TrainTransform:
 class MixtureDataset(torch.utils.data.Dataset):
     """Map-style view of the mixture: item ``g`` is the g-th sample of the global stream."""
 
-    def __init__(self, sources, probs: np.ndarray, transform: TrainTransform, seed: int):
+    def __init__(self, sources, probs: np.ndarray, transform: TrainTransform, seed: int, with_masks: bool = False):
         self.sources, self.probs, self.transform, self.seed = sources, probs, transform, seed
+        self.with_masks = with_masks  # items carry masks where the source has them (the generator), else None
         self._cum = np.cumsum(probs)
 
     def __len__(self) -> int:  # only batch samplers index it; the stream is unbounded
@@ -298,6 +333,10 @@ class MixtureDataset(torch.utils.data.Dataset):
         s, local = self.locate(g)
         try:
             src = self.sources[s]
+            if self.with_masks and hasattr(src, "get_with_masks"):
+                img, caption, key, masks = src.get_with_masks(local)
+                image, masks = self.transform(img, index_seed(self.seed, g, 3), masks)
+                return image, caption, key, masks
             img, caption, key = src.get(local, draw=g) if isinstance(src, SynFundusFolder) else src.get(local)
             return self.transform(img, index_seed(self.seed, g, 3)), caption, key
         except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
@@ -341,12 +380,18 @@ def collate(batch):
     good = [b for b in batch if b is not None]
     if not good:
         return {"images": None, "captions": [], "keys": [], "skipped": len(batch)}
-    return {
+    out = {
         "images": torch.stack([b[0] for b in good]),
         "captions": [b[1] for b in good],
         "keys": [b[2] for b in good],
         "skipped": len(batch) - len(good),
     }
+    with_masks = [b[3] for b in good if len(b) > 3]
+    if with_masks:  # samples of sources without masks get zeros, flagged not valid
+        blank = torch.zeros_like(with_masks[0])
+        out["masks"] = torch.stack([b[3] if len(b) > 3 else blank for b in good])
+        out["mask_valid"] = torch.tensor([len(b) > 3 for b in good])
+    return out
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -365,12 +410,13 @@ class StepBatchSampler(torch.utils.data.Sampler):
                 yield list(range(base, base + self.bs))
 
 
-def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int, world: int):
+def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int, world: int, with_masks: bool = False):
     sources, probs = build_sources(cfg.sources)
     finite = sum(s.length for s in sources if s.length is not None) if all(s.length for s in sources) else None
     if finite is not None and finite < cfg.batch_size:
         raise VisionCLIPError(f"batch_size {cfg.batch_size} is larger than the dataset ({finite} samples)")
-    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter, cfg.degrade), cfg.seed)
+    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter, cfg.degrade), cfg.seed,
+                             with_masks=with_masks)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, cfg.accum_steps, rank, world)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,

@@ -41,6 +41,8 @@ class TrainConfig:
     degrade: float = 0.0  # probability of each camera degradation (downscale, JPEG, noise), with augment
     mixstyle: float = 0.0  # probability that a batch's early-layer feature statistics are mixed (MixStyle)
     mixstyle_layers: list = field(default_factory=lambda: ["trunk.blocks.1", "trunk.blocks.2"])  # stride 4 and 8
+    mask_loss_weight: float = 0.0  # > 0: a head on mask_layer predicts the renders' lesion/disc/cup masks (synthetic sources)
+    mask_layer: str = "trunk.blocks.2"  # image-tower stage the mask head reads (EfficientNet-Lite0: stride 8)
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     # checkpoints, logging, validation
     save_every: int = 200
+    full_checkpoints: bool = False  # False: model files leave out the frozen text tower (restored from its package)
     keep_last: int = 2
     log_every: int = 10
     val_every: int = 200
@@ -87,11 +90,14 @@ class TrainConfig:
             (all(isinstance(n, str) for n in self.mixstyle_layers), "mixstyle_layers must be a list of layer names"),
             (0 <= self.head_only_steps < self.steps, f"head_only_steps must be in [0, steps), not {self.head_only_steps}"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), not {self.ema_decay}"),
+            (self.mask_loss_weight >= 0, f"mask_loss_weight must be >= 0, not {self.mask_loss_weight}"),
             (self.colour_normalise in COLOUR_NORMALISE, f"colour_normalise must be one of {', '.join(COLOUR_NORMALISE)}, not '{self.colour_normalise}'"),
         ]
         for ok, message in checks:
             if not ok:
                 raise VisionCLIPError(f"config: {message}")
+        if self.mask_loss_weight > 0 and not any(isinstance(s, dict) and s.get("type") == "synthetic" for s in self.sources):
+            raise VisionCLIPError("config: mask_loss_weight needs a synthetic source (only the generator gives masks)")
         for i, src in enumerate(self.sources):
             if not isinstance(src, dict) or src.get("type") not in SOURCE_TYPES:
                 raise VisionCLIPError(f"config: sources[{i}] needs a type, one of {', '.join(SOURCE_TYPES)}")
@@ -139,8 +145,7 @@ def config_from_dict(doc: dict, overrides: dict | None = None) -> TrainConfig:
     return TrainConfig(**doc)
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    path = Path(path)
+def _read_document(path: Path) -> dict:
     if not path.is_file():
         raise VisionCLIPError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
@@ -153,4 +158,75 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
             doc = json.loads(text)
     except Exception as e:  # yaml and json raise many types; all mean "unreadable config"
         raise VisionCLIPError(f"config {path.name} cannot be parsed: {str(e).splitlines()[0]}") from None
-    return config_from_dict(doc or {}, overrides)
+    doc = doc or {}
+    if not isinstance(doc, dict):
+        raise VisionCLIPError(f"config {path.name}: the file must hold a mapping of settings")
+    return doc
+
+
+def read_config_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's settings with its ``base:`` chain merged in (base first, then this file's keys).
+
+    ``base`` is a path relative to the file that names it. Top-level keys replace the base's whole
+    (a ``sources`` list is replaced, not appended to).
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, resolved))
+        raise VisionCLIPError(f"config: base cycle {cycle}")
+    doc = _read_document(path)
+    base = doc.pop("base", None)
+    if base is None:
+        return doc
+    if not isinstance(base, str):
+        raise VisionCLIPError(f"config {path.name}: 'base' must be a path, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise VisionCLIPError(f"config {path.name}: base config not found: {base_path}")
+    return {**read_config_document(base_path, (*_chain, resolved)), **doc}
+
+
+YAML11_BOOLEANS = ("on", "off", "yes", "no", "y", "n")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` strings (values parsed as YAML: 0.5, true, null, [a, b]) into a mapping;
+    ``a.b=v`` sets key ``b`` inside mapping ``a``."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise VisionCLIPError(f"--set needs key=value, got '{item}'")
+        try:
+            # YAML 1.2 booleans only: off/on/yes/no stay strings (colour_normalise=off)
+            value = raw.strip() if raw.strip().lower() in YAML11_BOOLEANS else yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise VisionCLIPError(f"--set {key}: value cannot be parsed ({str(e).splitlines()[0]})") from None
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise VisionCLIPError(f"--set {key}: '{part}' is set to a value, not a mapping")
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """A checked config from a file (with its ``base:`` chain) and ``overrides`` (nested mappings
+    merge into mapping values)."""
+    return config_from_dict(_merge(read_config_document(path), overrides or {}))

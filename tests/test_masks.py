@@ -1,0 +1,100 @@
+"""Dense supervision from the generator's masks: data path, augmentation alignment, the head, the loss."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine import VisionCLIP, VisionCLIPError
+from engine.preprocess import FundusTransform
+from engine.train.data import SyntheticSource, TrainTransform, collate
+from engine.train.distributed import DistEnv
+from engine.train.masks import MASK_CHANNELS, mask_channels, mask_loss
+from engine.train.params import config_from_dict
+from engine.train.train import Trainer
+
+from .conftest import make_fundus
+from .test_train import TINY
+
+
+def _pale(img_tensor: torch.Tensor, base: FundusTransform) -> np.ndarray:
+    rgb = (img_tensor * base.std + base.mean).permute(1, 2, 0).numpy()
+    return (rgb[..., 1] > 0.55) & (rgb[..., 0] > 0.75)  # the pale optic disc of make_fundus
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_masks_follow_the_augmented_image_exactly(seed):
+    """Crop to the fundus, random crop, rotation and resize move a mask with its image."""
+    img = make_fundus(size=(320, 240), seed=0)
+    disc = np.asarray(img)[..., 1] > 180  # the disc is the only bright-green region
+    base = FundusTransform(128)
+    t = TrainTransform(base, augment=True, colour_jitter=0.0)
+    image, masks = t(img, seed, np.stack([disc, np.zeros_like(disc), disc]))
+    assert masks.shape == (3, 128, 128) and masks.dtype == torch.uint8 and not masks[1].any()
+    assert torch.equal(image, t(img, seed))  # masks do not change the image or its random draws
+    pale, moved = _pale(image, base), masks[0].numpy().astype(bool)
+    iou = (pale & moved).sum() / (pale | moved).sum()
+    unmoved = TrainTransform(base, augment=False)(img, seed, disc[None])[1][0].numpy().astype(bool)
+    assert iou > 0.8, iou
+    assert (pale & unmoved).sum() / (pale | unmoved).sum() < iou  # the augmentation did move the disc
+
+
+def test_synthetic_masks_come_from_the_same_render_as_image_and_caption():
+    src = SyntheticSource(seed=3, size=96)
+    for i in range(3):
+        img, caption, key, masks = src.get_with_masks(i)
+        plain = src.get(i)
+        assert np.array_equal(np.asarray(img), np.asarray(plain[0])) and (caption, key) == plain[1:]
+        assert masks.shape == (len(MASK_CHANNELS), 96, 96)
+
+
+def test_mask_channels_group_the_renderer_masks():
+    m = lambda *px: np.isin(np.arange(16).reshape(4, 4), px)  # noqa: E731
+    out = mask_channels({"microaneurysms": m(0), "enlarged_cup": m(5), "disc_pallor": m(6), "media_opacity": m(9)}, (4, 4))
+    assert out[0].nonzero()[0].size == 1 and out[0].flat[0] == 1  # lesion
+    assert out[1].flat[6] == 1 and out[2].flat[5] == 1  # disc finding, cup
+    assert out.sum() == 3  # diffuse media opacity is not a target
+
+
+def test_mask_loss_ignores_samples_without_masks():
+    logits = torch.zeros(2, 3, 4, 4)
+    masks = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    masks[1] = 1
+    both = mask_loss(logits, masks)
+    first = mask_loss(logits, masks, torch.tensor([True, False]))
+    assert float(first) == pytest.approx(float(torch.log(torch.tensor(2.0))))  # BCE of logit 0
+    assert float(both) == pytest.approx(float(first))  # equal targets' BCE at logit 0; valid flags weight them
+    b = collate([(torch.zeros(3, 4, 4), "a", "k", torch.ones(3, 4, 4, dtype=torch.uint8)), (torch.zeros(3, 4, 4), "b", "k")])
+    assert b["mask_valid"].tolist() == [True, False] and b["masks"][1].sum() == 0
+
+
+def test_mask_loss_needs_a_synthetic_source_and_a_real_layer(tmp_path):
+    with pytest.raises(VisionCLIPError, match="needs a synthetic source"):
+        config_from_dict({**TINY, "mask_loss_weight": 1.0, "sources": [{"type": "synfundus", "path": "x"}]})
+    cfg = config_from_dict({**TINY, "mask_loss_weight": 1.0, "mask_layer": "trunk.blockz.2"})
+    with pytest.raises(VisionCLIPError, match="mask_layer 'trunk.blockz.2' is not a layer"):
+        Trainer(cfg, tmp_path / "run", DistEnv())
+
+
+def _run(tmp_path, name, **overrides) -> tuple[Trainer, list[dict]]:
+    cfg = config_from_dict({**TINY, "steps": 6, "save_every": 6, **overrides})
+    trainer = Trainer(cfg, tmp_path / name, DistEnv())
+    trainer.run()
+    rows = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    return trainer, rows
+
+
+def test_mask_head_learns_with_the_contrastive_loss_and_is_not_shipped(tmp_path):
+    off, plain = _run(tmp_path, "off")
+    on, dense = _run(tmp_path, "on", mask_loss_weight=1.0, lr=2e-3)
+    assert off.mask_head is None and "mask_loss" not in plain[0]
+    assert [r["mask_loss"] for r in dense][-1] < 0.7 * dense[0]["mask_loss"]  # the head learns
+    assert dense[0]["loss"] == pytest.approx(dense[0]["contrastive_loss"] + dense[0]["mask_loss"], rel=1e-6)
+    # off by default: the first step's contrastive loss is the same with and without the head
+    assert dense[0]["contrastive_loss"] == plain[0]["loss"]
+    shipped = load_file(tmp_path / "on" / "model.safetensors")
+    assert not any("mask" in k for k in shipped)  # dropped at save
+    state = load_file(tmp_path / "on" / "checkpoints" / "step_0000006.state.safetensors")
+    assert any(k.startswith("mask_head/") for k in state)  # kept for an exact resume
+    assert VisionCLIP.load(tmp_path / "on" / "model.safetensors").is_trained
