@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sqlite3
@@ -12,11 +13,16 @@ import sqlite_utils
 from PIL import Image
 
 from visionclip_app.store import (
-    MIGRATIONS, SCHEMA_VERSION, CaseRecord, CaseStore, StoreError, sha256_bytes, strip_and_thumbnail,
+    MIGRATIONS, SCHEMA_VERSION, Analysis, CaseRecord, CaseStore, Review, StoreError, sha256_bytes,
+    strip_and_thumbnail,
 )
+
+REVIEW_FIELDS = {f.name for f in dataclasses.fields(Review)}
+RECORD_FIELDS = {"store_identifiers", "patient_id"}
 
 
 def _record(**kw) -> CaseRecord:
+    """A case record from flat keyword arguments (analysis, review and record fields mixed)."""
     base = dict(
         reviewer="Dr A", verdict="agree", image_sha256=sha256_bytes(b"img"), thumbnail=b"\x89PNG",
         prompt_set_json=json.dumps({"normal": ["a normal fundus"]}), prompt_set_sha256="ab" * 32,
@@ -24,7 +30,13 @@ def _record(**kw) -> CaseRecord:
         saliency_method="gradcam", saliency_class="normal",
     )
     base.update(kw)
-    return CaseRecord(**base)
+    review = Review(**{k: v for k, v in base.items() if k in REVIEW_FIELDS})
+    analysis = Analysis(**{k: v for k, v in base.items() if k not in REVIEW_FIELDS | RECORD_FIELDS})
+    return CaseRecord(analysis, review, **{k: v for k, v in base.items() if k in RECORD_FIELDS})
+
+
+def _review(**kw) -> Review:
+    return Review(**{"reviewer": "Dr B", "verdict": "agree", **kw})
 
 
 @pytest.fixture
@@ -77,8 +89,15 @@ def test_log_case_roundtrip_and_identifiers_opt_in(store):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(reviewer="  "), "Reviewer"),
-    (dict(verdict="maybe"), "Verdict"),
+    (dict(reviewer="  "), "reviewer"),
+    (dict(reviewer="x" * 101), "too long"),
+    (dict(verdict="maybe"), "verdict"),
+    (dict(verdict="disagree"), "corrected label"),
+    (dict(verdict="disagree", corrected_labels=" ,  "), "corrected label"),
+    (dict(corrected_labels=["x" * 201]), "label is too long"),
+    (dict(notes="n" * 5001), "Notes"),
+    (dict(confidence=float("inf")), "Confidence"),
+    (dict(patient_id="p" * 300, store_identifiers=True), "Patient identifier"),
     (dict(confidence=1.5), "Confidence"),
     (dict(confidence="abc"), "Confidence"),
     (dict(image_sha256=""), "analysed image"),
@@ -91,9 +110,9 @@ def test_log_case_rejects_bad_values(store, kw, msg):
 
 def test_revisions_are_append_only(store, tmp_path):
     cid = store.log_case(_record())
-    assert store.add_revision(cid, reviewer="Dr B", verdict="disagree", corrected_labels=["dr"],
-                              confidence=0.9, notes="microaneurysms") == 2
-    assert store.add_revision(cid, reviewer="Dr C", verdict="ungradable") == 3
+    assert store.add_revision(cid, _review(verdict="disagree", corrected_labels=["dr"], confidence=0.9,
+                                      notes="microaneurysms")) == 2
+    assert store.add_revision(cid, _review(reviewer="Dr C", verdict="ungradable")) == 3
     hist = store.history(cid)
     assert [h["revision"] for h in hist] == [1, 2, 3]
     assert [h["verdict"] for h in hist] == ["agree", "disagree", "ungradable"]
@@ -106,7 +125,10 @@ def test_revisions_are_append_only(store, tmp_path):
         conn.execute("delete from revisions")
     conn.close()
     with pytest.raises(StoreError, match="No case"):
-        store.add_revision(999, reviewer="x", verdict="agree")
+        store.add_revision(999, _review())
+    with pytest.raises(StoreError, match="corrected label"):  # the review rules hold for corrections too
+        store.add_revision(cid, _review(verdict="disagree"))
+    assert store.get_case(cid)["n_revisions"] == 3
 
 
 def test_search_filters(store):
@@ -131,7 +153,7 @@ def test_search_filters(store):
 def test_export_csv_and_json(store, tmp_path):
     store.log_case(_record(notes='comma, "quote"\nnewline'))
     cid = store.log_case(_record(reviewer="Bob"))
-    store.add_revision(cid, reviewer="Bob", verdict="disagree", corrected_labels=["dr"])
+    store.add_revision(cid, _review(reviewer="Bob", verdict="disagree", corrected_labels=["dr"]))
     p = store.export_csv(tmp_path / "out.csv")
     rows = list(csv.DictReader(p.open(encoding="utf-8")))
     assert len(rows) == 2
@@ -182,7 +204,7 @@ def test_concurrent_writes(tmp_path):
             for i in range(100):
                 cid = s.log_case(_record(reviewer=f"r{k}", notes=str(i)))
                 if i % 25 == 0:
-                    s.add_revision(cid, reviewer=f"r{k}", verdict="disagree", corrected_labels=["dr"])
+                    s.add_revision(cid, _review(reviewer=f"r{k}", verdict="disagree", corrected_labels=["dr"]))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(repr(e))
 
@@ -196,3 +218,10 @@ def test_concurrent_writes(tmp_path):
     assert s.count() == 800
     db = sqlite_utils.Database(path)
     assert db["revisions"].count == 800 + 8 * 4
+
+
+def test_review_normalises_labels_names_and_confidence():
+    r = Review(reviewer="  Dr   A ", verdict=" Disagree ", corrected_labels="dr,  glaucoma , dr,", confidence="0.25")
+    v = r.validated()
+    assert (v.reviewer, v.verdict, v.corrected_labels, v.confidence) == ("Dr A", "disagree", ("dr", "glaucoma"), 0.25)
+    assert Review(reviewer="x", verdict="agree", confidence="").validated().confidence is None

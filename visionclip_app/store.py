@@ -3,8 +3,8 @@
 One clear API (everything else in this module is private):
 
     store = CaseStore("visionclip_cases.db")
-    case_id = store.log_case(CaseRecord(...))            # new case + its first review revision
-    store.add_revision(case_id, reviewer=..., verdict=...)  # a correction: appended, never overwritten
+    case_id = store.log_case(CaseRecord(Analysis(...), Review(...)))  # new case + its first review revision
+    store.add_revision(case_id, Review(...))             # a correction: appended, never overwritten
     store.get_case(case_id)                              # dict with thumbnails and "history"
     store.search(reviewer=, label=, verdict=, date_from=, date_to=, text=)  # list of dicts, no blobs
     store.export_csv(path, rows) / store.export_json(path, rows)
@@ -31,6 +31,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -77,12 +78,15 @@ def strip_and_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE, 
     return buf.getvalue()
 
 
-@dataclasses.dataclass
-class CaseRecord:
-    """One analysed image and its first review."""
+MAX_REVIEWER_CHARS = 100
+MAX_LABEL_CHARS = 200
+MAX_NOTES_CHARS = 5000
 
-    reviewer: str
-    verdict: str
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Analysis:
+    """What the model said about one image: the part of a case the reviewer does not write."""
+
     image_sha256: str
     thumbnail: bytes
     prompt_set_json: str
@@ -94,12 +98,75 @@ class CaseRecord:
     saliency_target: str | None = None  # softmax | similarity: which score the map explains
     saliency_class: str | None = None
     saliency_thumbnail: bytes | None = None
-    corrected_labels: list[str] = dataclasses.field(default_factory=list)
-    confidence: float | None = None
+    original_filename: str | None = None  # stored only with the reviewer's opt-in
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Review:
+    """One reviewer's verdict on a case. ``validated()`` applies the review rules, which live only here."""
+
+    reviewer: str
+    verdict: str
+    corrected_labels: tuple[str, ...] | list[str] | str | None = ()
+    confidence: float | str | None = None
     notes: str = ""
-    store_identifiers: bool = False
-    original_filename: str | None = None
+
+    def validated(self) -> "Review":
+        """A normalised copy (names and labels whitespace-collapsed, confidence a float), or StoreError."""
+        reviewer = " ".join(str(self.reviewer or "").split())
+        if not reviewer:
+            raise StoreError("Enter the reviewer's name.")
+        if len(reviewer) > MAX_REVIEWER_CHARS:
+            raise StoreError(f"Reviewer name is too long ({MAX_REVIEWER_CHARS} characters at most).")
+        verdict = str(self.verdict or "").strip().lower()
+        if verdict not in VERDICTS:
+            raise StoreError(f"Choose a verdict: {', '.join(VERDICTS)}.")
+        labels = parse_labels(self.corrected_labels)
+        if verdict == "disagree" and not labels:
+            raise StoreError("A 'disagree' verdict needs at least one corrected label.")
+        notes = str(self.notes or "")
+        if len(notes) > MAX_NOTES_CHARS:
+            raise StoreError(f"Notes are too long ({len(notes)} characters; {MAX_NOTES_CHARS} at most).")
+        return Review(reviewer=reviewer, verdict=verdict, corrected_labels=labels,
+                      confidence=parse_confidence(self.confidence), notes=notes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseRecord:
+    """One analysed image and its first review."""
+
+    analysis: Analysis
+    review: Review
+    store_identifiers: bool = False   # the reviewer's opt-in: keep the file name and patient identifier
     patient_id: str | None = None
+
+
+def parse_labels(value: Any) -> tuple[str, ...]:
+    """Corrected labels from a list or a comma-separated string: whitespace collapsed, blanks and repeats dropped."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    out: list[str] = []
+    for v in value:
+        v = " ".join(str(v).split())
+        if len(v) > MAX_LABEL_CHARS:
+            raise StoreError(f"A corrected label is too long ({MAX_LABEL_CHARS} characters at most).")
+        if v and v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def parse_confidence(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        raise StoreError("Confidence must be a number between 0 and 1.") from None
+    if not math.isfinite(c) or not 0.0 <= c <= 1.0:
+        raise StoreError("Confidence must be a number between 0 and 1.")
+    return c
 
 
 # ----------------------------------------------------------------------------------------- migrations
@@ -236,76 +303,52 @@ class CaseStore:
         with self._connect() as db:
             return db.journal_mode
 
-    # -- validation
-    @staticmethod
-    def _check_review(reviewer: str, verdict: str, confidence: float | None) -> tuple[str, str, float | None]:
-        reviewer = " ".join(str(reviewer or "").split())
-        if not reviewer:
-            raise StoreError("Reviewer name is required.")
-        if len(reviewer) > 100:
-            raise StoreError("Reviewer name is too long (100 characters at most).")
-        verdict = str(verdict or "").strip().lower()
-        if verdict not in VERDICTS:
-            raise StoreError(f"Verdict must be one of: {', '.join(VERDICTS)}.")
-        if confidence is not None:
-            try:
-                confidence = float(confidence)
-            except (TypeError, ValueError):
-                raise StoreError("Confidence must be a number between 0 and 1.") from None
-            if not 0.0 <= confidence <= 1.0:
-                raise StoreError("Confidence must be a number between 0 and 1.")
-        return reviewer, verdict, confidence
-
     # -- writes
     def log_case(self, rec: CaseRecord) -> int:
         """Insert a new case with its first revision; returns the case id."""
-        reviewer, verdict, confidence = self._check_review(rec.reviewer, rec.verdict, rec.confidence)
-        if not rec.image_sha256 or not rec.model_id or not rec.predicted_label:
+        review = rec.review.validated()
+        an = rec.analysis
+        if not an.image_sha256 or not an.model_id or not an.predicted_label:
             raise StoreError("A case needs an analysed image (hash, model id and prediction).")
+        patient_id = " ".join(str(rec.patient_id or "").split())
+        if len(patient_id) > MAX_LABEL_CHARS:
+            raise StoreError("Patient identifier is too long.")
         now = utc_now()
-        labels_json = json.dumps(list(rec.corrected_labels or []))
-        notes = str(rec.notes or "")
         row = {
-            "created_at": now, "updated_at": now, "reviewer": reviewer, "verdict": verdict,
-            "corrected_labels": labels_json, "confidence": confidence, "notes": notes,
-            "image_sha256": rec.image_sha256, "thumbnail": rec.thumbnail,
-            "prompt_set_json": rec.prompt_set_json, "prompt_set_sha256": rec.prompt_set_sha256,
-            "probabilities": json.dumps(rec.probabilities, sort_keys=True),
-            "model_id": rec.model_id, "predicted_label": rec.predicted_label,
-            "saliency_method": rec.saliency_method, "saliency_target": rec.saliency_target,
-            "saliency_class": rec.saliency_class, "saliency_thumbnail": rec.saliency_thumbnail, "n_revisions": 1,
-            "original_filename": (rec.original_filename or None) if rec.store_identifiers else None,
-            "patient_id": (rec.patient_id or None) if rec.store_identifiers else None,
+            **dataclasses.asdict(an), "created_at": now, "updated_at": now, **self._review_columns(review),
+            "probabilities": json.dumps(an.probabilities, sort_keys=True), "n_revisions": 1,
+            "original_filename": (an.original_filename or None) if rec.store_identifiers else None,
+            "patient_id": (patient_id or None) if rec.store_identifiers else None,
         }
         with self._write() as db:
             case_id = db["cases"].insert(row).last_pk
-            db["revisions"].insert({
-                "case_id": case_id, "revision": 1, "created_at": now, "reviewer": reviewer,
-                "verdict": verdict, "corrected_labels": labels_json, "confidence": confidence, "notes": notes,
-            })
+            db["revisions"].insert({"case_id": case_id, "revision": 1, "created_at": now,
+                                    **self._review_columns(review)})
         return int(case_id)
 
-    def add_revision(self, case_id: int, *, reviewer: str, verdict: str, corrected_labels: list[str] | None = None,
-                     confidence: float | None = None, notes: str = "") -> int:
-        """Append a correction to a case's history; returns the new revision number."""
-        reviewer, verdict, confidence = self._check_review(reviewer, verdict, confidence)
-        labels_json = json.dumps(list(corrected_labels or []))
+    def add_revision(self, case_id: int, review: Review) -> int:
+        """Append a review to a case's history; returns the new revision number."""
+        review = review.validated()
+        try:
+            case_id = int(case_id)
+        except (TypeError, ValueError):
+            raise StoreError("Open a case (enter its id) first.") from None
         now = utc_now()
         with self._write() as db:
-            if not db["cases"].count_where("id = ?", [int(case_id)]):
+            if not db["cases"].count_where("id = ?", [case_id]):
                 raise StoreError(f"No case with id {case_id}.")
             last = list(db.query("select coalesce(max(revision), 0) as r from revisions where case_id = ?",
-                                 [int(case_id)]))[0]["r"]
+                                 [case_id]))[0]["r"]
             revision = int(last) + 1
-            db["revisions"].insert({
-                "case_id": int(case_id), "revision": revision, "created_at": now, "reviewer": reviewer,
-                "verdict": verdict, "corrected_labels": labels_json, "confidence": confidence, "notes": notes,
-            })
-            db["cases"].update(int(case_id), {
-                "updated_at": now, "reviewer": reviewer, "verdict": verdict, "corrected_labels": labels_json,
-                "confidence": confidence, "notes": notes, "n_revisions": revision,
-            })
+            db["revisions"].insert({"case_id": case_id, "revision": revision, "created_at": now,
+                                    **self._review_columns(review)})
+            db["cases"].update(case_id, {"updated_at": now, "n_revisions": revision, **self._review_columns(review)})
         return revision
+
+    @staticmethod
+    def _review_columns(review: Review) -> dict:
+        return {"reviewer": review.reviewer, "verdict": review.verdict, "confidence": review.confidence,
+                "corrected_labels": json.dumps(list(review.corrected_labels)), "notes": review.notes}
 
     # -- reads
     def count(self) -> int:

@@ -10,7 +10,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from . import handlers as h
-from .store import VERDICTS
+from .store import MAX_NOTES_CHARS, VERDICTS
 
 CSS = """
 .status-line p { margin: 0.2em 0 !important; }
@@ -131,7 +131,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
                                         label="Corrected label(s) (required when you disagree)",
                                         elem_id="corrected")
-                notes = gr.Textbox(label="Notes", lines=3, max_length=h.MAX_NOTES_CHARS)
+                notes = gr.Textbox(label="Notes", lines=3, max_length=MAX_NOTES_CHARS)
                 with gr.Row():
                     opt_in = gr.Checkbox(label="Also store the original file name and patient identifier "
                                                "(opt-in)", value=False)
@@ -207,34 +207,25 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     gr.Gallery(value=caps, label="Synthetic training-style samples (generated, not patients)",
                                columns=6, height=260, allow_preview=True)
                 gr.Markdown(h.about_markdown(ctx), elem_id="about-md")
+                # the full card is ~60 KB: sent only when the reader opens it
+                with gr.Accordion("Full model card", open=False, elem_id="model-card-accordion") as card_acc:
+                    card_md = gr.Markdown("", elem_id="model-card-full")
 
         # ---------------------------------------------------------------------- events
-        def do_analyse(image_path, table, method, opacity, cls, target, detail):
-            out = h.analyse(ctx, image_path, table, method, opacity, cls, target, detail)
+        def do_analyse(image_path, table, method, opacity, cls, target, detail, previous):
+            out = h.analyse(ctx, image_path, table, method, opacity, cls, target, detail, previous)
             state = out[-1]
-            return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
-
-        def _summary(state):
-            if not state:
-                return "_No analysis yet: analyse an image first._"
-            p = state["probabilities"]
-            top = sorted(p.items(), key=lambda kv: -kv[1])[:3]
-            warn = "" if state["quality"]["gradable"] else " · ⚠ looks ungradable"
-            return (f"Current analysis: predicted **{state['predicted_label']}** ("
-                    + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{state['image_sha256'][:12]}`"
-                    + f" · saliency {state.get('saliency_method') or '-'} ({state.get('saliency_target') or '-'})"
-                    + f" / {state.get('saliency_class') or '-'}"
-                    + warn)
+            return (*out, h.summary_markdown(state), gr.update(choices=list(state.probabilities) if state else []))
 
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
-        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail]
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail, analysis]
         analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
         image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
 
         def do_saliency(state, cls, method, opacity, target, detail):
             overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target, detail)
-            return overlay, st, state, _summary(state)
+            return overlay, st, state, h.summary_markdown(state)
 
         saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target, sal_detail]
         for comp in (sal_class, sal_method, sal_target):
@@ -243,7 +234,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         def do_detail(state, cls, method, opacity, target, detail):
             method = h.method_for_detail(detail, method)
             if not state:  # nothing analysed yet: just set the method for the next analysis
-                return method, gr.update(), gr.update(), state, _summary(state)
+                return method, gr.update(), gr.update(), state, h.summary_markdown(state)
             return (method, *do_saliency(state, cls, method, opacity, target, detail))
 
         sal_detail.input(do_detail, saliency_inputs, [sal_method, overlay_out, status, analysis, review_summary],
@@ -294,4 +285,5 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
 
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
                       [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1)
+        card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], api_visibility="private")
     return demo
