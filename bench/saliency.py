@@ -117,9 +117,10 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
             if "road_combined" in out:
                 rows[f"road_{name}"].append(out["road_combined"])
         if used < args.sanity:
-            rnd = explain(random_model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
-            rows["sanity_rho"].append(M.spearman(res.input_map, rnd.input_map))
-            rows["sanity_ssim"].append(M.ssim(res.input_map, rnd.input_map))
+            sanity = M.sanity_check(model, image, prompt_set, cls, method=args.method, target=args.target,
+                                    layers=args.layers, randomised=random_model, trained=res)
+            rows["sanity_rho"].append(sanity["spearman"])
+            rows["sanity_ssim"].append(sanity["ssim"])
         used += 1
     summary = {k: mean([float(x) for x in v]) for k, v in rows.items()}
     summary["images"] = used
