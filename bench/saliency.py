@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,16 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import VisionCLIP, load_prompt_set  # noqa: E402
-from engine.preprocess import fundus_mask  # noqa: E402
-from engine.saliency import METHODS, TARGETS, explain, make_target  # noqa: E402
-from engine.saliency import metrics as M  # noqa: E402
-from engine.saliency.explain import ImageEmbedder  # noqa: E402
-from engine.saliency.layers import resolve_target_layers  # noqa: E402
-from engine.synth import render_fundus  # noqa: E402
-from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS  # noqa: E402
+from engine import VisionCLIP, load_prompt_set
+from engine.preprocess import fundus_mask
+from engine.saliency import METHODS, TARGETS, explain, make_target
+from engine.saliency import metrics as M
+from engine.saliency.explain import ImageEmbedder
+from engine.saliency.layers import resolve_target_layers
+from engine.synth import render_fundus
+from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS
 
 
 def class_for(key: str) -> str:
