@@ -71,7 +71,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
                                         label="Synthetic examples", examples_per_page=8)
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-btn")
-                        status = gr.Markdown("", elem_id="analyse-status", elem_classes=["status-line"])
+                        status = gr.Markdown("", label="status", elem_id="analyse-status", elem_classes=["status-line"])
                     with gr.Column(scale=1):
                         with gr.Row():
                             preset_dd = gr.Dropdown(presets, value=default, label="Prompt preset", scale=2,
@@ -97,10 +97,10 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")
-                        quality_md = gr.Markdown("", elem_id="quality-box")
+                        quality_md = gr.Markdown("", label="quality", elem_id="quality-box")
                     with gr.Column(scale=2):
                         with gr.Row():
-                            sal_class = gr.Dropdown([], label="Saliency for class", interactive=True,
+                            sal_class = gr.Dropdown([], value=None, label="Saliency for class", interactive=True,
                                                     allow_custom_value=False, elem_id="sal-class")
                             sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method",
                                                      min_width=190)
@@ -123,7 +123,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 gr.Markdown("Review the current analysis and log it. Only the image hash and a metadata-free "
                             "thumbnail are stored; the file name and a patient identifier are stored **only** "
                             "if you tick the box.")
-                review_summary = gr.Markdown("_No analysis yet: analyse an image first._", elem_id="review-summary")
+                review_summary = gr.Markdown("_No analysis yet: analyse an image first._", label="current analysis",
+                                             elem_id="review-summary")
                 with gr.Row():
                     reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="reviewer")
                     verdict = gr.Radio(list(VERDICTS), label="Verdict", value="agree", elem_id="verdict")
@@ -137,7 +138,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                                                "(opt-in)", value=False)
                     patient_id = gr.Textbox(label="Patient identifier (stored only with opt-in)", max_lines=1)
                 save_btn = gr.Button("Save review", variant="primary", elem_id="save-review")
-                review_status = gr.Markdown("", elem_id="review-status", elem_classes=["status-line"])
+                review_status = gr.Markdown("", label="status", elem_id="review-status", elem_classes=["status-line"])
+                saved_case_id = gr.Number(None, label="Saved case id", visible=False, precision=0)
 
             # ------------------------------------------------------------------ 3. Cases
             with gr.Tab("Cases", id="cases") as cases_tab:
@@ -150,11 +152,12 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     f_text = gr.Textbox(label="Search notes", max_lines=1)
                 with gr.Row():
                     search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-                    export_csv_btn = gr.Button("Export CSV", elem_id="export-csv")
-                    export_json_btn = gr.Button("Export JSON", elem_id="export-json")
-                cases_status = gr.Markdown("", elem_id="cases-status", elem_classes=["status-line"])
+                    export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
+                                          elem_id="export-format", min_width=160)
+                    export_btn = gr.Button("Export", elem_id="export-btn")
+                cases_status = gr.Markdown("", label="status", elem_id="cases-status", elem_classes=["status-line"])
                 export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
-                agreement_md = gr.Markdown("")
+                agreement_md = gr.Markdown("", label="agreement")
                 cases_df = gr.Dataframe(headers=h.CASE_COLUMNS, interactive=False, wrap=True, max_height=360,
                                         label="Cases (click a row to open it)", elem_id="cases-df")
                 with gr.Row():
@@ -212,24 +215,30 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     card_md = gr.Markdown("", elem_id="model-card-full")
 
         # ---------------------------------------------------------------------- events
-        def do_analyse(image_path, table, method, opacity, cls, target, detail, previous):
-            out = h.analyse(ctx, image_path, table, method, opacity, cls, target, detail, previous)
+        # The scripting API (README, "Scripting API"): /analyse, /explain, /save_review, /search_cases and
+        # /export_cases keep these names; every other event is private (not callable by gradio_client).
+        private = {"api_visibility": "private"}
+
+        def do_analyse(image, prompts, method, opacity, saliency_class, target, detail, previous):
+            out = h.analyse(ctx, image, prompts, method, opacity, saliency_class, target, detail, previous)
             state = out[-1]
             return (*out, h.summary_markdown(state), gr.update(choices=list(state.probabilities) if state else []))
 
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
         analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail, analysis]
-        analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
-        image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
+        gr.on([analyse_btn.click, image_in.upload], do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2,
+              api_name="analyse", api_description="Classify a photograph with a prompt table and explain one class.")
 
-        def do_saliency(state, cls, method, opacity, target, detail):
-            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target, detail)
+        def do_saliency(state, saliency_class, method, opacity, target, detail):
+            overlay, st, state = h.update_saliency(ctx, state, saliency_class, method, opacity, target, detail)
             return overlay, st, state, h.summary_markdown(state)
 
         saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target, sal_detail]
-        for comp in (sal_class, sal_method, sal_target):
-            comp.input(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+        saliency_outputs = [overlay_out, status, analysis, review_summary]
+        gr.on([sal_class.input, sal_method.input, sal_target.input, sal_opacity.release], do_saliency, saliency_inputs,
+              saliency_outputs, concurrency_limit=2, api_name="explain",
+              api_description="Recompute the saliency overlay of this session's analysis for another class or method.")
 
         def do_detail(state, cls, method, opacity, target, detail):
             method = h.method_for_detail(detail, method)
@@ -237,40 +246,41 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 return method, gr.update(), gr.update(), state, h.summary_markdown(state)
             return (method, *do_saliency(state, cls, method, opacity, target, detail))
 
-        sal_detail.input(do_detail, saliency_inputs, [sal_method, overlay_out, status, analysis, review_summary],
-                         concurrency_limit=2)
-        sal_opacity.release(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary],
-                            concurrency_limit=2)
+        sal_detail.input(do_detail, saliency_inputs, [sal_method, *saliency_outputs], concurrency_limit=2, **private)
 
-        load_preset_btn.click(h.load_preset_table, [preset_dd], [prompt_table, status])
-        preset_dd.input(h.load_preset_table, [preset_dd], [prompt_table, status])
-        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status])
+        gr.on([load_preset_btn.click, preset_dd.input], h.load_preset_table, [preset_dd], [prompt_table, status],
+              **private)
+        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status], **private)
+
         def do_save_prompts(table):
             path, st = h.save_prompt_file(ctx, table)
             return (gr.update(value=path, visible=True) if path else gr.update()), st
 
-        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status])
-        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table])
-        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status])
+        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status], **private)
+        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table], **private)
+        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status], **private)
 
-        save_btn.click(lambda *a: h.save_review(ctx, *a)[0],
-                       [analysis, reviewer, verdict, corrected, confidence, notes, opt_in, patient_id],
-                       [review_status])
+        def do_save_review(state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id):
+            return h.save_review(ctx, state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id)
+
+        save_btn.click(do_save_review, [analysis, reviewer, verdict, corrected, confidence, notes, opt_in, patient_id],
+                       [review_status, saved_case_id], api_name="save_review",
+                       api_description="Log this session's analysis with a review; returns (status, case id).")
 
         filters = [f_reviewer, f_label, f_verdict, f_from, f_to, f_text]
-        search_outputs = [cases_df, agreement_md, agreement_plot, cases_status]
-        search_btn.click(functools.partial(h.search_cases, ctx), filters, search_outputs)
-        cases_tab.select(functools.partial(h.search_cases, ctx), filters, search_outputs)
-        export_csv_btn.click(functools.partial(h.export_cases, ctx, "csv"), filters, [export_file, cases_status])
-        export_json_btn.click(functools.partial(h.export_cases, ctx, "json"), filters, [export_file, cases_status])
+        gr.on([search_btn.click, cases_tab.select], functools.partial(h.search_cases, ctx), filters,
+              [cases_df, agreement_md, agreement_plot, cases_status], api_name="search_cases",
+              api_description="Search the case log; returns (cases table, agreement, figure, status).")
+        export_btn.click(functools.partial(h.export_cases, ctx), [export_fmt, *filters], [export_file, cases_status],
+                         api_name="export_cases", api_description="Export the matching cases as CSV or JSON.")
         open_outputs = [case_thumb, case_sal, case_md, history_df, cases_status]
-        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs)
+        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs, **private)
 
         def select_case(evt: gr.SelectData, df):
             cid = h.case_id_from_selection(df, evt.index)
             return (cid, *h.open_case(ctx, cid)) if cid is not None else (gr.update(), *[gr.update()] * 5)
 
-        cases_df.select(select_case, [cases_df], [case_id, *open_outputs])
+        cases_df.select(select_case, [cases_df], [case_id, *open_outputs], **private)
 
         def do_correction(cid, rv, vd, labels, conf, nts):
             st = h.add_correction(ctx, cid, rv, vd, labels, conf, nts)
@@ -278,12 +288,13 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 return (*h.open_case(ctx, cid)[:4], st)
             return gr.update(), gr.update(), gr.update(), gr.update(), st
 
-        c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs)
+        c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs,
+                    **private)
 
         def do_lab(source, folder, n, seed, a, b, table, progress=gr.Progress()):
             return h.run_prompt_lab(ctx, source, folder, n, seed, a, b, table, progress=_prog_adapter(progress))
 
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
-                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1)
+                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **private)
         card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], api_visibility="private")
     return demo

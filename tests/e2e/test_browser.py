@@ -143,7 +143,7 @@ def test_main_journey(app, browser):
     shot(page, "06_cases")
 
     # 6. export CSV and check its row
-    page.locator("#export-csv").click()
+    page.locator("#export-btn").click()  # the format radio defaults to CSV
     wait_text(page, "#cases-status", "Exported 1 case")
     link = page.locator("#export-file a").first
     link.wait_for(state="attached", timeout=30_000)

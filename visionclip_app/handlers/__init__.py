@@ -9,7 +9,7 @@ from engine.saliency import TARGETS as SALIENCY_TARGETS
 from .about import about_markdown, example_captions, example_images, model_card_summary, model_card_text
 from .analyse import (QUALITY_OK_MD, analyse, method_for_detail, quality_markdown, saliency_methods,
                       summary_markdown, update_saliency, warmup)
-from .cases import (CASE_COLUMNS, HISTORY_COLUMNS, add_correction, agreement_figure, case_id_from_selection,
+from .cases import (CASE_COLUMNS, EXPORT_FORMATS, HISTORY_COLUMNS, add_correction, agreement_figure, case_id_from_selection,
                     cases_frame, export_cases, open_case, search_cases)
 from .common import (STATUS_ERROR, STATUS_OK, AppContext, CurrentAnalysis, UserError, error_status, ok_status,
                      one_line)
@@ -27,7 +27,7 @@ __all__ = [
     "analyse", "update_saliency", "saliency_methods", "method_for_detail", "quality_markdown", "QUALITY_OK_MD",
     "summary_markdown", "warmup",
     "save_review",
-    "CASE_COLUMNS", "HISTORY_COLUMNS", "search_cases", "open_case", "add_correction", "export_cases",
+    "CASE_COLUMNS", "EXPORT_FORMATS", "HISTORY_COLUMNS", "search_cases", "open_case", "add_correction", "export_cases",
     "cases_frame", "agreement_figure", "case_id_from_selection",
     "EDITOR_CHOICE", "NONE_CHOICE", "run_prompt_lab", "make_synthetic_benchmark",
     "about_markdown", "model_card_summary", "model_card_text", "example_images", "example_captions",
