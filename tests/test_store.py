@@ -225,3 +225,66 @@ def test_review_normalises_labels_names_and_confidence():
     v = r.validated()
     assert (v.reviewer, v.verdict, v.corrected_labels, v.confidence) == ("Dr A", "disagree", ("dr", "glaucoma"), 0.25)
     assert Review(reviewer="x", verdict="agree", confidence="").validated().confidence is None
+
+
+# --- worklists ------------------------------------------------------------------------------------
+def _analysis(label="normal", sha="s1") -> Analysis:
+    return _record(predicted_label=label, image_sha256=sha).analysis
+
+
+def test_worklist_states_progress_and_next_unread(store):
+    wid = store.create_worklist("clinic A", [f"/data/{i}.png" for i in range(1, 5)])
+    assert store.worklist_progress(wid) == {"pending": 4, "analysed": 0, "reviewed": 0, "skipped": 0, "total": 4}
+    items = store.worklist_items(wid)
+    assert [it["position"] for it in items] == [1, 2, 3, 4] and {it["state"] for it in items} == {"pending"}
+    store.set_item_analysis(items[0]["id"], _analysis("glaucoma"))
+    store.set_item_analysis(items[1]["id"], _analysis("normal"))
+    store.skip_item(items[2]["id"])
+    cid = store.log_reading(items[0]["id"], _record(reviewer="Ann", predicted_label="glaucoma"))
+    assert store.get_case(cid)["reviewer"] == "Ann"
+    assert store.worklist_progress(wid) == {"pending": 1, "analysed": 1, "reviewed": 1, "skipped": 1, "total": 4}
+    assert [it["position"] for it in store.worklist_items(wid, predicted_label="glaucoma")] == [1]
+    assert [it["position"] for it in store.worklist_items(wid, state="analysed")] == [2]
+    assert [it["position"] for it in store.worklist_items(wid, reviewer="ann")] == [2, 3, 4]
+    store.set_item_analysis(items[0]["id"], _analysis("normal"))  # re-analysing keeps a reviewed item reviewed
+    assert store.worklist_item(wid, 1)["state"] == "reviewed" and store.worklist_item(wid, 1)["readers"] == ["Ann"]
+    with pytest.raises(StoreError, match="already"):
+        store.log_reading(items[0]["id"], _record(reviewer="Bob"))  # single reading: the item is done
+
+
+@pytest.mark.parametrize("name, paths, readings, msg", [
+    ("", ["a.png"], 1, "Name"), ("x", [], 1, "at least one image"), ("x", ["a.png"], 3, "1 to 2 readings"),
+])
+def test_worklist_rejects_bad_values(store, name, paths, readings, msg):
+    with pytest.raises(StoreError, match=msg):
+        store.create_worklist(name, paths, readings)
+    assert store.worklists() == []
+
+
+def test_double_reading_kappa_and_export(store, tmp_path):
+    wid = store.create_worklist("double", [f"/data/{i}.png" for i in range(1, 5)], readings=2)
+    items = store.worklist_items(wid)
+    ann = ["normal", "glaucoma", "normal", "glaucoma"]
+    bob = ["normal", "glaucoma", "glaucoma", "glaucoma"]
+    for it, a, b in zip(items, ann, bob):
+        store.log_reading(it["id"], _record(reviewer="Ann", predicted_label="normal", verdict="agree" if a == "normal"
+                                            else "disagree", corrected_labels=[] if a == "normal" else [a]))
+        assert store.worklist_item(wid, it["position"])["state"] == "pending"  # one reading of two
+        with pytest.raises(StoreError, match="already read"):
+            store.log_reading(it["id"], _record(reviewer="ann"))
+        store.log_reading(it["id"], _record(reviewer="Bob", predicted_label="normal", verdict="agree" if b == "normal"
+                                            else "disagree", corrected_labels=[] if b == "normal" else [b]))
+    assert store.worklist_progress(wid)["reviewed"] == 4
+    from sklearn.metrics import cohen_kappa_score
+    ag = store.reader_agreement(wid)
+    assert ag["n"] == 4 and ag["observed"] == 0.75 and ag["kappa"] == pytest.approx(cohen_kappa_score(ann, bob))
+
+    rows = list(csv.DictReader(store.export_worklist(wid, tmp_path / "w.csv", "csv").open(encoding="utf-8")))
+    assert [(int(r["position"]), int(r["reading"]), r["reviewer"]) for r in rows] == [
+        (p, k, who) for p in (1, 2, 3, 4) for k, who in ((1, "Ann"), (2, "Bob"))]
+    assert {r["model_id"] for r in rows} == {"m1"} and {r["prompt_set_sha256"] for r in rows} == {"ab" * 32}
+    assert [r["image"] for r in rows[:2]] == ["1.png", "1.png"] and "/data" not in rows[0]["image"]
+    doc = json.loads(store.export_worklist(wid, tmp_path / "w.json", "json").read_text())
+    assert len(doc["readings"]) == 8 and doc["reader_agreement"]["n"] == 4 and doc["worklist"]["readings"] == 2
+    with pytest.raises(StoreError, match="csv or json"):
+        store.export_worklist(wid, tmp_path / "w.xlsx", "xlsx")
