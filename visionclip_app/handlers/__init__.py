@@ -18,6 +18,7 @@ from .prompt_table import (PROMPT_COLUMNS, add_prompt_row, default_preset, delet
                            load_prompt_file, preset_names, prompt_set_from_table, save_prompt_file,
                            table_from_prompt_set)
 from .review import save_review
+from . import worklist
 
 __all__ = [
     "AppContext", "CurrentAnalysis", "UserError", "STATUS_ERROR", "STATUS_OK", "error_status", "ok_status",
@@ -30,5 +31,6 @@ __all__ = [
     "CASE_COLUMNS", "EXPORT_FORMATS", "HISTORY_COLUMNS", "search_cases", "open_case", "add_correction", "export_cases",
     "cases_frame", "agreement_figure", "case_id_from_selection",
     "EDITOR_CHOICE", "NONE_CHOICE", "run_prompt_lab", "make_synthetic_benchmark",
+    "worklist",
     "about_markdown", "model_card_summary", "model_card_text", "example_images", "example_captions",
 ]

@@ -95,6 +95,19 @@ def agreement_markdown(n_cases: int, ag: dict) -> str:
             f" · {ag['n_ungradable']} ungradable")
 
 
+def reader_agreement_lines(ctx: AppContext) -> list[str]:
+    """Inter-reader agreement of each double-read worklist, shown beside model-reader agreement."""
+    out = []
+    for wl in ctx.store.worklists():
+        if wl["readings"] > 1:
+            ag = ctx.store.reader_agreement(wl["id"])
+            if ag["n"]:
+                kappa = "n/a" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
+                out.append(f"\n\nWorklist #{wl['id']} {wl['name']}: inter-reader Cohen's kappa **{kappa}** "
+                           f"over {ag['n']} double-read image(s)")
+    return out
+
+
 def search_cases(ctx: AppContext, reviewer=None, label=None, verdict=None, date_from=None, date_to=None,
                  text=None) -> tuple:
     """Returns (cases DataFrame, agreement markdown, agreement figure, status)."""
@@ -103,7 +116,8 @@ def search_cases(ctx: AppContext, reviewer=None, label=None, verdict=None, date_
     except UserError as e:
         return gr.update(), gr.update(), gr.update(), error_status(e)
     ag = ctx.store.agreement(rows)
-    return (cases_frame(rows[:MAX_TABLE_ROWS]), agreement_markdown(len(rows), ag), agreement_figure(ag),
+    md = agreement_markdown(len(rows), ag) + "".join(reader_agreement_lines(ctx))
+    return (cases_frame(rows[:MAX_TABLE_ROWS]), md, agreement_figure(ag),
             ok_status(f"{len(rows)} case(s) found."))
 
 
