@@ -10,12 +10,29 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from . import handlers as h
-from .store import MAX_NOTES_CHARS, VERDICTS
+from .store import ITEM_STATES, MAX_NOTES_CHARS, VERDICTS
 
 CSS = """
 .status-line p { margin: 0.2em 0 !important; }
 #quality-box { border-left: 4px solid #e0a800; padding-left: 0.6em; }
 footer { display: none !important; }
+"""
+# Worklist keys: only while the Worklist tab is shown and no text field has the focus.
+KEYBOARD_JS = """
+() => {
+  const keys = {a: "wl-agree", d: "wl-disagree", u: "wl-ungradable", n: "wl-next", arrowright: "wl-next",
+                p: "wl-prev", arrowleft: "wl-prev", j: "wl-next-unreviewed", s: "wl-skip"};
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    const id = keys[e.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (!button || button.offsetParent === null) return;  // not on the Worklist tab
+    e.preventDefault();
+    button.click();
+  });
+}
 """
 THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")
 
@@ -141,7 +158,65 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 review_status = gr.Markdown("", label="status", elem_id="review-status", elem_classes=["status-line"])
                 saved_case_id = gr.Number(None, label="Saved case id", visible=False, precision=0)
 
-            # ------------------------------------------------------------------ 3. Cases
+            # ------------------------------------------------------------------ 3. Worklist
+            with gr.Tab("Worklist", id="worklist"):
+                gr.Markdown("Review a folder (under the app's `--data-root`) or a set of uploads one image at a time. "
+                            "Keys (outside text fields): **A** agree · **D** disagree · **U** ungradable · "
+                            "**N** / **→** next · **P** / **←** previous · **J** next unreviewed · **S** skip. "
+                            "With double reading, each reader reads blind to the other's verdict.")
+                with gr.Row():
+                    wl_select = gr.Dropdown(h.worklist.worklist_choices(ctx), value=None, label="Worklist",
+                                            elem_id="wl-select", scale=2)
+                    wl_reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="wl-reviewer", scale=1)
+                    wl_open_btn = gr.Button("Open / resume", variant="primary", elem_id="wl-open", scale=1)
+                with gr.Accordion("New worklist", open=False):
+                    with gr.Row():
+                        wl_name = gr.Textbox(label="Name", max_lines=1, elem_id="wl-name")
+                        wl_folder = gr.Textbox(label="Folder under the data root", max_lines=1, elem_id="wl-folder")
+                        wl_recursive = gr.Checkbox(False, label="Include subfolders")
+                        wl_readings = gr.Radio([("single reading", 1), ("double reading", 2)], value=1,
+                                               label="Readings per image", elem_id="wl-readings")
+                    wl_files = gr.File(file_count="multiple", type="filepath", label="... or upload images",
+                                       elem_id="wl-files", height=90)
+                    wl_create_btn = gr.Button("Create worklist", elem_id="wl-create")
+                wl_status = gr.Markdown("", elem_id="wl-status", elem_classes=["status-line"])
+                wl_progress = gr.Markdown("", elem_id="wl-progress")
+                wl_item = gr.Markdown("", elem_id="wl-item")
+                with gr.Row():
+                    wl_prev = gr.Button("← Previous (P)", size="sm", elem_id="wl-prev")
+                    wl_next = gr.Button("Next (N) →", size="sm", elem_id="wl-next")
+                    wl_next_open = gr.Button("Next unreviewed (J)", size="sm", elem_id="wl-next-unreviewed")
+                    wl_skip = gr.Button("Skip (S)", size="sm", elem_id="wl-skip")
+                with gr.Row():
+                    wl_overlay = gr.Image(label="Photograph and saliency", type="pil", interactive=False, height=380,
+                                          format="jpeg", elem_id="wl-overlay")
+                    with gr.Column():
+                        wl_probs = gr.Label(label="Probabilities", elem_id="wl-probs")
+                        wl_corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                                   label="Corrected label(s) (for disagree)", elem_id="wl-corrected")
+                        with gr.Row():
+                            wl_agree = gr.Button("Agree (A)", variant="primary", elem_id="wl-agree")
+                            wl_disagree = gr.Button("Disagree (D)", elem_id="wl-disagree")
+                            wl_ungradable = gr.Button("Ungradable (U)", elem_id="wl-ungradable")
+                with gr.Accordion("Batch analysis, results and export", open=False):
+                    with gr.Row():
+                        wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
+                        wl_filter_pred = gr.Dropdown([h.worklist.ANY], value=h.worklist.ANY, label="Predicted",
+                                                     elem_id="wl-filter-pred")
+                        wl_filter_state = gr.Dropdown([h.worklist.ANY, *ITEM_STATES], value=h.worklist.ANY,
+                                                      label="State", elem_id="wl-filter-state")
+                        wl_table_btn = gr.Button("Show results", elem_id="wl-table-btn")
+                    wl_table = gr.Dataframe(headers=h.worklist.RESULT_COLUMNS, interactive=False, max_height=320,
+                                            label="Results (click a column to sort)", elem_id="wl-table")
+                    with gr.Row():
+                        wl_export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
+                                                 elem_id="wl-export-format")
+                        wl_export_btn = gr.Button("Export readings", elem_id="wl-export")
+                    wl_export_file = gr.File(label="Worklist export", interactive=False, elem_id="wl-export-file")
+                wl_pos = gr.State(0)
+                wl_analysis = gr.State(None)
+
+            # ------------------------------------------------------------------ 4. Cases
             with gr.Tab("Cases", id="cases") as cases_tab:
                 with gr.Row():
                     f_reviewer = gr.Textbox(label="Reviewer", max_lines=1)
@@ -178,7 +253,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     c_notes = gr.Textbox(label="Notes", lines=2)
                     c_btn = gr.Button("Append correction")
 
-            # ------------------------------------------------------------------ 4. Prompt lab
+            # ------------------------------------------------------------------ 5. Prompt lab
             with gr.Tab("Prompt lab", id="lab"):
                 gr.Markdown("Compare one or two prompt sets on a labelled folder (`labels.csv` with columns "
                             "`path,label`) or on a freshly generated, balanced synthetic benchmark.")
@@ -203,7 +278,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                         lab_md_b = gr.Markdown("", elem_id="lab-md-b")
                         lab_fig_b = gr.Plot(label="Confusion matrix B")
 
-            # ------------------------------------------------------------------ 5. About / ethics
+            # ------------------------------------------------------------------ 6. About / ethics
             with gr.Tab("About and ethics", id="about"):
                 caps = h.example_captions(ctx)
                 if caps:
@@ -296,5 +371,72 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
 
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
                       [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **private)
+
+        # ---------------------------------------------------------------------- worklist events
+        wl = h.worklist
+        wl_view = [wl_status, wl_probs, wl_overlay, wl_item, wl_progress, wl_pos, wl_analysis, wl_corrected]
+        analysis_settings = [prompt_table, sal_method, sal_opacity, sal_target]
+
+        def show_item(wid, pos, table, method, opacity, target, previous):
+            out = wl.open_item(ctx, wid, pos, table, method, opacity, target, previous)
+            state = out[-1]
+            return (*out, gr.update(choices=list(state.probabilities) if state else [], value=[]))
+
+        def do_create(name, folder, files, readings, recursive):
+            return wl.create_worklist(ctx, name, folder, files, readings, recursive)
+
+        wl_create_btn.click(do_create, [wl_name, wl_folder, wl_files, wl_readings, wl_recursive], [wl_select, wl_status],
+                            **private)
+
+        def do_open(wid, reviewer_name, table, method, opacity, target, previous):
+            if wid is None:
+                return (h.error_status("Choose a worklist first."), *[gr.update()] * (len(wl_view) - 1))
+            return show_item(wid, wl.start_position(ctx, wid, reviewer_name), table, method, opacity, target, previous)
+
+        wl_open_btn.click(do_open, [wl_select, wl_reviewer, *analysis_settings, wl_analysis], wl_view, **private)
+
+        def mover(move):
+            def do_move(wid, pos, reviewer_name, table, method, opacity, target, previous):
+                try:
+                    new = wl.step(ctx, wid, pos, move, reviewer_name)
+                except h.UserError as e:
+                    return (h.error_status(e), *[gr.update()] * (len(wl_view) - 1))
+                return show_item(wid, new, table, method, opacity, target, previous)
+            return do_move
+
+        move_inputs = [wl_select, wl_pos, wl_reviewer, *analysis_settings, wl_analysis]
+        for btn, move in ((wl_prev, "previous"), (wl_next, "next"), (wl_next_open, "next unreviewed")):
+            btn.click(mover(move), move_inputs, wl_view, concurrency_limit=2, **private)
+
+        def do_skip(wid, pos, reviewer_name, table, method, opacity, target, previous):
+            status_line, progress = wl.skip_item(ctx, wid, pos)
+            if status_line.startswith(h.STATUS_ERROR):
+                return (status_line, *[gr.update()] * (len(wl_view) - 1))
+            return mover("next unreviewed")(wid, pos, reviewer_name, table, method, opacity, target, previous)
+
+        wl_skip.click(do_skip, move_inputs, wl_view, concurrency_limit=2, **private)
+
+        def reader(verdict_value):
+            def do_read(wid, pos, reviewer_name, table, method, opacity, target, previous, labels):
+                status_line, progress = wl.save_reading(ctx, wid, pos, previous, reviewer_name, verdict_value, labels)
+                if status_line.startswith(h.STATUS_ERROR):
+                    return (status_line, *[gr.update()] * (len(wl_view) - 1))
+                nxt = wl.step(ctx, wid, pos, "next unreviewed", reviewer_name)
+                out = show_item(wid, nxt, table, method, opacity, target, previous)
+                return (status_line + (" " + out[0] if nxt != pos else " All images read."), *out[1:])
+            return do_read
+
+        for btn, verdict_value in ((wl_agree, "agree"), (wl_disagree, "disagree"), (wl_ungradable, "ungradable")):
+            btn.click(reader(verdict_value), [*move_inputs, wl_corrected], wl_view, concurrency_limit=2, **private)
+
+        def do_batch(wid, table, progress=gr.Progress()):
+            return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress))
+
+        wl_batch_btn.click(do_batch, [wl_select, prompt_table], [wl_status], concurrency_limit=1, **private)
+        wl_table_btn.click(functools.partial(wl.results_table, ctx), [wl_select, wl_filter_pred, wl_filter_state],
+                           [wl_table, wl_filter_pred, wl_status], **private)
+        wl_export_btn.click(functools.partial(wl.export_worklist, ctx), [wl_select, wl_export_fmt],
+                            [wl_export_file, wl_status], **private)
+        demo.load(None, None, None, js=KEYBOARD_JS)
         card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], api_visibility="private")
     return demo
