@@ -267,7 +267,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     lab_n = gr.Number(value=48, precision=0, label="Synthetic images", minimum=4, maximum=2000,
                                       elem_id="lab-n")
                     lab_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-                    lab_folder = gr.Textbox(label="Folder (server path)", max_lines=1)
+                    lab_folder = gr.Textbox(label="Folder under the data root (--data-root)", max_lines=1)
                 lab_btn = gr.Button("Evaluate", variant="primary", elem_id="lab-btn")
                 lab_status = gr.Markdown("", elem_classes=["status-line"], elem_id="lab-status")
                 with gr.Row():

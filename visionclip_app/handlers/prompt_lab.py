@@ -12,6 +12,7 @@ from engine import PromptSet, VisionCLIPError, load_preset
 from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 from engine.synth import CONDITIONS, condition_class, write_benchmark
 
+from ..paths import resolve_under_root
 from .common import AppContext, UserError, error_status, ok_status
 from .prompt_table import prompt_set_from_table
 
@@ -91,9 +92,9 @@ def _lab_data(ctx: AppContext, source: str, folder: str, n_synth: Any, seed: Any
     if source == "folder":
         if not folder or not str(folder).strip():
             raise UserError("Enter the path of a labelled folder (with labels.csv).")
-        data_dir = Path(str(folder).strip()).expanduser()
+        data_dir = resolve_under_root(ctx.data_root, folder)  # a ValueError, shown as one line, if outside it
         if not (data_dir / "labels.csv").is_file():
-            raise UserError(f"No labels.csv in {data_dir}.")
+            raise UserError(f"No labels.csv in {str(folder).strip()!r} under the data root.")
         return data_dir
     raise UserError("Choose a data source.")
 
@@ -109,7 +110,7 @@ def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed
         ps_b = _lab_prompt_set(choice_b, table)
         sets = [("A", ps_a)] + ([("B", ps_b)] if ps_b is not None else [])
         data_dir = _lab_data(ctx, source, folder, n_synth, seed, [ps for _, ps in sets], progress)
-    except (UserError, VisionCLIPError) as e:
+    except (ValueError, VisionCLIPError) as e:  # UserError, and resolve_under_root's refusals
         return (*blank, error_status(e))
 
     def prog(done, total):
