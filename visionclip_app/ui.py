@@ -34,6 +34,7 @@ KEYBOARD_JS = """
   });
 }
 """
+PRIVATE = {"api_visibility": "private"}  # not callable by gradio_client: see README "Scripting API"
 THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")
 
 
@@ -59,6 +60,131 @@ def _prog_adapter(progress: gr.Progress):
     def f(frac, desc=None):
         progress(frac, desc=desc)
     return f
+
+
+def worklist_tab(ctx: h.AppContext, analysis_settings: list) -> None:
+    """The Worklist tab and its events; ``analysis_settings`` are the Analyse tab's prompt table, method,
+    opacity and target components, which every worklist analysis uses."""
+    wl = h.worklist
+    with gr.Tab("Worklist", id="worklist"):
+        gr.Markdown("Review a folder (under the app's `--data-root`) or a set of uploads one image at a time. "
+                    "Keys (outside text fields): **A** agree · **D** disagree · **U** ungradable · "
+                    "**N** / **→** next · **P** / **←** previous · **J** next unreviewed · **S** skip. "
+                    "With double reading, each reader reads blind to the other's verdict.")
+        with gr.Row():
+            wl_select = gr.Dropdown(wl.worklist_choices(ctx), value=None, label="Worklist",
+                                    elem_id="wl-select", scale=2)
+            wl_reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="wl-reviewer", scale=1)
+            wl_open_btn = gr.Button("Open / resume", variant="primary", elem_id="wl-open", scale=1)
+        with gr.Accordion("New worklist", open=False):
+            with gr.Row():
+                wl_name = gr.Textbox(label="Name", max_lines=1, elem_id="wl-name")
+                wl_folder = gr.Textbox(label="Folder under the data root", max_lines=1, elem_id="wl-folder")
+                wl_recursive = gr.Checkbox(False, label="Include subfolders")
+                wl_readings = gr.Radio([("single reading", 1), ("double reading", 2)], value=1,
+                                       label="Readings per image", elem_id="wl-readings")
+            wl_files = gr.File(file_count="multiple", type="filepath", label="... or upload images",
+                               elem_id="wl-files", height=90)
+            wl_create_btn = gr.Button("Create worklist", elem_id="wl-create")
+        wl_status = gr.Markdown("", elem_id="wl-status", elem_classes=["status-line"])
+        wl_progress = gr.Markdown("", elem_id="wl-progress")
+        wl_item = gr.Markdown("", elem_id="wl-item")
+        with gr.Row():
+            wl_prev = gr.Button("← Previous (P)", size="sm", elem_id="wl-prev")
+            wl_next = gr.Button("Next (N) →", size="sm", elem_id="wl-next")
+            wl_next_open = gr.Button("Next unreviewed (J)", size="sm", elem_id="wl-next-unreviewed")
+            wl_skip = gr.Button("Skip (S)", size="sm", elem_id="wl-skip")
+        with gr.Row():
+            wl_overlay = gr.Image(label="Photograph and saliency", type="pil", interactive=False, height=380,
+                                  format="jpeg", elem_id="wl-overlay")
+            with gr.Column():
+                wl_probs = gr.Label(label="Probabilities", elem_id="wl-probs")
+                wl_corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                           label="Corrected label(s) (for disagree)", elem_id="wl-corrected")
+                with gr.Row():
+                    wl_agree = gr.Button("Agree (A)", variant="primary", elem_id="wl-agree")
+                    wl_disagree = gr.Button("Disagree (D)", elem_id="wl-disagree")
+                    wl_ungradable = gr.Button("Ungradable (U)", elem_id="wl-ungradable")
+        with gr.Accordion("Batch analysis, results and export", open=False):
+            with gr.Row():
+                wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
+                wl_filter_pred = gr.Dropdown([wl.ANY], value=wl.ANY, label="Predicted",
+                                             elem_id="wl-filter-pred")
+                wl_filter_state = gr.Dropdown([wl.ANY, *ITEM_STATES], value=wl.ANY,
+                                              label="State", elem_id="wl-filter-state")
+                wl_table_btn = gr.Button("Show results", elem_id="wl-table-btn")
+            wl_table = gr.Dataframe(headers=wl.RESULT_COLUMNS, interactive=False, max_height=320,
+                                    label="Results (click a column to sort)", elem_id="wl-table")
+            with gr.Row():
+                wl_export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
+                                         elem_id="wl-export-format")
+                wl_export_btn = gr.Button("Export readings", elem_id="wl-export")
+            wl_export_file = gr.File(label="Worklist export", interactive=False, elem_id="wl-export-file")
+        wl_pos = gr.State(0)
+        wl_analysis = gr.State(None)
+
+    wl_view = [wl_status, wl_probs, wl_overlay, wl_item, wl_progress, wl_pos, wl_analysis, wl_corrected]
+
+    def show_item(wid, pos, table, method, opacity, target, previous):
+        out = wl.open_item(ctx, wid, pos, table, method, opacity, target, previous)
+        state = out[-1]
+        return (*out, gr.update(choices=list(state.probabilities) if state else [], value=[]))
+
+    def do_create(name, folder, files, readings, recursive):
+        return wl.create_worklist(ctx, name, folder, files, readings, recursive)
+
+    wl_create_btn.click(do_create, [wl_name, wl_folder, wl_files, wl_readings, wl_recursive], [wl_select, wl_status],
+                        **PRIVATE)
+
+    def do_open(wid, reviewer_name, table, method, opacity, target, previous):
+        if wid is None:
+            return (h.error_status("Choose a worklist first."), *[gr.update()] * (len(wl_view) - 1))
+        return show_item(wid, wl.start_position(ctx, wid, reviewer_name), table, method, opacity, target, previous)
+
+    wl_open_btn.click(do_open, [wl_select, wl_reviewer, *analysis_settings, wl_analysis], wl_view, **PRIVATE)
+
+    def mover(move):
+        def do_move(wid, pos, reviewer_name, table, method, opacity, target, previous):
+            try:
+                new = wl.step(ctx, wid, pos, move, reviewer_name)
+            except h.UserError as e:
+                return (h.error_status(e), *[gr.update()] * (len(wl_view) - 1))
+            return show_item(wid, new, table, method, opacity, target, previous)
+        return do_move
+
+    move_inputs = [wl_select, wl_pos, wl_reviewer, *analysis_settings, wl_analysis]
+    for btn, move in ((wl_prev, "previous"), (wl_next, "next"), (wl_next_open, "next unreviewed")):
+        btn.click(mover(move), move_inputs, wl_view, concurrency_limit=2, **PRIVATE)
+
+    def do_skip(wid, pos, reviewer_name, table, method, opacity, target, previous):
+        status_line, progress = wl.skip_item(ctx, wid, pos)
+        if status_line.startswith(h.STATUS_ERROR):
+            return (status_line, *[gr.update()] * (len(wl_view) - 1))
+        return mover("next unreviewed")(wid, pos, reviewer_name, table, method, opacity, target, previous)
+
+    wl_skip.click(do_skip, move_inputs, wl_view, concurrency_limit=2, **PRIVATE)
+
+    def reader(verdict_value):
+        def do_read(wid, pos, reviewer_name, table, method, opacity, target, previous, labels):
+            status_line, progress = wl.save_reading(ctx, wid, pos, previous, reviewer_name, verdict_value, labels)
+            if status_line.startswith(h.STATUS_ERROR):
+                return (status_line, *[gr.update()] * (len(wl_view) - 1))
+            nxt = wl.step(ctx, wid, pos, "next unreviewed", reviewer_name)
+            out = show_item(wid, nxt, table, method, opacity, target, previous)
+            return (status_line + (" " + out[0] if nxt != pos else " All images read."), *out[1:])
+        return do_read
+
+    for btn, verdict_value in ((wl_agree, "agree"), (wl_disagree, "disagree"), (wl_ungradable, "ungradable")):
+        btn.click(reader(verdict_value), [*move_inputs, wl_corrected], wl_view, concurrency_limit=2, **PRIVATE)
+
+    def do_batch(wid, table, progress=gr.Progress()):
+        return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress))
+
+    wl_batch_btn.click(do_batch, [wl_select, analysis_settings[0]], [wl_status], concurrency_limit=1, **PRIVATE)
+    wl_table_btn.click(functools.partial(wl.results_table, ctx), [wl_select, wl_filter_pred, wl_filter_state],
+                       [wl_table, wl_filter_pred, wl_status], **PRIVATE)
+    wl_export_btn.click(functools.partial(wl.export_worklist, ctx), [wl_select, wl_export_fmt],
+                        [wl_export_file, wl_status], **PRIVATE)
 
 
 def build_ui(ctx: h.AppContext) -> gr.Blocks:
@@ -159,62 +285,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 saved_case_id = gr.Number(None, label="Saved case id", visible=False, precision=0)
 
             # ------------------------------------------------------------------ 3. Worklist
-            with gr.Tab("Worklist", id="worklist"):
-                gr.Markdown("Review a folder (under the app's `--data-root`) or a set of uploads one image at a time. "
-                            "Keys (outside text fields): **A** agree · **D** disagree · **U** ungradable · "
-                            "**N** / **→** next · **P** / **←** previous · **J** next unreviewed · **S** skip. "
-                            "With double reading, each reader reads blind to the other's verdict.")
-                with gr.Row():
-                    wl_select = gr.Dropdown(h.worklist.worklist_choices(ctx), value=None, label="Worklist",
-                                            elem_id="wl-select", scale=2)
-                    wl_reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="wl-reviewer", scale=1)
-                    wl_open_btn = gr.Button("Open / resume", variant="primary", elem_id="wl-open", scale=1)
-                with gr.Accordion("New worklist", open=False):
-                    with gr.Row():
-                        wl_name = gr.Textbox(label="Name", max_lines=1, elem_id="wl-name")
-                        wl_folder = gr.Textbox(label="Folder under the data root", max_lines=1, elem_id="wl-folder")
-                        wl_recursive = gr.Checkbox(False, label="Include subfolders")
-                        wl_readings = gr.Radio([("single reading", 1), ("double reading", 2)], value=1,
-                                               label="Readings per image", elem_id="wl-readings")
-                    wl_files = gr.File(file_count="multiple", type="filepath", label="... or upload images",
-                                       elem_id="wl-files", height=90)
-                    wl_create_btn = gr.Button("Create worklist", elem_id="wl-create")
-                wl_status = gr.Markdown("", elem_id="wl-status", elem_classes=["status-line"])
-                wl_progress = gr.Markdown("", elem_id="wl-progress")
-                wl_item = gr.Markdown("", elem_id="wl-item")
-                with gr.Row():
-                    wl_prev = gr.Button("← Previous (P)", size="sm", elem_id="wl-prev")
-                    wl_next = gr.Button("Next (N) →", size="sm", elem_id="wl-next")
-                    wl_next_open = gr.Button("Next unreviewed (J)", size="sm", elem_id="wl-next-unreviewed")
-                    wl_skip = gr.Button("Skip (S)", size="sm", elem_id="wl-skip")
-                with gr.Row():
-                    wl_overlay = gr.Image(label="Photograph and saliency", type="pil", interactive=False, height=380,
-                                          format="jpeg", elem_id="wl-overlay")
-                    with gr.Column():
-                        wl_probs = gr.Label(label="Probabilities", elem_id="wl-probs")
-                        wl_corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
-                                                   label="Corrected label(s) (for disagree)", elem_id="wl-corrected")
-                        with gr.Row():
-                            wl_agree = gr.Button("Agree (A)", variant="primary", elem_id="wl-agree")
-                            wl_disagree = gr.Button("Disagree (D)", elem_id="wl-disagree")
-                            wl_ungradable = gr.Button("Ungradable (U)", elem_id="wl-ungradable")
-                with gr.Accordion("Batch analysis, results and export", open=False):
-                    with gr.Row():
-                        wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
-                        wl_filter_pred = gr.Dropdown([h.worklist.ANY], value=h.worklist.ANY, label="Predicted",
-                                                     elem_id="wl-filter-pred")
-                        wl_filter_state = gr.Dropdown([h.worklist.ANY, *ITEM_STATES], value=h.worklist.ANY,
-                                                      label="State", elem_id="wl-filter-state")
-                        wl_table_btn = gr.Button("Show results", elem_id="wl-table-btn")
-                    wl_table = gr.Dataframe(headers=h.worklist.RESULT_COLUMNS, interactive=False, max_height=320,
-                                            label="Results (click a column to sort)", elem_id="wl-table")
-                    with gr.Row():
-                        wl_export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
-                                                 elem_id="wl-export-format")
-                        wl_export_btn = gr.Button("Export readings", elem_id="wl-export")
-                    wl_export_file = gr.File(label="Worklist export", interactive=False, elem_id="wl-export-file")
-                wl_pos = gr.State(0)
-                wl_analysis = gr.State(None)
+            worklist_tab(ctx, [prompt_table, sal_method, sal_opacity, sal_target])
 
             # ------------------------------------------------------------------ 4. Cases
             with gr.Tab("Cases", id="cases") as cases_tab:
@@ -292,8 +363,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         # ---------------------------------------------------------------------- events
         # The scripting API (README, "Scripting API"): /analyse, /explain, /save_review, /search_cases and
         # /export_cases keep these names; every other event is private (not callable by gradio_client).
-        private = {"api_visibility": "private"}
-
+        
         def do_analyse(image, prompts, method, opacity, saliency_class, target, detail, previous):
             out = h.analyse(ctx, image, prompts, method, opacity, saliency_class, target, detail, previous)
             state = out[-1]
@@ -321,19 +391,19 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 return method, gr.update(), gr.update(), state, h.summary_markdown(state)
             return (method, *do_saliency(state, cls, method, opacity, target, detail))
 
-        sal_detail.input(do_detail, saliency_inputs, [sal_method, *saliency_outputs], concurrency_limit=2, **private)
+        sal_detail.input(do_detail, saliency_inputs, [sal_method, *saliency_outputs], concurrency_limit=2, **PRIVATE)
 
         gr.on([load_preset_btn.click, preset_dd.input], h.load_preset_table, [preset_dd], [prompt_table, status],
-              **private)
-        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status], **private)
+              **PRIVATE)
+        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status], **PRIVATE)
 
         def do_save_prompts(table):
             path, st = h.save_prompt_file(ctx, table)
             return (gr.update(value=path, visible=True) if path else gr.update()), st
 
-        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status], **private)
-        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table], **private)
-        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status], **private)
+        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status], **PRIVATE)
+        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table], **PRIVATE)
+        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status], **PRIVATE)
 
         def do_save_review(state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id):
             return h.save_review(ctx, state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id)
@@ -349,13 +419,13 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         export_btn.click(functools.partial(h.export_cases, ctx), [export_fmt, *filters], [export_file, cases_status],
                          api_name="export_cases", api_description="Export the matching cases as CSV or JSON.")
         open_outputs = [case_thumb, case_sal, case_md, history_df, cases_status]
-        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs, **private)
+        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs, **PRIVATE)
 
         def select_case(evt: gr.SelectData, df):
             cid = h.case_id_from_selection(df, evt.index)
             return (cid, *h.open_case(ctx, cid)) if cid is not None else (gr.update(), *[gr.update()] * 5)
 
-        cases_df.select(select_case, [cases_df], [case_id, *open_outputs], **private)
+        cases_df.select(select_case, [cases_df], [case_id, *open_outputs], **PRIVATE)
 
         def do_correction(cid, rv, vd, labels, conf, nts):
             st = h.add_correction(ctx, cid, rv, vd, labels, conf, nts)
@@ -364,79 +434,14 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
             return gr.update(), gr.update(), gr.update(), gr.update(), st
 
         c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs,
-                    **private)
+                    **PRIVATE)
 
         def do_lab(source, folder, n, seed, a, b, table, progress=gr.Progress()):
             return h.run_prompt_lab(ctx, source, folder, n, seed, a, b, table, progress=_prog_adapter(progress))
 
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
-                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **private)
+                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **PRIVATE)
 
-        # ---------------------------------------------------------------------- worklist events
-        wl = h.worklist
-        wl_view = [wl_status, wl_probs, wl_overlay, wl_item, wl_progress, wl_pos, wl_analysis, wl_corrected]
-        analysis_settings = [prompt_table, sal_method, sal_opacity, sal_target]
-
-        def show_item(wid, pos, table, method, opacity, target, previous):
-            out = wl.open_item(ctx, wid, pos, table, method, opacity, target, previous)
-            state = out[-1]
-            return (*out, gr.update(choices=list(state.probabilities) if state else [], value=[]))
-
-        def do_create(name, folder, files, readings, recursive):
-            return wl.create_worklist(ctx, name, folder, files, readings, recursive)
-
-        wl_create_btn.click(do_create, [wl_name, wl_folder, wl_files, wl_readings, wl_recursive], [wl_select, wl_status],
-                            **private)
-
-        def do_open(wid, reviewer_name, table, method, opacity, target, previous):
-            if wid is None:
-                return (h.error_status("Choose a worklist first."), *[gr.update()] * (len(wl_view) - 1))
-            return show_item(wid, wl.start_position(ctx, wid, reviewer_name), table, method, opacity, target, previous)
-
-        wl_open_btn.click(do_open, [wl_select, wl_reviewer, *analysis_settings, wl_analysis], wl_view, **private)
-
-        def mover(move):
-            def do_move(wid, pos, reviewer_name, table, method, opacity, target, previous):
-                try:
-                    new = wl.step(ctx, wid, pos, move, reviewer_name)
-                except h.UserError as e:
-                    return (h.error_status(e), *[gr.update()] * (len(wl_view) - 1))
-                return show_item(wid, new, table, method, opacity, target, previous)
-            return do_move
-
-        move_inputs = [wl_select, wl_pos, wl_reviewer, *analysis_settings, wl_analysis]
-        for btn, move in ((wl_prev, "previous"), (wl_next, "next"), (wl_next_open, "next unreviewed")):
-            btn.click(mover(move), move_inputs, wl_view, concurrency_limit=2, **private)
-
-        def do_skip(wid, pos, reviewer_name, table, method, opacity, target, previous):
-            status_line, progress = wl.skip_item(ctx, wid, pos)
-            if status_line.startswith(h.STATUS_ERROR):
-                return (status_line, *[gr.update()] * (len(wl_view) - 1))
-            return mover("next unreviewed")(wid, pos, reviewer_name, table, method, opacity, target, previous)
-
-        wl_skip.click(do_skip, move_inputs, wl_view, concurrency_limit=2, **private)
-
-        def reader(verdict_value):
-            def do_read(wid, pos, reviewer_name, table, method, opacity, target, previous, labels):
-                status_line, progress = wl.save_reading(ctx, wid, pos, previous, reviewer_name, verdict_value, labels)
-                if status_line.startswith(h.STATUS_ERROR):
-                    return (status_line, *[gr.update()] * (len(wl_view) - 1))
-                nxt = wl.step(ctx, wid, pos, "next unreviewed", reviewer_name)
-                out = show_item(wid, nxt, table, method, opacity, target, previous)
-                return (status_line + (" " + out[0] if nxt != pos else " All images read."), *out[1:])
-            return do_read
-
-        for btn, verdict_value in ((wl_agree, "agree"), (wl_disagree, "disagree"), (wl_ungradable, "ungradable")):
-            btn.click(reader(verdict_value), [*move_inputs, wl_corrected], wl_view, concurrency_limit=2, **private)
-
-        def do_batch(wid, table, progress=gr.Progress()):
-            return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress))
-
-        wl_batch_btn.click(do_batch, [wl_select, prompt_table], [wl_status], concurrency_limit=1, **private)
-        wl_table_btn.click(functools.partial(wl.results_table, ctx), [wl_select, wl_filter_pred, wl_filter_state],
-                           [wl_table, wl_filter_pred, wl_status], **private)
-        wl_export_btn.click(functools.partial(wl.export_worklist, ctx), [wl_select, wl_export_fmt],
-                            [wl_export_file, wl_status], **private)
         demo.load(None, None, None, js=KEYBOARD_JS)
-        card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], api_visibility="private")
+        card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], **PRIVATE)
     return demo
