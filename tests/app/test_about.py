@@ -9,10 +9,10 @@ from visionclip_app.handlers import about
 
 def test_about_shows_the_card_headline_not_the_whole_card(ctx, tmp_path):
     card = tmp_path / "MODEL_CARD.md"
-    card.write_text("# Model card: test model\n\n**Intended use:** testing only.\n\n## Training\n\nlong details\n")
+    card.write_text("# Model card: test model\n\n## Summary\n\n- **Use:** testing only.\n\n## Training\n\nlong details\n")
     md = h.about_markdown(ctx, card)
-    assert "Model card: test model" in md and "testing only" in md
-    assert "long details" not in md and "## Training" not in md
+    assert "### Model card: test model" in md and "#### Summary" in md and "testing only" in md
+    assert "long details" not in md and "# Training" not in md
     assert h.model_card_text(card) == card.read_text()
     assert about.NO_CARD in h.about_markdown(ctx, tmp_path / "missing.md")
     assert h.model_card_text(tmp_path / "missing.md") is None
@@ -22,7 +22,7 @@ def test_shipped_card_describes_the_shipped_model(ctx):
     """The card's headline names the model the app serves, and the summary is a small part of the card."""
     summary, full = h.model_card_summary(), h.model_card_text()
     assert full is not None and ctx.model.model_id in summary
-    assert len(summary) < len(full) / 10
+    assert len(summary) < len(full) / 3
 
 
 def test_data_card_comes_from_the_model_metadata():

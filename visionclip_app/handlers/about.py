@@ -43,12 +43,12 @@ def model_card_text(card: Path = MODEL_CARD) -> str | None:
 
 
 def model_card_summary(card: Path = MODEL_CARD) -> str:
-    """The card's headline: everything before its first second-level section, with the title demoted."""
+    """The card's title and first section (its summary), headings demoted below the About tab's own."""
     text = model_card_text(card)
     if text is None:
         return NO_CARD
-    head = text.split("\n## ", 1)[0].strip()
-    return "\n".join("### " + ln.lstrip("# ") if ln.startswith("# ") else ln for ln in head.splitlines())
+    head = "\n## ".join(text.split("\n## ", 2)[:2]).strip()
+    return "\n".join("#" * 2 + ln if ln.startswith("#") else ln for ln in head.splitlines())
 
 
 def data_card_lines(meta: dict, model_id: str) -> list[str]:

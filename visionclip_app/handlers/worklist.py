@@ -20,7 +20,7 @@ from .analyse import analyse
 from .common import AppContext, CurrentAnalysis, UserError, error_status, ok_status
 from .prompt_table import prompt_set_from_table
 
-WORKLIST_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm")
+WORKLIST_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom")
 MAX_WORKLIST_ITEMS = 5000
 BATCH_SIZE = 16
 RESULT_COLUMNS = ["#", "image", "state", "readings", "predicted", "probability"]
