@@ -214,7 +214,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
                                         label="Synthetic examples", examples_per_page=8)
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-btn")
-                        status = gr.Markdown("", label="status", elem_id="analyse-status", elem_classes=["status-line"])
+                        status = gr.Markdown("", label="analysis status", elem_id="analyse-status",
+                                             elem_classes=["status-line"])
                     with gr.Column(scale=1):
                         with gr.Row():
                             preset_dd = gr.Dropdown(presets, value=default, label="Prompt preset", scale=2,
@@ -281,7 +282,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                                                "(opt-in)", value=False)
                     patient_id = gr.Textbox(label="Patient identifier (stored only with opt-in)", max_lines=1)
                 save_btn = gr.Button("Save review", variant="primary", elem_id="save-review")
-                review_status = gr.Markdown("", label="status", elem_id="review-status", elem_classes=["status-line"])
+                review_status = gr.Markdown("", label="review status", elem_id="review-status",
+                                            elem_classes=["status-line"])
                 saved_case_id = gr.Number(None, label="Saved case id", visible=False, precision=0)
 
             # ------------------------------------------------------------------ 3. Worklist
@@ -301,7 +303,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
                                           elem_id="export-format", min_width=160)
                     export_btn = gr.Button("Export", elem_id="export-btn")
-                cases_status = gr.Markdown("", label="status", elem_id="cases-status", elem_classes=["status-line"])
+                cases_status = gr.Markdown("", label="cases status", elem_id="cases-status", elem_classes=["status-line"])
                 export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
                 agreement_md = gr.Markdown("", label="agreement")
                 cases_df = gr.Dataframe(headers=h.CASE_COLUMNS, interactive=False, wrap=True, max_height=360,
