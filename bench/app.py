@@ -18,11 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-
-from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app  # noqa: E402
+from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app
 
 
 def main(argv=None) -> int:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.evaluate import read_labels  # noqa: E402
-from engine.preprocess import load_image  # noqa: E402
+from engine.evaluate import read_labels
+from engine.preprocess import load_image
 
 
 def main(argv=None) -> int:

@@ -16,17 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from engine import PromptSet, VisionCLIP, load_preset  # noqa: E402
+from engine import PromptSet, VisionCLIP, load_preset
 
 RSS_SNIPPET = """
 import sys
-sys.path.insert(0, {root!r})
 from engine import VisionCLIP, load_preset
 from PIL import Image
 import numpy as np

@@ -13,16 +13,14 @@ set of its classes, and the grouped table gives the difference between the two, 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import VisionCLIP, load_preset  # noqa: E402
-from engine.evaluate import compare_results, embed_folder, evaluate  # noqa: E402
-from engine.memory import keep_freed_memory  # noqa: E402
-from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark  # noqa: E402
+from engine import VisionCLIP, load_preset
+from engine.evaluate import compare_results, embed_folder, evaluate
+from engine.memory import keep_freed_memory
+from engine.synth.benchmark import HELD_OUT_SEED, write_benchmark
 
 # eval folder -> prompt presets matching its labels; a grouped set first, then the flat one it is compared with
 REAL_FOLDERS = {"eyedisease_dev": ("eyedisease_grouped", "eyedisease"), "palm_dev": ("palm",)}

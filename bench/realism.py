@@ -7,14 +7,12 @@ Real photos are only looked at (features measured); nothing is fitted to them.
 import argparse
 import csv
 import os
-import sys
 import time
 
 import numpy as np
 from PIL import Image
 from scipy import linalg
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_net():

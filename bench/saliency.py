@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,16 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import VisionCLIP, load_prompt_set  # noqa: E402
-from engine.preprocess import fundus_mask  # noqa: E402
-from engine.saliency import METHODS, TARGETS, explain, make_target  # noqa: E402
-from engine.saliency import metrics as M  # noqa: E402
-from engine.saliency.explain import ImageEmbedder  # noqa: E402
-from engine.saliency.layers import resolve_target_layers  # noqa: E402
-from engine.synth import render_fundus  # noqa: E402
-from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS  # noqa: E402
+from engine import VisionCLIP, load_prompt_set
+from engine.preprocess import fundus_mask
+from engine.saliency import METHODS, TARGETS, explain, make_target
+from engine.saliency import metrics as M
+from engine.saliency.explain import ImageEmbedder
+from engine.saliency.layers import resolve_target_layers
+from engine.synth import render_fundus
+from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS
 
 
 def class_for(key: str) -> str:
@@ -117,9 +115,10 @@ def evaluate_condition(model, prompt_set, key, args, random_model):
             if "road_combined" in out:
                 rows[f"road_{name}"].append(out["road_combined"])
         if used < args.sanity:
-            rnd = explain(random_model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
-            rows["sanity_rho"].append(M.spearman(res.input_map, rnd.input_map))
-            rows["sanity_ssim"].append(M.ssim(res.input_map, rnd.input_map))
+            sanity = M.sanity_check(model, image, prompt_set, cls, method=args.method, target=args.target,
+                                    layers=args.layers, randomised=random_model, trained=res)
+            rows["sanity_rho"].append(sanity["spearman"])
+            rows["sanity_ssim"].append(sanity["ssim"])
         used += 1
     summary = {k: mean([float(x) for x in v]) for k, v in rows.items()}
     summary["images"] = used

@@ -18,9 +18,8 @@ import sys
 import time
 from multiprocessing import get_context
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.synth.render import render_fundus  # noqa: E402
+from engine.synth.render import render_fundus
 
 
 def _batch(args):

@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 MODELS = {
     # key: (model config, our freezing settings, open_clip freezing flags)
@@ -136,7 +135,6 @@ def run_ours(key: str, args, data: Path, work: Path, device: str, tuned_malloc: 
 # --- open_clip's loop ----------------------------------------------------------------------
 OC_CHILD = r"""
 import json, os, sys, tempfile
-sys.path.insert(0, {root!r})
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import open_clip
 from open_clip_train.main import main

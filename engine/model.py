@@ -66,9 +66,7 @@ class VisionCLIP:
             path = found[0]
         state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle)
         if config is None:
-            config_name = metadata.get("config_name", DEFAULT_MODEL_CONFIG)
-            config = None
-            network, config = create_model(config_name, pretrained_towers=False)
+            network, config = create_model(metadata.get("config_name", DEFAULT_MODEL_CONFIG), pretrained_towers=False)
         else:
             network, config = create_model(config, pretrained_towers=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

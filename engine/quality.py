@@ -35,12 +35,6 @@ MAX_CLIPPED = 0.25
 MIN_SHARPNESS = 0.8
 MIN_CONTRAST = 0.03
 
-THRESHOLDS = {
-    "fov_fraction": MIN_FOV, "min_brightness": MIN_BRIGHTNESS, "max_brightness": MAX_BRIGHTNESS,
-    "clipped_fraction": MAX_CLIPPED, "sharpness": MIN_SHARPNESS, "contrast": MIN_CONTRAST,
-}
-
-
 def _erode(mask: np.ndarray, r: int) -> np.ndarray:
     out = mask.copy()
     for _ in range(r):

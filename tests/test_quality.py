@@ -48,7 +48,7 @@ def test_large_image_and_other_modes():
 @pytest.mark.parametrize("degrade, word", [
     (lambda im: im.filter(ImageFilter.GaussianBlur(12)), "Blurred"),
     (lambda im: Image.eval(im, lambda v: int(v * 0.15) + 1 if v else 0), "Under-exposed"),
-    (lambda im: Image.eval(im, lambda v: min(255, v * 4)), "exposed"),
+    (lambda im: Image.eval(im, lambda v: min(255, v * 4)), "Over-exposed"),
     (lambda im: Image.new("RGB", im.size, (0, 0, 0)), "dark"),
     (lambda im: im.resize((64, 64)).resize((512, 512)).crop((0, 0, 512, 512)).transform(
         (512, 512), Image.EXTENT, (0, 0, 2048, 2048)), "field of view"),

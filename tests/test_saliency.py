@@ -285,6 +285,9 @@ def test_randomised_image_tower_changes_map(effnet):
     b = explain(random, image, TWO, "glaucoma").input_map
     assert M.spearman(a, b) < 0.8
     assert np.abs(a - b).mean() > 0.05
+    check = M.sanity_check(effnet, image, TWO, "glaucoma", randomised=random)  # the bench's entry point
+    assert check["spearman"] == pytest.approx(M.spearman(a, b), abs=1e-6)
+    assert check["ssim"] == pytest.approx(M.ssim(a, b), abs=1e-6)
 
 
 # --- bad inputs ---------------------------------------------------------------------------------
@@ -329,3 +332,28 @@ def test_tiny_vit_at_another_input_size_end_to_end():
     res = explain(m, _fundus(), TWO, "glaucoma")
     _check_map(res, _fundus())
     assert res.input_map.shape == (112, 112)
+
+
+def test_cam_records_only_its_own_threads_forwards(effnet):
+    """grad-cam's recorder is our public subclass: a forward from another thread (an app classifying meanwhile)
+    adds nothing to the map's activations; one from the map's own thread does."""
+    import threading
+
+    from engine.saliency.explain import ImageEmbedder, ThisThreadActivationsAndGradients
+
+    wrapper = ImageEmbedder(effnet.network)
+    layer, _ = find_target_layer(effnet.network.visual)
+    cam = METHODS["gradcam"](model=wrapper, target_layers=[layer])
+    recorder = cam.activations_and_grads
+    assert isinstance(recorder, ThisThreadActivationsAndGradients)
+    x = torch.zeros(1, 3, 64, 64)
+    try:
+        with torch.no_grad():
+            other = threading.Thread(target=wrapper, args=(x,))
+            other.start()
+            other.join()
+            assert recorder.activations == []
+            wrapper(x)
+            assert len(recorder.activations) == 1
+    finally:
+        recorder.release()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sqlite3
@@ -12,11 +13,16 @@ import sqlite_utils
 from PIL import Image
 
 from visionclip_app.store import (
-    MIGRATIONS, SCHEMA_VERSION, CaseRecord, CaseStore, StoreError, sha256_bytes, strip_and_thumbnail,
+    MIGRATIONS, SCHEMA_VERSION, Analysis, CaseRecord, CaseStore, Review, StoreError, sha256_bytes,
+    strip_and_thumbnail,
 )
+
+REVIEW_FIELDS = {f.name for f in dataclasses.fields(Review)}
+RECORD_FIELDS = {"store_identifiers", "patient_id"}
 
 
 def _record(**kw) -> CaseRecord:
+    """A case record from flat keyword arguments (analysis, review and record fields mixed)."""
     base = dict(
         reviewer="Dr A", verdict="agree", image_sha256=sha256_bytes(b"img"), thumbnail=b"\x89PNG",
         prompt_set_json=json.dumps({"normal": ["a normal fundus"]}), prompt_set_sha256="ab" * 32,
@@ -24,7 +30,13 @@ def _record(**kw) -> CaseRecord:
         saliency_method="gradcam", saliency_class="normal",
     )
     base.update(kw)
-    return CaseRecord(**base)
+    review = Review(**{k: v for k, v in base.items() if k in REVIEW_FIELDS})
+    analysis = Analysis(**{k: v for k, v in base.items() if k not in REVIEW_FIELDS | RECORD_FIELDS})
+    return CaseRecord(analysis, review, **{k: v for k, v in base.items() if k in RECORD_FIELDS})
+
+
+def _review(**kw) -> Review:
+    return Review(**{"reviewer": "Dr B", "verdict": "agree", **kw})
 
 
 @pytest.fixture
@@ -77,8 +89,15 @@ def test_log_case_roundtrip_and_identifiers_opt_in(store):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(reviewer="  "), "Reviewer"),
-    (dict(verdict="maybe"), "Verdict"),
+    (dict(reviewer="  "), "reviewer"),
+    (dict(reviewer="x" * 101), "too long"),
+    (dict(verdict="maybe"), "verdict"),
+    (dict(verdict="disagree"), "corrected label"),
+    (dict(verdict="disagree", corrected_labels=" ,  "), "corrected label"),
+    (dict(corrected_labels=["x" * 201]), "label is too long"),
+    (dict(notes="n" * 5001), "Notes"),
+    (dict(confidence=float("inf")), "Confidence"),
+    (dict(patient_id="p" * 300, store_identifiers=True), "Patient identifier"),
     (dict(confidence=1.5), "Confidence"),
     (dict(confidence="abc"), "Confidence"),
     (dict(image_sha256=""), "analysed image"),
@@ -91,9 +110,9 @@ def test_log_case_rejects_bad_values(store, kw, msg):
 
 def test_revisions_are_append_only(store, tmp_path):
     cid = store.log_case(_record())
-    assert store.add_revision(cid, reviewer="Dr B", verdict="disagree", corrected_labels=["dr"],
-                              confidence=0.9, notes="microaneurysms") == 2
-    assert store.add_revision(cid, reviewer="Dr C", verdict="ungradable") == 3
+    assert store.add_revision(cid, _review(verdict="disagree", corrected_labels=["dr"], confidence=0.9,
+                                      notes="microaneurysms")) == 2
+    assert store.add_revision(cid, _review(reviewer="Dr C", verdict="ungradable")) == 3
     hist = store.history(cid)
     assert [h["revision"] for h in hist] == [1, 2, 3]
     assert [h["verdict"] for h in hist] == ["agree", "disagree", "ungradable"]
@@ -106,7 +125,10 @@ def test_revisions_are_append_only(store, tmp_path):
         conn.execute("delete from revisions")
     conn.close()
     with pytest.raises(StoreError, match="No case"):
-        store.add_revision(999, reviewer="x", verdict="agree")
+        store.add_revision(999, _review())
+    with pytest.raises(StoreError, match="corrected label"):  # the review rules hold for corrections too
+        store.add_revision(cid, _review(verdict="disagree"))
+    assert store.get_case(cid)["n_revisions"] == 3
 
 
 def test_search_filters(store):
@@ -131,7 +153,7 @@ def test_search_filters(store):
 def test_export_csv_and_json(store, tmp_path):
     store.log_case(_record(notes='comma, "quote"\nnewline'))
     cid = store.log_case(_record(reviewer="Bob"))
-    store.add_revision(cid, reviewer="Bob", verdict="disagree", corrected_labels=["dr"])
+    store.add_revision(cid, _review(reviewer="Bob", verdict="disagree", corrected_labels=["dr"]))
     p = store.export_csv(tmp_path / "out.csv")
     rows = list(csv.DictReader(p.open(encoding="utf-8")))
     assert len(rows) == 2
@@ -182,7 +204,7 @@ def test_concurrent_writes(tmp_path):
             for i in range(100):
                 cid = s.log_case(_record(reviewer=f"r{k}", notes=str(i)))
                 if i % 25 == 0:
-                    s.add_revision(cid, reviewer=f"r{k}", verdict="disagree", corrected_labels=["dr"])
+                    s.add_revision(cid, _review(reviewer=f"r{k}", verdict="disagree", corrected_labels=["dr"]))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(repr(e))
 
@@ -196,3 +218,80 @@ def test_concurrent_writes(tmp_path):
     assert s.count() == 800
     db = sqlite_utils.Database(path)
     assert db["revisions"].count == 800 + 8 * 4
+
+
+def test_review_normalises_labels_names_and_confidence():
+    r = Review(reviewer="  Dr   A ", verdict=" Disagree ", corrected_labels="dr,  glaucoma , dr,", confidence="0.25")
+    v = r.validated()
+    assert (v.reviewer, v.verdict, v.corrected_labels, v.confidence) == ("Dr A", "disagree", ("dr", "glaucoma"), 0.25)
+    assert Review(reviewer="x", verdict="agree", confidence="").validated().confidence is None
+
+
+# --- worklists ------------------------------------------------------------------------------------
+def _analysis(label="normal", sha="s1") -> Analysis:
+    return _record(predicted_label=label, image_sha256=sha).analysis
+
+
+def test_worklist_states_progress_and_next_unread(store):
+    wid = store.create_worklist("clinic A", [f"/data/{i}.png" for i in range(1, 5)])
+    assert store.worklist_progress(wid) == {"pending": 4, "analysed": 0, "reviewed": 0, "skipped": 0, "total": 4}
+    items = store.worklist_items(wid)
+    assert [it["position"] for it in items] == [1, 2, 3, 4] and {it["state"] for it in items} == {"pending"}
+    store.set_item_analysis(items[0]["id"], _analysis("glaucoma"))
+    store.set_item_analysis(items[1]["id"], _analysis("normal"))
+    store.skip_item(items[2]["id"])
+    cid = store.log_reading(items[0]["id"], _record(reviewer="Ann", predicted_label="glaucoma"))
+    assert store.get_case(cid)["reviewer"] == "Ann"
+    assert store.worklist_progress(wid) == {"pending": 1, "analysed": 1, "reviewed": 1, "skipped": 1, "total": 4}
+    assert [it["position"] for it in store.worklist_items(wid, predicted_label="glaucoma")] == [1]
+    assert [it["position"] for it in store.worklist_items(wid, state="analysed")] == [2]
+    assert [it["position"] for it in store.worklist_items(wid, reviewer="ann")] == [2, 3, 4]
+    store.set_item_analysis(items[0]["id"], _analysis("normal"))  # re-analysing keeps a reviewed item reviewed
+    assert store.worklist_item(wid, 1)["state"] == "reviewed" and store.worklist_item(wid, 1)["readers"] == ["Ann"]
+    with pytest.raises(StoreError, match="already"):
+        store.log_reading(items[0]["id"], _record(reviewer="Bob"))  # single reading: the item is done
+
+
+@pytest.mark.parametrize("name, paths, readings, msg", [
+    ("", ["a.png"], 1, "Name"), ("x", [], 1, "at least one image"), ("x", ["a.png"], 3, "1 to 2 readings"),
+])
+def test_worklist_rejects_bad_values(store, name, paths, readings, msg):
+    with pytest.raises(StoreError, match=msg):
+        store.create_worklist(name, paths, readings)
+    assert store.worklists() == []
+
+
+def test_double_reading_kappa_and_export(store, tmp_path):
+    wid = store.create_worklist("double", [f"/data/{i}.png" for i in range(1, 5)], readings=2)
+    items = store.worklist_items(wid)
+    ann = ["normal", "glaucoma", "normal", "glaucoma"]
+    bob = ["normal", "glaucoma", "glaucoma", "glaucoma"]
+    for it, a, b in zip(items, ann, bob):
+        store.log_reading(it["id"], _record(reviewer="Ann", predicted_label="normal", verdict="agree" if a == "normal"
+                                            else "disagree", corrected_labels=[] if a == "normal" else [a]))
+        assert store.worklist_item(wid, it["position"])["state"] == "pending"  # one reading of two
+        with pytest.raises(StoreError, match="already read"):
+            store.log_reading(it["id"], _record(reviewer="ann"))
+        store.log_reading(it["id"], _record(reviewer="Bob", predicted_label="normal", verdict="agree" if b == "normal"
+                                            else "disagree", corrected_labels=[] if b == "normal" else [b]))
+    assert store.worklist_progress(wid)["reviewed"] == 4
+    from sklearn.metrics import cohen_kappa_score
+    ag = store.reader_agreement(wid)
+    assert ag["n"] == 4 and ag["observed"] == 0.75 and ag["kappa"] == pytest.approx(cohen_kappa_score(ann, bob))
+
+    rows = list(csv.DictReader(store.export_worklist(wid, tmp_path / "w.csv", "csv").open(encoding="utf-8")))
+    assert [(int(r["position"]), int(r["reading"]), r["reviewer"]) for r in rows] == [
+        (p, k, who) for p in (1, 2, 3, 4) for k, who in ((1, "Ann"), (2, "Bob"))]
+    assert {r["model_id"] for r in rows} == {"m1"} and {r["prompt_set_sha256"] for r in rows} == {"ab" * 32}
+    assert [r["image"] for r in rows[:2]] == ["1.png", "1.png"] and "/data" not in rows[0]["image"]
+    doc = json.loads(store.export_worklist(wid, tmp_path / "w.json", "json").read_text())
+    assert len(doc["readings"]) == 8 and doc["reader_agreement"]["n"] == 4 and doc["worklist"]["readings"] == 2
+    with pytest.raises(StoreError, match="csv or json"):
+        store.export_worklist(wid, tmp_path / "w.xlsx", "xlsx")
+
+
+def test_worklist_csv_export_neutralises_formulas(store, tmp_path):
+    wid = store.create_worklist("f", ["/data/1.png"])
+    store.log_reading(store.worklist_items(wid)[0]["id"], _record(notes='=HYPERLINK("http://x")'))
+    row = next(csv.DictReader(store.export_worklist(wid, tmp_path / "f.csv", "csv").open(encoding="utf-8")))
+    assert row["notes"] == '\'=HYPERLINK("http://x")'

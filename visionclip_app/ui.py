@@ -10,13 +10,31 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from . import handlers as h
-from .store import VERDICTS
+from .store import ITEM_STATES, MAX_NOTES_CHARS, VERDICTS
 
 CSS = """
 .status-line p { margin: 0.2em 0 !important; }
 #quality-box { border-left: 4px solid #e0a800; padding-left: 0.6em; }
 footer { display: none !important; }
 """
+# Worklist keys: only while the Worklist tab is shown and no text field has the focus.
+KEYBOARD_JS = """
+() => {
+  const keys = {a: "wl-agree", d: "wl-disagree", u: "wl-ungradable", n: "wl-next", arrowright: "wl-next",
+                p: "wl-prev", arrowleft: "wl-prev", j: "wl-next-unreviewed", s: "wl-skip"};
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    const id = keys[e.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (!button || button.offsetParent === null) return;  // not on the Worklist tab
+    e.preventDefault();
+    button.click();
+  });
+}
+"""
+PRIVATE = {"api_visibility": "private"}  # not callable by gradio_client: see README "Scripting API"
 THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")
 
 
@@ -42,6 +60,131 @@ def _prog_adapter(progress: gr.Progress):
     def f(frac, desc=None):
         progress(frac, desc=desc)
     return f
+
+
+def worklist_tab(ctx: h.AppContext, analysis_settings: list) -> None:
+    """The Worklist tab and its events; ``analysis_settings`` are the Analyse tab's prompt table, method,
+    opacity and target components, which every worklist analysis uses."""
+    wl = h.worklist
+    with gr.Tab("Worklist", id="worklist"):
+        gr.Markdown("Review a folder (under the app's `--data-root`) or a set of uploads one image at a time. "
+                    "Keys (outside text fields): **A** agree · **D** disagree · **U** ungradable · "
+                    "**N** / **→** next · **P** / **←** previous · **J** next unreviewed · **S** skip. "
+                    "With double reading, each reader reads blind to the other's verdict.")
+        with gr.Row():
+            wl_select = gr.Dropdown(wl.worklist_choices(ctx), value=None, label="Worklist",
+                                    elem_id="wl-select", scale=2)
+            wl_reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="wl-reviewer", scale=1)
+            wl_open_btn = gr.Button("Open / resume", variant="primary", elem_id="wl-open", scale=1)
+        with gr.Accordion("New worklist", open=False):
+            with gr.Row():
+                wl_name = gr.Textbox(label="Name", max_lines=1, elem_id="wl-name")
+                wl_folder = gr.Textbox(label="Folder under the data root", max_lines=1, elem_id="wl-folder")
+                wl_recursive = gr.Checkbox(False, label="Include subfolders")
+                wl_readings = gr.Radio([("single reading", 1), ("double reading", 2)], value=1,
+                                       label="Readings per image", elem_id="wl-readings")
+            wl_files = gr.File(file_count="multiple", type="filepath", label="... or upload images",
+                               elem_id="wl-files", height=90)
+            wl_create_btn = gr.Button("Create worklist", elem_id="wl-create")
+        wl_status = gr.Markdown("", elem_id="wl-status", elem_classes=["status-line"])
+        wl_progress = gr.Markdown("", elem_id="wl-progress")
+        wl_item = gr.Markdown("", elem_id="wl-item")
+        with gr.Row():
+            wl_prev = gr.Button("← Previous (P)", size="sm", elem_id="wl-prev")
+            wl_next = gr.Button("Next (N) →", size="sm", elem_id="wl-next")
+            wl_next_open = gr.Button("Next unreviewed (J)", size="sm", elem_id="wl-next-unreviewed")
+            wl_skip = gr.Button("Skip (S)", size="sm", elem_id="wl-skip")
+        with gr.Row():
+            wl_overlay = gr.Image(label="Photograph and saliency", type="pil", interactive=False, height=380,
+                                  format="jpeg", elem_id="wl-overlay")
+            with gr.Column():
+                wl_probs = gr.Label(label="Probabilities", elem_id="wl-probs")
+                wl_corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                           label="Corrected label(s) (for disagree)", elem_id="wl-corrected")
+                with gr.Row():
+                    wl_agree = gr.Button("Agree (A)", variant="primary", elem_id="wl-agree")
+                    wl_disagree = gr.Button("Disagree (D)", elem_id="wl-disagree")
+                    wl_ungradable = gr.Button("Ungradable (U)", elem_id="wl-ungradable")
+        with gr.Accordion("Batch analysis, results and export", open=False):
+            with gr.Row():
+                wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
+                wl_filter_pred = gr.Dropdown([wl.ANY], value=wl.ANY, label="Predicted",
+                                             elem_id="wl-filter-pred")
+                wl_filter_state = gr.Dropdown([wl.ANY, *ITEM_STATES], value=wl.ANY,
+                                              label="State", elem_id="wl-filter-state")
+                wl_table_btn = gr.Button("Show results", elem_id="wl-table-btn")
+            wl_table = gr.Dataframe(headers=wl.RESULT_COLUMNS, interactive=False, max_height=320,
+                                    label="Results (click a column to sort)", elem_id="wl-table")
+            with gr.Row():
+                wl_export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
+                                         elem_id="wl-export-format")
+                wl_export_btn = gr.Button("Export readings", elem_id="wl-export")
+            wl_export_file = gr.File(label="Worklist export", interactive=False, elem_id="wl-export-file")
+        wl_pos = gr.State(0)
+        wl_analysis = gr.State(None)
+
+    wl_view = [wl_status, wl_probs, wl_overlay, wl_item, wl_progress, wl_pos, wl_analysis, wl_corrected]
+
+    def show_item(wid, pos, table, method, opacity, target, previous):
+        out = wl.open_item(ctx, wid, pos, table, method, opacity, target, previous)
+        state = out[-1]
+        return (*out, gr.update(choices=list(state.probabilities) if state else [], value=[]))
+
+    def do_create(name, folder, files, readings, recursive):
+        return wl.create_worklist(ctx, name, folder, files, readings, recursive)
+
+    wl_create_btn.click(do_create, [wl_name, wl_folder, wl_files, wl_readings, wl_recursive], [wl_select, wl_status],
+                        **PRIVATE)
+
+    def do_open(wid, reviewer_name, table, method, opacity, target, previous):
+        if wid is None:
+            return (h.error_status("Choose a worklist first."), *[gr.update()] * (len(wl_view) - 1))
+        return show_item(wid, wl.start_position(ctx, wid, reviewer_name), table, method, opacity, target, previous)
+
+    wl_open_btn.click(do_open, [wl_select, wl_reviewer, *analysis_settings, wl_analysis], wl_view, **PRIVATE)
+
+    def mover(move):
+        def do_move(wid, pos, reviewer_name, table, method, opacity, target, previous):
+            try:
+                new = wl.step(ctx, wid, pos, move, reviewer_name)
+            except h.UserError as e:
+                return (h.error_status(e), *[gr.update()] * (len(wl_view) - 1))
+            return show_item(wid, new, table, method, opacity, target, previous)
+        return do_move
+
+    move_inputs = [wl_select, wl_pos, wl_reviewer, *analysis_settings, wl_analysis]
+    for btn, move in ((wl_prev, "previous"), (wl_next, "next"), (wl_next_open, "next unreviewed")):
+        btn.click(mover(move), move_inputs, wl_view, concurrency_limit=2, **PRIVATE)
+
+    def do_skip(wid, pos, reviewer_name, table, method, opacity, target, previous):
+        status_line, progress = wl.skip_item(ctx, wid, pos)
+        if status_line.startswith(h.STATUS_ERROR):
+            return (status_line, *[gr.update()] * (len(wl_view) - 1))
+        return mover("next unreviewed")(wid, pos, reviewer_name, table, method, opacity, target, previous)
+
+    wl_skip.click(do_skip, move_inputs, wl_view, concurrency_limit=2, **PRIVATE)
+
+    def reader(verdict_value):
+        def do_read(wid, pos, reviewer_name, table, method, opacity, target, previous, labels):
+            status_line, progress = wl.save_reading(ctx, wid, pos, previous, reviewer_name, verdict_value, labels)
+            if status_line.startswith(h.STATUS_ERROR):
+                return (status_line, *[gr.update()] * (len(wl_view) - 1))
+            nxt = wl.step(ctx, wid, pos, "next unreviewed", reviewer_name)
+            out = show_item(wid, nxt, table, method, opacity, target, previous)
+            return (status_line + (" " + out[0] if nxt != pos else " All images read."), *out[1:])
+        return do_read
+
+    for btn, verdict_value in ((wl_agree, "agree"), (wl_disagree, "disagree"), (wl_ungradable, "ungradable")):
+        btn.click(reader(verdict_value), [*move_inputs, wl_corrected], wl_view, concurrency_limit=2, **PRIVATE)
+
+    def do_batch(wid, table, progress=gr.Progress()):
+        return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress))
+
+    wl_batch_btn.click(do_batch, [wl_select, analysis_settings[0]], [wl_status], concurrency_limit=1, **PRIVATE)
+    wl_table_btn.click(functools.partial(wl.results_table, ctx), [wl_select, wl_filter_pred, wl_filter_state],
+                       [wl_table, wl_filter_pred, wl_status], **PRIVATE)
+    wl_export_btn.click(functools.partial(wl.export_worklist, ctx), [wl_select, wl_export_fmt],
+                        [wl_export_file, wl_status], **PRIVATE)
 
 
 def build_ui(ctx: h.AppContext) -> gr.Blocks:
@@ -71,7 +214,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
                                         label="Synthetic examples", examples_per_page=8)
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-btn")
-                        status = gr.Markdown("", elem_id="analyse-status", elem_classes=["status-line"])
+                        status = gr.Markdown("", label="analysis status", elem_id="analyse-status",
+                                             elem_classes=["status-line"])
                     with gr.Column(scale=1):
                         with gr.Row():
                             preset_dd = gr.Dropdown(presets, value=default, label="Prompt preset", scale=2,
@@ -97,10 +241,10 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")
-                        quality_md = gr.Markdown("", elem_id="quality-box")
+                        quality_md = gr.Markdown("", label="quality", elem_id="quality-box")
                     with gr.Column(scale=2):
                         with gr.Row():
-                            sal_class = gr.Dropdown([], label="Saliency for class", interactive=True,
+                            sal_class = gr.Dropdown([], value=None, label="Saliency for class", interactive=True,
                                                     allow_custom_value=False, elem_id="sal-class")
                             sal_method = gr.Dropdown(methods, value=methods[0], label="Method", elem_id="sal-method",
                                                      min_width=190)
@@ -123,7 +267,8 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 gr.Markdown("Review the current analysis and log it. Only the image hash and a metadata-free "
                             "thumbnail are stored; the file name and a patient identifier are stored **only** "
                             "if you tick the box.")
-                review_summary = gr.Markdown("_No analysis yet: analyse an image first._", elem_id="review-summary")
+                review_summary = gr.Markdown("_No analysis yet: analyse an image first._", label="current analysis",
+                                             elem_id="review-summary")
                 with gr.Row():
                     reviewer = gr.Textbox(label="Reviewer", max_lines=1, elem_id="reviewer")
                     verdict = gr.Radio(list(VERDICTS), label="Verdict", value="agree", elem_id="verdict")
@@ -131,15 +276,20 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 corrected = gr.Dropdown([], multiselect=True, allow_custom_value=True,
                                         label="Corrected label(s) (required when you disagree)",
                                         elem_id="corrected")
-                notes = gr.Textbox(label="Notes", lines=3, max_length=h.MAX_NOTES_CHARS)
+                notes = gr.Textbox(label="Notes", lines=3, max_length=MAX_NOTES_CHARS)
                 with gr.Row():
                     opt_in = gr.Checkbox(label="Also store the original file name and patient identifier "
                                                "(opt-in)", value=False)
                     patient_id = gr.Textbox(label="Patient identifier (stored only with opt-in)", max_lines=1)
                 save_btn = gr.Button("Save review", variant="primary", elem_id="save-review")
-                review_status = gr.Markdown("", elem_id="review-status", elem_classes=["status-line"])
+                review_status = gr.Markdown("", label="review status", elem_id="review-status",
+                                            elem_classes=["status-line"])
+                saved_case_id = gr.Number(None, label="Saved case id", visible=False, precision=0)
 
-            # ------------------------------------------------------------------ 3. Cases
+            # ------------------------------------------------------------------ 3. Worklist
+            worklist_tab(ctx, [prompt_table, sal_method, sal_opacity, sal_target])
+
+            # ------------------------------------------------------------------ 4. Cases
             with gr.Tab("Cases", id="cases") as cases_tab:
                 with gr.Row():
                     f_reviewer = gr.Textbox(label="Reviewer", max_lines=1)
@@ -150,11 +300,12 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     f_text = gr.Textbox(label="Search notes", max_lines=1)
                 with gr.Row():
                     search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-                    export_csv_btn = gr.Button("Export CSV", elem_id="export-csv")
-                    export_json_btn = gr.Button("Export JSON", elem_id="export-json")
-                cases_status = gr.Markdown("", elem_id="cases-status", elem_classes=["status-line"])
+                    export_fmt = gr.Radio(list(h.EXPORT_FORMATS), value="csv", label="Export format",
+                                          elem_id="export-format", min_width=160)
+                    export_btn = gr.Button("Export", elem_id="export-btn")
+                cases_status = gr.Markdown("", label="cases status", elem_id="cases-status", elem_classes=["status-line"])
                 export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
-                agreement_md = gr.Markdown("")
+                agreement_md = gr.Markdown("", label="agreement")
                 cases_df = gr.Dataframe(headers=h.CASE_COLUMNS, interactive=False, wrap=True, max_height=360,
                                         label="Cases (click a row to open it)", elem_id="cases-df")
                 with gr.Row():
@@ -175,7 +326,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     c_notes = gr.Textbox(label="Notes", lines=2)
                     c_btn = gr.Button("Append correction")
 
-            # ------------------------------------------------------------------ 4. Prompt lab
+            # ------------------------------------------------------------------ 5. Prompt lab
             with gr.Tab("Prompt lab", id="lab"):
                 gr.Markdown("Compare one or two prompt sets on a labelled folder (`labels.csv` with columns "
                             "`path,label`) or on a freshly generated, balanced synthetic benchmark.")
@@ -189,7 +340,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     lab_n = gr.Number(value=48, precision=0, label="Synthetic images", minimum=4, maximum=2000,
                                       elem_id="lab-n")
                     lab_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-                    lab_folder = gr.Textbox(label="Folder (server path)", max_lines=1)
+                    lab_folder = gr.Textbox(label="Folder under the data root (--data-root)", max_lines=1)
                 lab_btn = gr.Button("Evaluate", variant="primary", elem_id="lab-btn")
                 lab_status = gr.Markdown("", elem_classes=["status-line"], elem_id="lab-status")
                 with gr.Row():
@@ -200,86 +351,83 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                         lab_md_b = gr.Markdown("", elem_id="lab-md-b")
                         lab_fig_b = gr.Plot(label="Confusion matrix B")
 
-            # ------------------------------------------------------------------ 5. About / ethics
+            # ------------------------------------------------------------------ 6. About / ethics
             with gr.Tab("About and ethics", id="about"):
                 caps = h.example_captions(ctx)
                 if caps:
                     gr.Gallery(value=caps, label="Synthetic training-style samples (generated, not patients)",
                                columns=6, height=260, allow_preview=True)
                 gr.Markdown(h.about_markdown(ctx), elem_id="about-md")
+                # the full card is ~60 KB: sent only when the reader opens it
+                with gr.Accordion("Full model card", open=False, elem_id="model-card-accordion") as card_acc:
+                    card_md = gr.Markdown("", elem_id="model-card-full")
 
         # ---------------------------------------------------------------------- events
-        def do_analyse(image_path, table, method, opacity, cls, target, detail):
-            out = h.analyse(ctx, image_path, table, method, opacity, cls, target, detail)
+        # The scripting API (README, "Scripting API"): /analyse, /explain, /save_review, /search_cases and
+        # /export_cases keep these names; every other event is private (not callable by gradio_client).
+        
+        def do_analyse(image, prompts, method, opacity, saliency_class, target, detail, previous):
+            out = h.analyse(ctx, image, prompts, method, opacity, saliency_class, target, detail, previous)
             state = out[-1]
-            return (*out, _summary(state), gr.update(choices=list(state["probabilities"]) if state else []))
-
-        def _summary(state):
-            if not state:
-                return "_No analysis yet: analyse an image first._"
-            p = state["probabilities"]
-            top = sorted(p.items(), key=lambda kv: -kv[1])[:3]
-            warn = "" if state["quality"]["gradable"] else " · ⚠ looks ungradable"
-            return (f"Current analysis: predicted **{state['predicted_label']}** ("
-                    + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{state['image_sha256'][:12]}`"
-                    + f" · saliency {state.get('saliency_method') or '-'} ({state.get('saliency_target') or '-'})"
-                    + f" / {state.get('saliency_class') or '-'}"
-                    + warn)
+            return (*out, h.summary_markdown(state), gr.update(choices=list(state.probabilities) if state else []))
 
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
-        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail]
-        analyse_btn.click(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
-        image_in.upload(do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2)
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail, analysis]
+        gr.on([analyse_btn.click, image_in.upload], do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2,
+              api_name="analyse", api_description="Classify a photograph with a prompt table and explain one class.")
 
-        def do_saliency(state, cls, method, opacity, target, detail):
-            overlay, st, state = h.update_saliency(ctx, state, cls, method, opacity, target, detail)
-            return overlay, st, state, _summary(state)
+        def do_saliency(state, saliency_class, method, opacity, target, detail):
+            overlay, st, state = h.update_saliency(ctx, state, saliency_class, method, opacity, target, detail)
+            return overlay, st, state, h.summary_markdown(state)
 
         saliency_inputs = [analysis, sal_class, sal_method, sal_opacity, sal_target, sal_detail]
-        for comp in (sal_class, sal_method, sal_target):
-            comp.input(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary], concurrency_limit=2)
+        saliency_outputs = [overlay_out, status, analysis, review_summary]
+        gr.on([sal_class.input, sal_method.input, sal_target.input, sal_opacity.release], do_saliency, saliency_inputs,
+              saliency_outputs, concurrency_limit=2, api_name="explain",
+              api_description="Recompute the saliency overlay of this session's analysis for another class or method.")
 
         def do_detail(state, cls, method, opacity, target, detail):
             method = h.method_for_detail(detail, method)
             if not state:  # nothing analysed yet: just set the method for the next analysis
-                return method, gr.update(), gr.update(), state, _summary(state)
+                return method, gr.update(), gr.update(), state, h.summary_markdown(state)
             return (method, *do_saliency(state, cls, method, opacity, target, detail))
 
-        sal_detail.input(do_detail, saliency_inputs, [sal_method, overlay_out, status, analysis, review_summary],
-                         concurrency_limit=2)
-        sal_opacity.release(do_saliency, saliency_inputs, [overlay_out, status, analysis, review_summary],
-                            concurrency_limit=2)
+        sal_detail.input(do_detail, saliency_inputs, [sal_method, *saliency_outputs], concurrency_limit=2, **PRIVATE)
 
-        load_preset_btn.click(h.load_preset_table, [preset_dd], [prompt_table, status])
-        preset_dd.input(h.load_preset_table, [preset_dd], [prompt_table, status])
-        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status])
+        gr.on([load_preset_btn.click, preset_dd.input], h.load_preset_table, [preset_dd], [prompt_table, status],
+              **PRIVATE)
+        prompt_file.upload(h.load_prompt_file, [prompt_file], [prompt_table, status], **PRIVATE)
+
         def do_save_prompts(table):
             path, st = h.save_prompt_file(ctx, table)
             return (gr.update(value=path, visible=True) if path else gr.update()), st
 
-        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status])
-        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table])
-        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status])
+        save_prompts_btn.click(do_save_prompts, [prompt_table], [saved_prompts, status], **PRIVATE)
+        add_row_btn.click(h.add_prompt_row, [prompt_table], [prompt_table], **PRIVATE)
+        del_row_btn.click(h.delete_prompt_row, [prompt_table, del_row_num], [prompt_table, status], **PRIVATE)
 
-        save_btn.click(lambda *a: h.save_review(ctx, *a)[0],
-                       [analysis, reviewer, verdict, corrected, confidence, notes, opt_in, patient_id],
-                       [review_status])
+        def do_save_review(state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id):
+            return h.save_review(ctx, state, reviewer, verdict, corrected_labels, confidence, notes, opt_in, patient_id)
+
+        save_btn.click(do_save_review, [analysis, reviewer, verdict, corrected, confidence, notes, opt_in, patient_id],
+                       [review_status, saved_case_id], api_name="save_review",
+                       api_description="Log this session's analysis with a review; returns (status, case id).")
 
         filters = [f_reviewer, f_label, f_verdict, f_from, f_to, f_text]
-        search_outputs = [cases_df, agreement_md, agreement_plot, cases_status]
-        search_btn.click(functools.partial(h.search_cases, ctx), filters, search_outputs)
-        cases_tab.select(functools.partial(h.search_cases, ctx), filters, search_outputs)
-        export_csv_btn.click(functools.partial(h.export_cases, ctx, "csv"), filters, [export_file, cases_status])
-        export_json_btn.click(functools.partial(h.export_cases, ctx, "json"), filters, [export_file, cases_status])
+        gr.on([search_btn.click, cases_tab.select], functools.partial(h.search_cases, ctx), filters,
+              [cases_df, agreement_md, agreement_plot, cases_status], api_name="search_cases",
+              api_description="Search the case log; returns (cases table, agreement, figure, status).")
+        export_btn.click(functools.partial(h.export_cases, ctx), [export_fmt, *filters], [export_file, cases_status],
+                         api_name="export_cases", api_description="Export the matching cases as CSV or JSON.")
         open_outputs = [case_thumb, case_sal, case_md, history_df, cases_status]
-        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs)
+        open_btn.click(functools.partial(h.open_case, ctx), [case_id], open_outputs, **PRIVATE)
 
         def select_case(evt: gr.SelectData, df):
             cid = h.case_id_from_selection(df, evt.index)
             return (cid, *h.open_case(ctx, cid)) if cid is not None else (gr.update(), *[gr.update()] * 5)
 
-        cases_df.select(select_case, [cases_df], [case_id, *open_outputs])
+        cases_df.select(select_case, [cases_df], [case_id, *open_outputs], **PRIVATE)
 
         def do_correction(cid, rv, vd, labels, conf, nts):
             st = h.add_correction(ctx, cid, rv, vd, labels, conf, nts)
@@ -287,11 +435,15 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                 return (*h.open_case(ctx, cid)[:4], st)
             return gr.update(), gr.update(), gr.update(), gr.update(), st
 
-        c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs)
+        c_btn.click(do_correction, [case_id, c_reviewer, c_verdict, c_labels, c_conf, c_notes], open_outputs,
+                    **PRIVATE)
 
         def do_lab(source, folder, n, seed, a, b, table, progress=gr.Progress()):
             return h.run_prompt_lab(ctx, source, folder, n, seed, a, b, table, progress=_prog_adapter(progress))
 
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
-                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1)
+                      [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **PRIVATE)
+
+        demo.load(None, None, None, js=KEYBOARD_JS)
+        card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], **PRIVATE)
     return demo

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+from pytorch_grad_cam import (ActivationsAndGradients, EigenCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM,
+                              LayerCAM, ScoreCAM)
 from torch import nn
 
 from ..errors import VisionCLIPError
@@ -24,7 +25,39 @@ from ..prompts import PromptSet
 from .layers import resolve_target_layers
 from .targets import AdapterTarget, SimilarityTarget, SoftmaxTarget
 
-METHODS = {
+
+class ThisThreadActivationsAndGradients(ActivationsAndGradients):
+    """grad-cam's recorder that ignores forwards from other threads, so an app classifying with the same
+    network meanwhile does not add its activations to this map. Only grad-cam's public hook methods are
+    overridden; the hooks themselves are registered by grad-cam."""
+
+    def __init__(self, *args, **kwargs):
+        self.owner = threading.get_ident()
+        super().__init__(*args, **kwargs)
+
+    def save_activation(self, module, input, output):
+        if threading.get_ident() == self.owner:
+            super().save_activation(module, input, output)
+
+    def save_gradient(self, module, input, output):
+        if threading.get_ident() == self.owner:
+            super().save_gradient(module, input, output)
+
+
+def _this_thread_only(cam_class: type) -> type:
+    """A subclass of a grad-cam method whose recorder is ThisThreadActivationsAndGradients."""
+    def __init__(self, *args, **kwargs):
+        cam_class.__init__(self, *args, **kwargs)
+        if not isinstance(getattr(self, "activations_and_grads", None), ActivationsAndGradients):
+            # grad-cam changed how a method records: fail loudly rather than map other threads' images
+            raise VisionCLIPError(f"unsupported grad-cam version: {cam_class.__name__} has no activations_and_grads")
+        self.activations_and_grads.release()
+        self.activations_and_grads = ThisThreadActivationsAndGradients(
+            self.model, self.target_layers, self.reshape_transform, self.detach)
+    return type(cam_class.__name__, (cam_class,), {"__init__": __init__, "__doc__": cam_class.__doc__})
+
+
+METHODS = {name: _this_thread_only(cls) for name, cls in {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "layercam": LayerCAM,
@@ -34,7 +67,7 @@ METHODS = {
     # stride-4 layer (``layers="detail"``), where scattered DR dots are resolved (docs/saliency.md)
     "gradcam-elementwise": GradCAMElementWise,
     "hirescam": HiResCAM,
-}
+}.items()}
 TARGETS = ("softmax", "similarity")  # the default first
 # methods for ``layers=DETAIL`` (the stride-4 stage), the measured best first: channel-pooled weights
 # (Grad-CAM, Grad-CAM++) average a fine layer's scattered evidence away
@@ -114,24 +147,6 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str | Non
     return SimilarityTarget(model.class_embeddings(prompt_set)[index]), kind
 
 
-def _hooks_for_this_thread_only(aag, layers: list[nn.Module]) -> None:
-    """Re-register grad-cam's hooks so that forwards from other threads (an app classifying with the same
-    network meanwhile) are not recorded as this map's activations."""
-    if not all(hasattr(aag, a) for a in ("handles", "save_activation", "save_gradient")):
-        return  # another grad-cam version: keep its own hooks
-    owner = threading.get_ident()
-
-    def mine(fn):
-        def hook(module, inputs, output):
-            if threading.get_ident() == owner:
-                fn(module, inputs, output)
-        return hook
-
-    aag.release()
-    aag.handles = [h for layer in layers for h in (layer.register_forward_hook(mine(aag.save_activation)),
-                                                   layer.register_forward_hook(mine(aag.save_gradient)))]
-
-
 def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
             score_batch_size: int = 32, layers: str | list[str] | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
@@ -151,7 +166,6 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
     x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
     with _LOCK:
         cam = METHODS[method](model=wrapper, target_layers=target_layers, reshape_transform=reshape)
-        _hooks_for_this_thread_only(cam.activations_and_grads, target_layers)
         if method == "scorecam":
             cam.batch_size = score_batch_size
         try:

@@ -1,6 +1,6 @@
 """End-to-end: the real app in Debian's chromium, driven by Playwright for Python.
 
-Starts ``python launch.py --port N --db TMP`` and walks the main journey: upload an example, edit a prompt,
+Starts ``python -m visionclip_app --port N --db TMP`` and walks the main journey: upload an example, edit a prompt,
 see probabilities and the saliency overlay, change the class, save a review, find it in Cases, export CSV.
 Screenshots go to test-artifacts/. Skipped only when /usr/bin/chromium is absent.
 """
@@ -8,64 +8,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app, wait_http
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 EXAMPLE = ROOT / "assets" / "examples" / "synthetic_glaucoma_13.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"app did not answer at {url} within {timeout} s")
-
-
-def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None,
-              tmpdir: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if tmpdir is not None:
-        env["VISIONCLIP_TMPDIR"] = str(tmpdir)
-    fh = log.open("w")
-    return subprocess.Popen([sys.executable, "launch.py", "--port", str(port), "--db", str(db), *(extra or [])],
-                            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +143,7 @@ def test_main_journey(app, browser):
     shot(page, "06_cases")
 
     # 6. export CSV and check its row
-    page.locator("#export-csv").click()
+    page.locator("#export-btn").click()  # the format radio defaults to CSV
     wait_text(page, "#cases-status", "Exported 1 case")
     link = page.locator("#export-file a").first
     link.wait_for(state="attached", timeout=30_000)

@@ -1,0 +1,229 @@
+"""The Analyse tab: classify an upload with the editor's prompts, show the saliency map and quality screen."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from engine import PromptSet, VisionCLIPError, assess_quality, load_image, load_preset
+from engine.saliency import DETAIL, DETAIL_METHODS, SLOW_METHODS, explain
+from engine.saliency import METHODS as SALIENCY_METHODS
+from engine.saliency import TARGETS as SALIENCY_TARGETS
+
+from ..store import Analysis, strip_and_thumbnail
+from ..uploads import NEUTRAL_RE
+from .common import AppContext, CurrentAnalysis, UserError, error_status, ok_status, one_line
+from .prompt_table import default_preset, prompt_set_from_table
+
+log = logging.getLogger(__name__)
+
+QUALITY_OK_MD = "Image quality: no problems found by the automatic screen."
+
+
+def saliency_methods() -> list[str]:
+    return [m for m in SALIENCY_METHODS if m not in SLOW_METHODS]  # slow ones take minutes on a CPU
+
+
+def method_for_detail(detail: bool, method: str) -> str:
+    """The method to show when lesion-level detail is switched: Grad-CAM's channel-pooled weights wash out
+    on the fine layer, the element-wise product stays sharp there (docs/saliency.md)."""
+    if detail:
+        return method if method in DETAIL_METHODS else DETAIL_METHODS[0]
+    return saliency_methods()[0] if method in DETAIL_METHODS else method
+
+
+def quality_markdown(quality: dict) -> str:
+    if quality["gradable"]:
+        return QUALITY_OK_MD
+    return ("### ⚠ This image looks ungradable\n" + "\n".join(f"- {r}" for r in quality["reasons"])
+            + "\n\nResults on ungradable images are unreliable.")
+
+
+def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.Image]:
+    if not image_path:
+        raise UserError("Upload a fundus photograph first (drag and drop, paste, or pick an example).")
+    p = Path(image_path)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        raise UserError("The uploaded file could not be read; upload it again.") from None
+    if size == 0:
+        raise UserError("The uploaded file is empty (0 bytes).")
+    if size > ctx.max_upload_mb * 1024 * 1024:
+        raise UserError(f"The file is {size / 2**20:.1f} MB; the limit is {ctx.max_upload_mb:g} MB.")
+    data = p.read_bytes()
+    try:
+        image = load_image(data)
+    except VisionCLIPError as e:
+        msg = str(e)
+        msg = msg[len("image: "):] if msg.startswith("image: ") else msg
+        raise UserError(f"Not a usable image: {msg}") from None
+    return data, image
+
+
+def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
+    """The browser's file name (kept in memory only; stored in the case log only on opt-in)."""
+    if not image_path:
+        return None
+    name = Path(image_path).name
+    if NEUTRAL_RE.match(name):  # renamed on upload by uploads.NeutralUploadNames
+        return ctx.upload_names.original_name(name)
+    return name
+
+
+def _detail_flag(detail: Any) -> bool:
+    if detail is None or isinstance(detail, bool):
+        return bool(detail)
+    raise UserError(f"Lesion-level detail must be on or off, not {detail!r}.")
+
+
+def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tuple[str, float, str, bool]:
+    """The saliency form values, checked; UserError names the first bad one."""
+    try:
+        opacity = float(opacity)
+    except (TypeError, ValueError):
+        raise UserError("Opacity must be a number between 0 and 1.") from None
+    if not 0.0 <= opacity <= 1.0:
+        raise UserError("Opacity must be between 0 and 1.")
+    if method not in saliency_methods():
+        raise UserError(f"Unknown saliency method {method!r}.")
+    if target not in SALIENCY_TARGETS:
+        raise UserError(f"Unknown saliency target {target!r}; choose {' or '.join(SALIENCY_TARGETS)}.")
+    return method, opacity, target, _detail_flag(detail)
+
+
+def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
+              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False
+              ) -> tuple[Image.Image | None, str, str | None]:
+    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable."""
+    try:
+        with ctx.model_lock:
+            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
+                          opacity=float(opacity), layers=DETAIL if detail else None)
+    except VisionCLIPError as e:
+        return None, one_line(e), None
+    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target
+
+
+def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requested: str | None,
+                       probabilities: dict[str, float]) -> str:
+    """The class to explain: the reviewer's choice while they work on the same image (a prompt edit keeps it),
+    the new prediction when the image changed."""
+    predicted = max(probabilities, key=probabilities.get)
+    same_image = previous is None or previous.analysis.image_sha256 == image_sha256
+    return requested if same_image and requested in probabilities else predicted
+
+
+def _score(ctx: AppContext, image: Image.Image, ps: PromptSet) -> tuple[dict[str, float], list[tuple], int]:
+    """(class probabilities, (class, subclass, probability) per scored group, prompts the text tower truncated)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ctx.model_lock:
+            class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(ctx.model.encode_images([image]), ps)
+    probs = dict(zip(ps.classes, map(float, class_probs[0])))
+    subs = [(c, sub, float(p)) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0])]
+    return probs, subs, sum("truncated" in str(w.message) for w in caught)
+
+
+def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
+            saliency_class: str | None = None, target: str = SALIENCY_TARGETS[0], detail: bool = False,
+            previous: CurrentAnalysis | None = None) -> tuple:
+    """Classify the upload with the editor's prompts; returns
+    (status, label_dict, original, overlay, quality_md, class_dropdown_update, CurrentAnalysis or None).
+
+    ``previous`` is the session's last analysis: on the same image the requested saliency class is kept."""
+    empty = (None, None, None, "", gr.update(), None)
+    try:
+        method, opacity, target, detail = _saliency_options(method, opacity, target, detail)
+        ps = prompt_set_from_table(table)
+        data, image = _read_upload(ctx, image_path)
+    except UserError as e:
+        return (error_status(e), *empty)
+    t0 = time.perf_counter()
+    try:
+        probs, sub_probs, n_truncated = _score(ctx, image, ps)
+    except VisionCLIPError as e:
+        return (error_status(e), *empty)
+    predicted = max(probs, key=probs.get)
+    sha = hashlib.sha256(data).hexdigest()
+    cls = saliency_class_for(previous, sha, saliency_class, probs)
+    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail)
+    quality = assess_quality(image)
+    elapsed = time.perf_counter() - t0
+    record = Analysis(
+        image_sha256=sha, thumbnail=strip_and_thumbnail(image), original_filename=_original_name(ctx, image_path),
+        prompt_set_json=json.dumps(ps.to_dict(), ensure_ascii=False), prompt_set_sha256=ps.sha256,
+        probabilities=probs, predicted_label=predicted, model_id=ctx.model.model_id,
+        saliency_method=used if overlay is not None else None, saliency_target=used_target,
+        saliency_class=cls if overlay is not None else None,
+        saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None)
+    state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
+    notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
+             f" · model `{ctx.model.model_id}`."]
+    if len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
+        parts = sorted(((p, sub) for c, sub, p in sub_probs if c == predicted), reverse=True)
+        notes.append(f"{predicted} is the sum of: " + ", ".join(f"{sub} {p:.1%}" for p, sub in parts) + ".")
+    if overlay is None:
+        notes.append(f"No saliency map: {used}.")
+    if n_truncated:
+        notes.append(f"{n_truncated} prompt(s) were longer than the text tower reads and were truncated.")
+    if not quality["gradable"]:
+        notes.append("The image looks ungradable.")
+    return (ok_status(" ".join(notes)), probs, image, overlay, quality_markdown(quality),
+            gr.update(choices=list(probs), value=cls), state)
+
+
+def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: str, method: str, opacity: float,
+                    target: str = SALIENCY_TARGETS[0], detail: bool = False) -> tuple:
+    """Recompute the overlay for another class/method/opacity/target/detail; returns (overlay, status, state)."""
+    if not state:
+        return None, error_status("Analyse an image first."), state
+    if class_name not in state.probabilities:
+        return gr.update(), error_status(f"Unknown class {class_name!r}."), state
+    try:
+        method, opacity, target, detail = _saliency_options(method, opacity, target, detail)
+    except UserError as e:
+        return gr.update(), error_status(e), state
+    overlay, used, used_target = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity, target,
+                                           detail)
+    if overlay is None:
+        return None, error_status(f"No saliency map: {used}."), state
+    state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
+    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{class_name}'."), state
+
+
+def summary_markdown(state: CurrentAnalysis | None) -> str:
+    """One line on the Review tab describing what a saved review will be attached to."""
+    if not state:
+        return "_No analysis yet: analyse an image first._"
+    a = state.analysis
+    top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    warn = "" if state.quality["gradable"] else " · ⚠ looks ungradable"
+    return (f"Current analysis: predicted **{a.predicted_label}** ("
+            + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{a.image_sha256[:12]}`"
+            + f" · saliency {a.saliency_method or '-'} ({a.saliency_target or '-'}) / {a.saliency_class or '-'}"
+            + warn)
+
+
+def warmup(ctx: AppContext) -> float:
+    """Run one analysis of a synthetic image with the default preset so the first real one is fast."""
+    t0 = time.perf_counter()
+    try:
+        from engine.synth import render_fundus
+        image = Image.fromarray(render_fundus(0, 384).image)
+        name = default_preset()
+        if name is not None:
+            ps = load_preset(name)
+            with ctx.model_lock:
+                probs = ctx.model.classify([image], ps)[0]
+            _saliency(ctx, image, ps, max(probs, key=probs.get), saliency_methods()[0], 0.5)
+    except Exception as e:  # warm-up is best effort: the app serves without it
+        log.warning("warm-up failed: %s", one_line(e))
+    return time.perf_counter() - t0

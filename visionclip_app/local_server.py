@@ -1,0 +1,55 @@
+"""Run the app as a child process on a free local port, for browser tests and the app benchmark."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+# Debian's chromium, headless, quiet: how the tests and bench/app.py drive the local app.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None,
+              tmpdir: Path | None = None) -> subprocess.Popen:
+    """``python -m visionclip_app --port PORT --db DB`` with its output in ``log``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if tmpdir is not None:
+        env["VISIONCLIP_TMPDIR"] = str(tmpdir)
+    fh = Path(log).open("w")
+    return subprocess.Popen([sys.executable, "-m", "visionclip_app", "--port", str(port), "--db", str(db),
+                             *(extra or [])], stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"app did not answer at {url} within {timeout} s")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
