@@ -7,9 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from engine.resources import asset_dir
+
 from .common import AppContext
 
-MODEL_CARD = Path(__file__).resolve().parents[2] / "assets" / "model" / "MODEL_CARD.md"
+MODEL_CARD = asset_dir("model") / "MODEL_CARD.md"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NO_CARD = "_No model card shipped with this build (assets/model/MODEL_CARD.md)._"
 INTENDED_USE = (

@@ -12,6 +12,7 @@ import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIP
+from engine.resources import asset_dir
 
 from ..store import Analysis, CaseStore
 from ..uploads import UploadNames
@@ -19,7 +20,7 @@ from ..uploads import UploadNames
 STATUS_ERROR = "⚠"  # plain symbols (not emoji): render with ordinary fonts
 STATUS_OK = "✓"
 DEFAULT_MAX_UPLOAD_MB = 25
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+EXAMPLES_DIR = asset_dir("examples")  # the installed package's copy, else the checkout's
 
 
 class UserError(ValueError):
