@@ -22,6 +22,7 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
 DEFAULT_PRESET = "screening"
 MAX_PROMPT_CHARS = 2000  # far beyond any text tower's context; longer is a paste accident
 MAX_CLASSES = 200  # also the limit on subclasses, all classes together
+MAX_PROMPT_FILE_BYTES = 2_000_000  # 200 classes x 10 prompts x 1000 characters; refused before it is read whole
 SUBCLASS_SEPARATOR = " > "  # "class > subclass": how one subclass is named in a flat list (the app's table)
 
 
@@ -159,6 +160,10 @@ class PromptSet:
 
     @classmethod
     def from_json_text(cls, text: str, name: str = "") -> "PromptSet":
+        if len(text) > MAX_PROMPT_FILE_BYTES:
+            raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is too large "
+                                  f"({len(text):,} characters; the limit is {MAX_PROMPT_FILE_BYTES:,})")
+
         def no_duplicates(pairs):
             keys = [k for k, _ in pairs]
             dupes = {k for k in keys if keys.count(k) > 1}
@@ -170,6 +175,8 @@ class PromptSet:
             doc = json.loads(text, object_pairs_hook=no_duplicates)
         except json.JSONDecodeError as e:
             raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:  # "[[[[..." thousands deep
+            raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is nested too deeply to be a prompt set") from None
         return cls.from_dict(doc, name=name)
 
     @classmethod
@@ -177,10 +184,20 @@ class PromptSet:
         path = Path(path)
         if not path.is_file():
             raise VisionCLIPError(f"prompt set file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_PROMPT_FILE_BYTES:
+            raise VisionCLIPError(f"prompt set {path.name} is too large ({size:,} bytes; the limit is "
+                                  f"{MAX_PROMPT_FILE_BYTES:,})")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as fh:  # bounded read: the size on disk may change or lie (/proc, FIFOs)
+                data = fh.read(MAX_PROMPT_FILE_BYTES + 1)
+            if len(data) > MAX_PROMPT_FILE_BYTES:
+                raise VisionCLIPError(f"prompt set {path.name} is too large (the limit is {MAX_PROMPT_FILE_BYTES:,} bytes)")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise VisionCLIPError(f"prompt set {path.name} is not UTF-8 text") from None
+        except OSError as e:
+            raise VisionCLIPError(f"prompt set {path.name} cannot be read ({e.strerror or type(e).__name__})") from None
         return cls.from_json_text(text, name=path.stem)
 
 

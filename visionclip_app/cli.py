@@ -8,6 +8,7 @@ import argparse
 import atexit
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -25,12 +26,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--auth", default=None, help="require a login, given as user:password")
     g.add_argument("--auth-file", default=None, help="file of user:password lines")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="the one server folder users may name (Prompt lab folders); default none: folder features off")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25 MB)")
     args = p.parse_args(argv)
     if not 1 <= args.port <= 65535:
         p.error("--port must be between 1 and 65535")
     if not 0 < args.max_upload_mb <= 1024:
         p.error("--max-upload-mb must be between 0 and 1024")
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        p.error(f"--data-root {args.data_root} is not a folder")
     return args
 
 
@@ -55,6 +60,20 @@ def parse_auth(args: argparse.Namespace) -> list[tuple[str, str]] | None:
     return creds or None
 
 
+def auth_file_warnings(path: str | None) -> list[str]:
+    """A password file others on the machine can read is no protection: say so."""
+    if not path:
+        return []
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return []
+    if mode & stat.S_IROTH:
+        return [f"WARNING: --auth-file {path} is readable by every user of this machine; "
+                f"restrict it with: chmod 600 {path}"]
+    return []
+
+
 def host_warnings(host: str, auth) -> list[str]:
     if host in LOCAL_HOSTS:
         return []
@@ -68,7 +87,7 @@ def host_warnings(host: str, auth) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     auth = parse_auth(args)
-    for w in host_warnings(args.host, auth):
+    for w in auth_file_warnings(args.auth_file) + host_warnings(args.host, auth):
         print(w, file=sys.stderr)
     # Offline and private: no telemetry, no hub downloads, uploads in a private folder removed at exit.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -98,7 +117,7 @@ def main(argv=None) -> int:
     loader.join()
     from engine import VisionCLIPError
     from .handlers import AppContext
-    from .store import CaseStore
+    from .store import CaseStore, StoreError
     from .ui import CSS, THEME, build_ui
 
     try:
@@ -106,10 +125,12 @@ def main(argv=None) -> int:
             raise loaded["error"]
         model = loaded["model"]
         store = CaseStore(args.db)
-    except (VisionCLIPError, OSError) as e:
+    except (VisionCLIPError, StoreError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    ctx = AppContext.create(model, store, Path(private_tmp) / "work", max_upload_mb=args.max_upload_mb)
+    data_root = Path(args.data_root).expanduser().resolve() if args.data_root else None
+    ctx = AppContext.create(model, store, Path(private_tmp) / "work", max_upload_mb=args.max_upload_mb,
+                            data_root=data_root)
     demo = build_ui(ctx)
     demo.queue(default_concurrency_limit=4)
     print(f"VisionCLIP app: model {model.model_id}, case log {Path(args.db).resolve()}, "

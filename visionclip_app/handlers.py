@@ -65,6 +65,7 @@ class AppContext:
     # One model call at a time: Grad-CAM hooks on the shared network and the text cache are not thread-safe.
     model_lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     upload_names: UploadNames = dataclasses.field(default_factory=UploadNames)
+    data_root: Path | None = None       # --data-root: the only server folder users may name (None: none)
 
     @classmethod
     def create(cls, model: VisionCLIP, store: CaseStore, work_dir: str | Path | None = None, **kw) -> "AppContext":

