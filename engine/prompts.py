@@ -201,8 +201,17 @@ class PromptSet:
         return cls.from_json_text(text, name=path.stem)
 
 
+def _valid_unicode(text: str, what: str) -> str:
+    """Lone surrogates (a JSON payload can carry "\\ud800") cannot be stored, hashed or tokenised."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VisionCLIPError(f"prompt set {what} holds characters that are not valid Unicode text") from None
+    return text
+
+
 def _clean_name(raw, what: str) -> str:
-    name = " ".join(str(raw).split())
+    name = _valid_unicode(" ".join(str(raw).split()), what)
     if not name:
         raise VisionCLIPError(f"prompt set has a {what} with a blank name")
     if SUBCLASS_SEPARATOR in name:
@@ -220,7 +229,7 @@ def _clean_prompts(owner: str, prompts) -> list[str]:
     for p in prompts:
         if not isinstance(p, str):
             raise VisionCLIPError(f"{owner}: prompt {p!r} is not text")
-        text = " ".join(p.split())
+        text = _valid_unicode(" ".join(p.split()), f"{owner}: a prompt")
         if not text:
             raise VisionCLIPError(f"{owner} has a blank prompt")
         if len(text) > MAX_PROMPT_CHARS:

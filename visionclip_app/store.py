@@ -73,6 +73,22 @@ def _unavailable(e: sqlite3.Error) -> str:
     return f"Case log unavailable: {why}; nothing was changed. Analyses still work; save again once it is fixed."
 
 
+def _storable(text: str | None, what: str) -> str | None:
+    """Text SQLite can store: lone surrogates (which a JSON payload can carry) are refused in one line."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"{what} contains characters that are not valid Unicode text.") from None
+    return text
+
+
+def _file_name(name: str | None) -> str | None:
+    """A file name that was not UTF-8 on disk (surrogate-escaped bytes) is kept readable, not refused."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if name else None
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -259,7 +275,7 @@ class CaseStore:
     # -- validation
     @staticmethod
     def _check_review(reviewer: str, verdict: str, confidence: float | None) -> tuple[str, str, float | None]:
-        reviewer = " ".join(str(reviewer or "").split())
+        reviewer = _storable(" ".join(str(reviewer or "").split()), "The reviewer name")
         if not reviewer:
             raise StoreError("Reviewer name is required.")
         if len(reviewer) > 100:
@@ -284,7 +300,10 @@ class CaseStore:
             raise StoreError("A case needs an analysed image (hash, model id and prediction).")
         now = utc_now()
         labels_json = json.dumps(list(rec.corrected_labels or []))
-        notes = str(rec.notes or "")
+        notes = _storable(str(rec.notes or ""), "The notes")
+        for text, what in ((rec.predicted_label, "The predicted label"), (rec.prompt_set_json, "The prompt set"),
+                           (rec.patient_id, "The patient identifier")):
+            _storable(text, what)
         row = {
             "created_at": now, "updated_at": now, "reviewer": reviewer, "verdict": verdict,
             "corrected_labels": labels_json, "confidence": confidence, "notes": notes,
@@ -294,7 +313,7 @@ class CaseStore:
             "model_id": rec.model_id, "predicted_label": rec.predicted_label,
             "saliency_method": rec.saliency_method, "saliency_target": rec.saliency_target,
             "saliency_class": rec.saliency_class, "saliency_thumbnail": rec.saliency_thumbnail, "n_revisions": 1,
-            "original_filename": (rec.original_filename or None) if rec.store_identifiers else None,
+            "original_filename": _file_name(rec.original_filename) if rec.store_identifiers else None,
             "patient_id": (rec.patient_id or None) if rec.store_identifiers else None,
         }
         with self._write() as db:
@@ -310,6 +329,7 @@ class CaseStore:
         """Append a correction to a case's history; returns the new revision number."""
         reviewer, verdict, confidence = self._check_review(reviewer, verdict, confidence)
         labels_json = json.dumps(list(corrected_labels or []))
+        notes = _storable(str(notes or ""), "The notes")
         now = utc_now()
         with self._write() as db:
             if not db["cases"].count_where("id = ?", [int(case_id)]):
