@@ -32,7 +32,9 @@ def main():
     ap.add_argument("--n", type=int, default=40, help="images per size (per worker)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     a = ap.parse_args()
+    figures = {"bench": "synth", "workers": a.workers, "sizes": {}}
     render_fundus(0, 128)  # warm-up
     for size in a.sizes:
         n = max(4, a.n if size <= 512 else a.n // 3)
@@ -50,6 +52,11 @@ def main():
         total = n * a.workers
         print(f"size {size:5d}: {total / cpu:7.1f} img/s per core (CPU time), {total / dt:7.1f} img/s wall total "
               f"({a.workers} worker{'s' if a.workers > 1 else ''}, {total} images)")
+        figures["sizes"][str(size)] = {"img_per_s_per_core": total / cpu, "img_per_s_wall": total / dt, "images": total}
+    if a.json:
+        import json
+        with open(a.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
 
 
 

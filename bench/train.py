@@ -227,6 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--allocator", action="store_true",
                     help="also run our loop with glibc's default malloc settings (CPU: the freed-memory tuning's gain)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak per GPU (H100 SXM: 989)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the runs to this JSON file")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in keys if k not in MODELS]
@@ -289,6 +290,9 @@ def main(argv=None) -> int:
     print("note: with a frozen Hugging Face text tower (effl0) our loop caches caption features, so a step runs no\n"
           "text transformer once its captions were seen; open_clip runs the frozen tower forward every step.\n"
           "Our data are real decoded PNGs with augmentation; open_clip's synthetic set is one black image.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bench": "train", "device": device, "runs": results,
+                                               "verdicts": verdicts}, indent=2, default=str))
     return 0 if all("IS SLOWER" not in v for v in verdicts) else 1
 
 
