@@ -142,11 +142,11 @@ def test_reviewer_and_prompt_text_is_not_rendered_as_html(default_model, tmp_pat
     ctx = h.AppContext.create(default_model, CaseStore(tmp_path / "c.db"), tmp_path / "w")
     img = tmp_path / "f.png"
     Image.fromarray(render_fundus(3, 256).image).save(img)
-    table = pd.DataFrame([[f"normal {XSS}", f"a healthy fundus {XSS}"], ["glaucoma", "a large optic cup"]],
-                         columns=h.PROMPT_COLUMNS)
+    table = pd.DataFrame([[f"normal {XSS}", f"a healthy fundus {XSS}"], [f"glaucoma {XSS}", "a large optic cup"],
+                          [f"glaucoma {XSS}", "glaucoma"]], columns=h.PROMPT_COLUMNS)
     out = h.analyse(ctx, str(img), table, h.saliency_methods()[0], 0.5, f"normal {XSS}")
     status, probs, state = out[0], out[1], out[-1]
-    assert status.startswith(h.STATUS_OK)
+    assert status.startswith(h.STATUS_OK) and "&lt;img" in status  # every class carries the tag: so does the prediction
     texts = [status, out[4]]
     status, case_id = h.save_review(ctx, state, f"dr {XSS}", "disagree", [f"label {XSS}"], 0.5, f"note {XSS}")
     assert case_id is not None
@@ -218,27 +218,34 @@ def served_app(default_model, tmp_path_factory):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, auth=auth, prevent_thread_lock=True, quiet=True,
                 share=False, mcp_server=False, ssr_mode=False)
-    yield f"http://127.0.0.1:{port}", ("alice", "s3cret-pw")
+    yield f"http://127.0.0.1:{port}", ("alice", "s3cret-pw"), demo
     demo.close()
 
 
-def get(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=data, headers=headers or {})
+def get(url: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
-            return r.status, r.read(200_000).decode("utf-8", "replace")
+            return r.status, r.read1(200_000).decode("utf-8", "replace")  # read1: an event stream never ends
     except urllib.error.HTTPError as e:
         return e.code, e.read(20_000).decode("utf-8", "replace")
 
 
-PROTECTED = ["/config", "/gradio_api/info", "/info", "/gradio_api/queue/status", "/gradio_api/upload_progress",
-             "/gradio_api/startup-events", "/gradio_api/app_id", "/gradio_api/heartbeat/x",
-             "/gradio_api/file=/etc/passwd", "/file=/etc/passwd", "/gradio_api/mcp/schema", "/monitoring",
-             "/gradio_api/api/predict", "/gradio_api/call/analyse"]
+# Routes Gradio answers for anyone, by design and without app data: the login page and its assets, the
+# web-app manifest (the page title), FastAPI's route list and three liveness probes (a bare true/false, a
+# random app id, an endless "ALIVE" event stream). Listed in SECURITY.md, known limits.
+PUBLIC = ["/", "/logout", "/favicon.ico", "/theme.css", "/robots.txt", "/manifest.json", "/openapi.json",
+          "/gradio_api/startup-events", "/gradio_api/app_id", "/gradio_api/heartbeat/x"]
+# Everything that serves configuration, files or case data, or runs an event: refused without a login.
+PROTECTED = ["/config", "/gradio_api/deep_link", "/gradio_api/info", "/info", "/gradio_api/queue/status",
+             "/gradio_api/queue/data", "/gradio_api/upload_progress", "/gradio_api/file=/etc/passwd",
+             "/file=/etc/passwd", "/monitoring", "/monitoring/summary", "/gradio_api/api/predict",
+             "/gradio_api/call/analyse", "/gradio_api/call/analyse/x", "/gradio_api/call/do_analyse",
+             "/gradio_api/queue/join", "/gradio_api/run/predict", "/gradio_api/upload", "/gradio_api/mcp/schema"]
 
 
 def test_no_route_answers_without_credentials(served_app):
-    base, _ = served_app
+    base, _, _ = served_app
     status, body = get(base + "/")
     assert status in (200, 401)  # the login page, or a refusal
     # The login page carries no layout or component config and no app text. (Gradio does embed the API
@@ -246,20 +253,16 @@ def test_no_route_answers_without_credentials(served_app):
     assert '"auth_required":true' in body.replace(" ", "") and '"components":[]' in body.replace(" ", "")
     assert "Zero-shot analysis" not in body
     for path in PROTECTED:
-        status, body = get(base + path)
-        assert status in (401, 403, 404, 405), (path, status, body[:200])
-        assert "root:" not in body and '"components"' not in body and '"named_endpoints"' not in body, path
-    for path in ("/gradio_api/queue/join", "/gradio_api/run/predict", "/gradio_api/upload", "/gradio_api/api/predict"):
-        status, body = get(base + path, data=b'{"data": [], "fn_index": 0, "session_hash": "x"}',
-                           headers={"Content-Type": "application/json"})
-        assert status in (401, 403, 404, 405, 422), (path, status, body[:200])
-        assert '"components"' not in body
+        for method, data in (("GET", None), ("POST", b'{"data": [], "fn_index": 0, "session_hash": "x"}')):
+            status, body = get(base + path, data=data, headers={"Content-Type": "application/json"}, method=method)
+            assert status in (401, 403, 404, 405, 422), (method, path, status, body[:200])
+            assert "root:" not in body and '"components"' not in body and '"named_endpoints"' not in body, path
 
 
 def test_wrong_password_is_refused_and_the_right_one_opens_the_app(served_app):
     import http.cookiejar
 
-    base, (user, pw) = served_app
+    base, (user, pw), _ = served_app
     status, _ = get(base + "/login", data=f"username={user}&password=wrong".encode(),
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status in (400, 401, 403)
@@ -274,7 +277,7 @@ def test_wrong_password_is_refused_and_the_right_one_opens_the_app(served_app):
 
 def test_gradio_client_without_credentials_is_refused(served_app):
     gradio_client = pytest.importorskip("gradio_client")
-    base, (user, pw) = served_app
+    base, (user, pw), _ = served_app
     with pytest.raises(Exception):
         gradio_client.Client(base, verbose=False)
     client = gradio_client.Client(base, auth=(user, pw), verbose=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import logging
 import tempfile
@@ -77,6 +78,11 @@ class AppContext:
         """A fresh server-chosen file name in the work folder (upload names are never used)."""
         d = Path(tempfile.mkdtemp(dir=self.work_dir))
         return d / f"visionclip_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}{suffix}"
+
+
+def md_text(value: Any) -> str:
+    """User or prompt text for a Markdown output: shown as typed, never as a live HTML tag (SECURITY.md)."""
+    return html.escape(str(value), quote=False)
 
 
 def one_line(msg: Any) -> str:
@@ -357,12 +363,12 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         "saliency_thumbnail": strip_and_thumbnail(overlay) if overlay is not None else None,
         "quality": quality, "analysed_at": time.time(),
     }
-    notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
+    notes = [f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
     if len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
         parts = sorted(((float(p), sub) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0]) if c == predicted),
                        reverse=True)
-        notes.append(f"{predicted} is the sum of: " + ", ".join(f"{sub} {p:.1%}" for p, sub in parts) + ".")
+        notes.append(f"{md_text(predicted)} is the sum of: " + ", ".join(f"{md_text(sub)} {p:.1%}" for p, sub in parts) + ".")
     if overlay is None:
         notes.append(f"No saliency map: {used}.")
     truncated = [w for w in caught if "truncated" in str(w.message)]
@@ -581,19 +587,19 @@ def open_case(ctx: AppContext, case_id: Any) -> tuple:
     lines = [
         f"### Case #{cid}",
         f"- Logged (UTC): {case['created_at']} · last change {case['updated_at']}",
-        f"- Model `{case['model_id']}` predicted **{case['predicted_label']}**; "
-        + ", ".join(f"{k} {v:.1%}" for k, v in top),
-        f"- Current verdict: **{case['verdict']}** by {case['reviewer']}"
-        + (f"; corrected: {', '.join(json.loads(case['corrected_labels'] or '[]'))}"
+        f"- Model `{case['model_id']}` predicted **{md_text(case['predicted_label'])}**; "
+        + ", ".join(f"{md_text(k)} {v:.1%}" for k, v in top),
+        f"- Current verdict: **{case['verdict']}** by {md_text(case['reviewer'])}"
+        + (f"; corrected: {md_text(', '.join(json.loads(case['corrected_labels'] or '[]')))}"
            if json.loads(case["corrected_labels"] or "[]") else ""),
         f"- Saliency: {case['saliency_method'] or '-'}"
         + (f" ({case['saliency_target']})" if case.get("saliency_target") else "")
-        + f" for '{case['saliency_class'] or '-'}'",
+        + f" for '{md_text(case['saliency_class'] or '-')}'",
         f"- Image SHA-256 `{case['image_sha256'][:16]}…` · prompt set `{(case['prompt_set_sha256'] or '')[:12]}`",
     ]
     if case.get("original_filename") or case.get("patient_id"):
-        lines.append(f"- Identifiers (opted in): file '{case.get('original_filename') or '-'}', "
-                     f"patient '{case.get('patient_id') or '-'}'")
+        lines.append(f"- Identifiers (opted in): file '{md_text(case.get('original_filename') or '-')}', "
+                     f"patient '{md_text(case.get('patient_id') or '-')}'")
     hist = pd.DataFrame([{k: h.get(k) for k in HISTORY_COLUMNS} for h in case["history"]], columns=HISTORY_COLUMNS)
     return (_png(case["thumbnail"]), _png(case.get("saliency_thumbnail")), "\n".join(lines), hist,
             ok_status(f"Opened case #{cid}."))

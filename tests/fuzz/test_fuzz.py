@@ -209,8 +209,21 @@ def test_cli_explain_in_process(per_file_corpus, default_model, tmp_path, monkey
 
 def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())", *args]
+    # The CLI's own peak memory (VmHWM is per process image, so the test's own size does not leak in).
+    snippet = ("import atexit, re, sys; atexit.register(lambda: sys.stderr.write('peak-rss-kb ' + re.search("
+               "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1) + '\\n')); "
+               "from engine.cli import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", snippet, *args]
     return subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, cwd=REPO)
+
+
+MAX_CLI_RSS_MB = 3000
+
+
+def cli_peak_rss_mb(proc: subprocess.CompletedProcess) -> float:
+    import re
+
+    return int(re.findall(rb"peak-rss-kb (\d+)", proc.stderr)[-1]) / 1024
 
 
 def no_traceback(proc: subprocess.CompletedProcess) -> None:
@@ -227,7 +240,9 @@ def test_cli_predict_whole_corpus_in_one_process(corpus, per_file_corpus, as_jso
     proc = run_cli(["predict", *(["--json"] if as_json else []), *paths], timeout=60 + 2 * len(paths))
     no_traceback(proc)
     assert proc.returncode == 2  # some files are bad: the exit status says so
-    print(f"CLI predict peak RSS {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+    rss_mb = cli_peak_rss_mb(proc)
+    print(f"CLI predict over {len(paths)} files: peak RSS {rss_mb:.0f} MB")
+    assert rss_mb < MAX_CLI_RSS_MB
     if as_json:
         results = json.loads(proc.stdout)["results"]
         assert len(results) == len(paths)
