@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} not found: apt-get install chromium")
@@ -88,6 +89,11 @@ def main(argv=None) -> int:
             print(f"Analyse press to results:      first {first:5.2f} s, median of next {len(rest)}: "
                   f"{statistics.median(rest):5.2f} s (min {min(rest):.2f}, max {max(rest):.2f})   (target < 1.5 s)")
             import os
+            if args.json:
+                import json
+                Path(args.json).write_text(json.dumps({
+                    "bench": "app", "startup_s": startup, "analyse_first_s": first,
+                    "analyse_median_s": statistics.median(rest), "runs": args.runs, "size": args.size}, indent=2))
             print(f"photograph: {args.size}x{args.size} px JPEG; browser: {CHROMIUM} headless; "
                   f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
         finally:

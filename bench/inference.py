@@ -10,6 +10,7 @@ a re-classify costs one text encoding plus the image encoding, peak RSS < 1.5 GB
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -92,18 +93,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda too when a GPU is present)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     args = ap.parse_args()
+    figures = {"bench": "inference", "devices": {}}
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        report(device, args.runs)
+        figures["devices"][device] = report(device, args.runs)
     if "cpu" in devices:
         root = str(Path(__file__).resolve().parent.parent)
         out = subprocess.run([sys.executable, "-c", RSS_SNIPPET.format(root=root)], capture_output=True, text=True)
         rss = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
         print(f"peak RSS, load default + classify one image: {rss} MB (target < 1536)")
+        figures["peak_rss_mb"] = float(rss) if rss.replace(".", "", 1).isdigit() else None
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
-def report(device: str, runs: int) -> None:
+def report(device: str, runs: int) -> list[dict]:
     image = example_image()
     rows = []
     default = VisionCLIP.load(device=device)
@@ -117,6 +123,7 @@ def report(device: str, runs: int) -> None:
         print(f"{k:28s}" + "".join(f"{r[k]:36.1f}" for r in rows))
     print(f"ratio default/RN50 batch-1 latency: {rows[0]['batch1_ms_network'] / rows[1]['batch1_ms_network']:.2f}")
     print(f"ratio default/RN50 batch-32 throughput: {rows[0]['batch32_img_per_s'] / rows[1]['batch32_img_per_s']:.2f}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--size", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--real", default="/work/shared/eval/eyedisease_dev")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     a = ap.parse_args()
     from engine.synth.render import render_fundus
     net = load_net()
@@ -79,6 +80,11 @@ def main():
     print(f"FD(synthetic[:{h}], real half A) = {fd_half:.2f}")
     print(f"FD(real half A, real half B)   = {floor:.2f}  (floor)")
     print(f"ratio (half-vs-half)           = {fd_half / floor:.2f}")
+    if a.json:
+        import json
+        with open(a.json, "w") as fh:
+            json.dump({"bench": "realism", "n_real": len(real), "n_synthetic": len(syn), "size": a.size, "fd": fd,
+                       "fd_half": fd_half, "fd_floor": floor, "ratio_half_vs_floor": fd_half / floor}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def main():
     ap.add_argument("--n", type=int, default=40, help="images per size (per worker)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     a = ap.parse_args()
+    figures = {"bench": "synth", "workers": a.workers, "sizes": {}}
     render_fundus(0, 128)  # warm-up
     for size in a.sizes:
         n = max(4, a.n if size <= 512 else a.n // 3)
@@ -52,7 +54,13 @@ def main():
         total = n * a.workers
         print(f"size {size:5d}: {total / cpu:7.1f} img/s per core (CPU time), {total / dt:7.1f} img/s wall total "
               f"({a.workers} worker{'s' if a.workers > 1 else ''}, {total} images)")
-        write_speed(total, size, a.workers, render_per_core=total / cpu)
+        written = write_speed(total, size, a.workers, render_per_core=total / cpu)
+        figures["sizes"][str(size)] = {"img_per_s_per_core": total / cpu, "img_per_s_wall": total / dt, "images": total,
+                                       "written_per_s_per_core": written}
+    if a.json:
+        import json
+        with open(a.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
 
 
 
@@ -99,7 +107,8 @@ def write_speed(n, size, workers=1, render_per_core=None):
         t, c0 = time.perf_counter(), _cpu_seconds()
         generate_dataset(os.path.join(tmp, "out"), n, seed=1000, size=size, workers=workers, progress=False)
         dt, cpu = time.perf_counter() - t, _cpu_seconds() - c0
-    ratio = f", {n / cpu / render_per_core:.2f}x render-only" if render_per_core else ""
+    written_per_core = n / cpu
+    ratio = f", {written_per_core / render_per_core:.2f}x render-only" if render_per_core else ""
     print(f"           {n / cpu:7.1f} img/s per core as written, {n / dt:7.1f} img/s wall total{ratio}")
     stages = dict.fromkeys(("render", "png", "masks", "caption+row"), 0.0)
     for i in range(min(n, 12)):
@@ -117,6 +126,7 @@ def write_speed(n, size, workers=1, render_per_core=None):
         stages["caption+row"] += time.process_time() - c
     k = min(n, 12)
     print("           per image (ms): " + ", ".join(f"{name} {1000 * v / k:.1f}" for name, v in stages.items()))
+    return written_per_core
 
 
 EXAMPLES = [("normal", 11), ("dr", 12), ("glaucoma", 13), ("amd", 14), ("cataract", 15), ("hypertensive_retinopathy", 16)]

@@ -252,6 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resolutions", default=None, metavar="320,448,512",
                     help="our loop only, at each input size in turn (data rendered at the largest); step time "
                          "relative to the first size")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the runs to this JSON file")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in keys if k not in MODELS]
@@ -317,6 +318,9 @@ def main(argv=None) -> int:
     print("note: with a frozen Hugging Face text tower (effl0) our loop caches caption features, so a step runs no\n"
           "text transformer once its captions were seen; open_clip runs the frozen tower forward every step.\n"
           "Our data are real decoded PNGs with augmentation; open_clip's synthetic set is one black image.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bench": "train", "device": device, "runs": results,
+                                               "verdicts": verdicts}, indent=2, default=str))
     return 0 if all("IS SLOWER" not in v for v in verdicts) else 1
 
 

@@ -22,6 +22,9 @@ from .dicom import is_dicom, read_dicom
 from .errors import VisionCLIPError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000: larger than any fundus camera writes
+# The fundus is padded to a square of its longest side: a 20000x8 strip (a 300-byte PNG) would become a
+# 1.2 GB square. No fundus camera writes a side this long, so it is refused before decoding.
+MAX_SIDE = 8192
 ImageSource = Union[str, os.PathLike, bytes, bytearray, io.IOBase, Image.Image, np.ndarray]
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
 
@@ -88,6 +91,8 @@ def load_image_with_meta(source: ImageSource, max_pixels: int | None = DEFAULT_M
         raise VisionCLIPError(f"{name}: image is too small ({w}x{h} pixels)")
     if max_pixels and w * h > max_pixels:
         raise VisionCLIPError(f"{name}: image is too large ({w}x{h} pixels; the limit is {max_pixels:,})")
+    if max_pixels and max(w, h) > MAX_SIDE:
+        raise VisionCLIPError(f"{name}: image is too large ({w}x{h} pixels; the longest side may be {MAX_SIDE:,})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -23,6 +23,7 @@ PRESET_DIR = asset_dir("prompts")  # the installed package's copy, else the chec
 DEFAULT_PRESET = "screening"
 MAX_PROMPT_CHARS = 2000  # far beyond any text tower's context; longer is a paste accident
 MAX_CLASSES = 200  # also the limit on subclasses, all classes together
+MAX_PROMPT_FILE_BYTES = 2_000_000  # 200 classes x 10 prompts x 1000 characters; refused before it is read whole
 SUBCLASS_SEPARATOR = " > "  # "class > subclass": how one subclass is named in a flat list (the app's table)
 
 
@@ -160,6 +161,10 @@ class PromptSet:
 
     @classmethod
     def from_json_text(cls, text: str, name: str = "") -> "PromptSet":
+        if len(text) > MAX_PROMPT_FILE_BYTES:
+            raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is too large "
+                                  f"({len(text):,} characters; the limit is {MAX_PROMPT_FILE_BYTES:,})")
+
         def no_duplicates(pairs):
             keys = [k for k, _ in pairs]
             dupes = {k for k in keys if keys.count(k) > 1}
@@ -171,6 +176,8 @@ class PromptSet:
             doc = json.loads(text, object_pairs_hook=no_duplicates)
         except json.JSONDecodeError as e:
             raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:  # "[[[[..." thousands deep
+            raise VisionCLIPError(f"prompt set{' ' + name if name else ''} is nested too deeply to be a prompt set") from None
         return cls.from_dict(doc, name=name)
 
     @classmethod
@@ -178,15 +185,34 @@ class PromptSet:
         path = Path(path)
         if not path.is_file():
             raise VisionCLIPError(f"prompt set file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_PROMPT_FILE_BYTES:
+            raise VisionCLIPError(f"prompt set {path.name} is too large ({size:,} bytes; the limit is "
+                                  f"{MAX_PROMPT_FILE_BYTES:,})")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as fh:  # bounded read: the size on disk may change or lie (/proc, FIFOs)
+                data = fh.read(MAX_PROMPT_FILE_BYTES + 1)
+            if len(data) > MAX_PROMPT_FILE_BYTES:
+                raise VisionCLIPError(f"prompt set {path.name} is too large (the limit is {MAX_PROMPT_FILE_BYTES:,} bytes)")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise VisionCLIPError(f"prompt set {path.name} is not UTF-8 text") from None
+        except OSError as e:
+            raise VisionCLIPError(f"prompt set {path.name} cannot be read ({e.strerror or type(e).__name__})") from None
         return cls.from_json_text(text, name=path.stem)
 
 
+def _valid_unicode(text: str, what: str) -> str:
+    """Lone surrogates (a JSON payload can carry "\\ud800") cannot be stored, hashed or tokenised."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VisionCLIPError(f"prompt set {what} holds characters that are not valid Unicode text") from None
+    return text
+
+
 def _clean_name(raw, what: str) -> str:
-    name = " ".join(str(raw).split())
+    name = _valid_unicode(" ".join(str(raw).split()), what)
     if not name:
         raise VisionCLIPError(f"prompt set has a {what} with a blank name")
     if SUBCLASS_SEPARATOR in name:
@@ -204,7 +230,7 @@ def _clean_prompts(owner: str, prompts) -> list[str]:
     for p in prompts:
         if not isinstance(p, str):
             raise VisionCLIPError(f"{owner}: prompt {p!r} is not text")
-        text = " ".join(p.split())
+        text = _valid_unicode(" ".join(p.split()), f"{owner}: a prompt")
         if not text:
             raise VisionCLIPError(f"{owner} has a blank prompt")
         if len(text) > MAX_PROMPT_CHARS:

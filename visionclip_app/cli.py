@@ -28,12 +28,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--auth-file", default=None, help="file of user:password lines")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="the one server folder users may name (Prompt lab folders); default none: folder features off")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests allowed to wait; beyond it the browser is told the app is busy (default 64)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25 MB)")
     args = p.parse_args(argv)
     if not 1 <= args.port <= 65535:
         p.error("--port must be between 1 and 65535")
     if not 0 < args.max_upload_mb <= 1024:
         p.error("--max-upload-mb must be between 0 and 1024")
+    if args.max_queue < 1:
+        p.error("--max-queue must be at least 1")
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         p.error(f"--data-root {args.data_root} is not a folder")
     return args
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
     ctx = AppContext.create(model, store, Path(private_tmp) / "work", max_upload_mb=args.max_upload_mb,
                             data_root=data_root)
     demo = build_ui(ctx)
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(default_concurrency_limit=4, max_size=args.max_queue)  # beyond it: "queue is full", not a hang
     print(f"VisionCLIP app: model {model.model_id}, case log {Path(args.db).resolve()}, "
           f"ready in {time.perf_counter() - t0:.1f} s", flush=True)
     from .handlers import warmup

@@ -66,6 +66,38 @@ class StoreError(ValueError):
     """Bad input to the store (one line, safe to show to a user)."""
 
 
+def _unavailable(e: sqlite3.Error) -> str:
+    """One line for a database the operating system will not let us use; a write was rolled back whole."""
+    msg = str(e).lower()
+    if "readonly" in msg or "read-only" in msg:
+        why = "the case log is read-only"
+    elif "full" in msg or "disk i/o" in msg:
+        why = "the case log's disk is full or failing"
+    elif "unable to open" in msg:
+        why = "the case log cannot be opened (read-only, full or missing folder)"
+    elif "locked" in msg or "busy" in msg:
+        why = "the case log is busy"
+    else:
+        why = f"the case log cannot be used ({' '.join(str(e).split())[:120]})"
+    return f"Case log unavailable: {why}; nothing was changed. Analyses still work; save again once it is fixed."
+
+
+def _storable(text: str | None, what: str) -> str | None:
+    """Text SQLite can store: lone surrogates (which a JSON payload can carry) are refused in one line."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"{what} contains characters that are not valid Unicode text.") from None
+    return text
+
+
+def _file_name(name: str | None) -> str | None:
+    """A file name that was not UTF-8 on disk (surrogate-escaped bytes) is kept readable, not refused."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if name else None
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -122,7 +154,7 @@ class Review:
 
     def validated(self) -> "Review":
         """A normalised copy (names and labels whitespace-collapsed, confidence a float), or StoreError."""
-        reviewer = " ".join(str(self.reviewer or "").split())
+        reviewer = _storable(" ".join(str(self.reviewer or "").split()), "The reviewer name")
         if not reviewer:
             raise StoreError("Enter the reviewer's name.")
         if len(reviewer) > MAX_REVIEWER_CHARS:
@@ -131,9 +163,11 @@ class Review:
         if verdict not in VERDICTS:
             raise StoreError(f"Choose a verdict: {', '.join(VERDICTS)}.")
         labels = parse_labels(self.corrected_labels)
+        for label in labels:
+            _storable(label, "A corrected label")
         if verdict == "disagree" and not labels:
             raise StoreError("A 'disagree' verdict needs at least one corrected label.")
-        notes = str(self.notes or "")
+        notes = _storable(str(self.notes or ""), "The notes")
         if len(notes) > MAX_NOTES_CHARS:
             raise StoreError(f"Notes are too long ({len(notes)} characters; {MAX_NOTES_CHARS} at most).")
         return Review(reviewer=reviewer, verdict=verdict, corrected_labels=labels,
@@ -272,14 +306,17 @@ class CaseStore:
     # -- connections and transactions
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite_utils.Database]:
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            yield sqlite_utils.Database(conn)
-        finally:
-            conn.close()
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA foreign_keys=ON")
+                yield sqlite_utils.Database(conn)
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:  # full disk, read-only file, lost folder: one line, not a traceback
+            raise StoreError(_unavailable(e)) from None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
@@ -343,14 +380,16 @@ class CaseStore:
         an = rec.analysis
         if not an.image_sha256 or not an.model_id or not an.predicted_label:
             raise StoreError("A case needs an analysed image (hash, model id and prediction).")
-        patient_id = " ".join(str(rec.patient_id or "").split())
+        patient_id = _storable(" ".join(str(rec.patient_id or "").split()), "The patient identifier")
+        for text, what in ((an.predicted_label, "The predicted label"), (an.prompt_set_json, "The prompt set")):
+            _storable(text, what)
         if len(patient_id) > MAX_LABEL_CHARS:
             raise StoreError("Patient identifier is too long.")
         now = utc_now()
         row = {
             **dataclasses.asdict(an), "created_at": now, "updated_at": now, **self._review_columns(review),
             "probabilities": json.dumps(an.probabilities, sort_keys=True), "n_revisions": 1,
-            "original_filename": (an.original_filename or None) if rec.store_identifiers else None,
+            "original_filename": _file_name(an.original_filename) if rec.store_identifiers else None,
             "patient_id": (patient_id or None) if rec.store_identifiers else None,
         }
         return row, {"revision": 1, "created_at": now, **self._review_columns(review)}

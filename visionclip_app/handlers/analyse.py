@@ -19,7 +19,7 @@ from engine.saliency import TARGETS as SALIENCY_TARGETS
 
 from ..store import Analysis, strip_and_thumbnail
 from ..uploads import NEUTRAL_RE
-from .common import AppContext, CurrentAnalysis, UserError, error_status, ok_status, one_line
+from .common import AppContext, CurrentAnalysis, UserError, error_status, md_text, ok_status, one_line
 from .prompt_table import default_preset, prompt_set_from_table
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,11 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         saliency_class=cls if overlay is not None else None,
         saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None)
     state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
-    notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
+    notes = [f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
     if len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
         parts = sorted(((p, sub) for c, sub, p in sub_probs if c == predicted), reverse=True)
-        notes.append(f"{predicted} is the sum of: " + ", ".join(f"{sub} {p:.1%}" for p, sub in parts) + ".")
+        notes.append(f"{md_text(predicted)} is the sum of: " + ", ".join(f"{md_text(sub)} {p:.1%}" for p, sub in parts) + ".")
     if overlay is None:
         notes.append(f"No saliency map: {used}.")
     if n_truncated:
@@ -196,7 +196,7 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
-    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{class_name}'."), state
+    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."), state
 
 
 def summary_markdown(state: CurrentAnalysis | None) -> str:
@@ -206,9 +206,9 @@ def summary_markdown(state: CurrentAnalysis | None) -> str:
     a = state.analysis
     top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
     warn = "" if state.quality["gradable"] else " · ⚠ looks ungradable"
-    return (f"Current analysis: predicted **{a.predicted_label}** ("
-            + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{a.image_sha256[:12]}`"
-            + f" · saliency {a.saliency_method or '-'} ({a.saliency_target or '-'}) / {a.saliency_class or '-'}"
+    return (f"Current analysis: predicted **{md_text(a.predicted_label)}** ("
+            + ", ".join(f"{md_text(k)} {v:.0%}" for k, v in top) + f") · image `{a.image_sha256[:12]}`"
+            + f" · saliency {a.saliency_method or '-'} ({a.saliency_target or '-'}) / {md_text(a.saliency_class or '-')}"
             + warn)
 
 

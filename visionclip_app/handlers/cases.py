@@ -13,7 +13,7 @@ from PIL import Image
 from engine.evaluate import plot_confusion_matrix
 
 from ..store import VERDICTS, Review, StoreError
-from .common import AppContext, UserError, error_status, ok_status
+from .common import AppContext, UserError, error_status, md_text, ok_status
 
 CASE_COLUMNS = ["id", "created_at", "reviewer", "verdict", "predicted_label", "corrected_labels", "confidence",
                 "model_id", "notes"]
@@ -113,10 +113,10 @@ def search_cases(ctx: AppContext, reviewer=None, label=None, verdict=None, date_
     """Returns (cases DataFrame, agreement markdown, agreement figure, status)."""
     try:
         rows = ctx.store.search(**_filters(reviewer, label, verdict, date_from, date_to, text), limit=None)
-    except UserError as e:
+        ag = ctx.store.agreement(rows)
+        md = agreement_markdown(len(rows), ag) + "".join(reader_agreement_lines(ctx))
+    except (UserError, StoreError) as e:  # StoreError: the case log cannot be read (lost folder, disk fault)
         return gr.update(), gr.update(), gr.update(), error_status(e)
-    ag = ctx.store.agreement(rows)
-    md = agreement_markdown(len(rows), ag) + "".join(reader_agreement_lines(ctx))
     return (cases_frame(rows[:MAX_TABLE_ROWS]), md, agreement_figure(ag),
             ok_status(f"{len(rows)} case(s) found."))
 
@@ -132,18 +132,18 @@ def case_markdown(case: dict) -> str:
     lines = [
         f"### Case #{case['id']}",
         f"- Logged (UTC): {case['created_at']} · last change {case['updated_at']}",
-        f"- Model `{case['model_id']}` predicted **{case['predicted_label']}**; "
-        + ", ".join(f"{k} {v:.1%}" for k, v in top),
-        f"- Current verdict: **{case['verdict']}** by {case['reviewer']}"
-        + (f"; corrected: {', '.join(corrected)}" if corrected else ""),
+        f"- Model `{case['model_id']}` predicted **{md_text(case['predicted_label'])}**; "
+        + ", ".join(f"{md_text(k)} {v:.1%}" for k, v in top),
+        f"- Current verdict: **{case['verdict']}** by {md_text(case['reviewer'])}"
+        + (f"; corrected: {md_text(', '.join(corrected))}" if corrected else ""),
         f"- Saliency: {case['saliency_method'] or '-'}"
         + (f" ({case['saliency_target']})" if case.get("saliency_target") else "")
-        + f" for '{case['saliency_class'] or '-'}'",
+        + f" for '{md_text(case['saliency_class'] or '-')}'",
         f"- Image SHA-256 `{case['image_sha256'][:16]}…` · prompt set `{(case['prompt_set_sha256'] or '')[:12]}`",
     ]
     if case.get("original_filename") or case.get("patient_id"):
-        lines.append(f"- Identifiers (opted in): file '{case.get('original_filename') or '-'}', "
-                     f"patient '{case.get('patient_id') or '-'}'")
+        lines.append(f"- Identifiers (opted in): file '{md_text(case.get('original_filename') or '-')}', "
+                     f"patient '{md_text(case.get('patient_id') or '-')}'")
     return "\n".join(lines)
 
 
@@ -153,7 +153,10 @@ def open_case(ctx: AppContext, case_id: Any) -> tuple:
         cid = int(float(case_id))
     except (TypeError, ValueError):
         return None, None, "", None, error_status("Enter a case id (a number from the table).")
-    case = ctx.store.get_case(cid)
+    try:
+        case = ctx.store.get_case(cid)
+    except StoreError as e:
+        return None, None, "", None, error_status(e)
     if case is None:
         return None, None, "", None, error_status(f"No case #{cid}.")
     hist = pd.DataFrame([{k: h.get(k) for k in HISTORY_COLUMNS} for h in case["history"]], columns=HISTORY_COLUMNS)
@@ -181,8 +184,10 @@ def export_cases(ctx: AppContext, fmt: str, reviewer=None, label=None, verdict=N
         if fmt not in EXPORT_FORMATS:
             raise UserError("Export format must be csv or json.")
         rows = ctx.store.search(**_filters(reviewer, label, verdict, date_from, date_to, text), limit=None)
-    except UserError as e:
+        path = ctx.new_file(f".{fmt}")
+        (ctx.store.export_csv if fmt == "csv" else ctx.store.export_json)(path, rows)
+    except (UserError, StoreError) as e:
         return None, error_status(e)
-    path = ctx.new_file(f".{fmt}")
-    (ctx.store.export_csv if fmt == "csv" else ctx.store.export_json)(path, rows)
+    except OSError as e:  # the export folder is full or read-only: the log itself is untouched
+        return None, error_status(f"Could not write the export: {e.strerror or e}.")
     return str(path), ok_status(f"Exported {len(rows)} case(s) as {fmt.upper()}.")
