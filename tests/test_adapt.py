@@ -225,7 +225,7 @@ def _log(store, image, reviewer, verdict, predicted, corrected=()):
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return store.log_case(CaseRecord(
+    return store.log_case(CaseRecord.of(
         reviewer=reviewer, verdict=verdict, image_sha256=hashlib.sha256(buf.getvalue()).hexdigest(),
         thumbnail=strip_and_thumbnail(image), prompt_set_json=THREE.to_json(), prompt_set_sha256=THREE.sha256,
         probabilities={c: 1 / 3 for c in CLASSES}, model_id="m", predicted_label=predicted,

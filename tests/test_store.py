@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import sqlite3
@@ -17,8 +16,6 @@ from visionclip_app.store import (
     strip_and_thumbnail,
 )
 
-REVIEW_FIELDS = {f.name for f in dataclasses.fields(Review)}
-RECORD_FIELDS = {"store_identifiers", "patient_id"}
 
 
 def _record(**kw) -> CaseRecord:
@@ -29,10 +26,7 @@ def _record(**kw) -> CaseRecord:
         probabilities={"normal": 0.7, "dr": 0.3}, model_id="m1", predicted_label="normal",
         saliency_method="gradcam", saliency_class="normal",
     )
-    base.update(kw)
-    review = Review(**{k: v for k, v in base.items() if k in REVIEW_FIELDS})
-    analysis = Analysis(**{k: v for k, v in base.items() if k not in REVIEW_FIELDS | RECORD_FIELDS})
-    return CaseRecord(analysis, review, **{k: v for k, v in base.items() if k in RECORD_FIELDS})
+    return CaseRecord.of(**{**base, **kw})
 
 
 def _review(**kw) -> Review:

@@ -183,6 +183,15 @@ class CaseRecord:
     store_identifiers: bool = False   # the reviewer's opt-in: keep the file name and patient identifier
     patient_id: str | None = None
 
+    @classmethod
+    def of(cls, **fields) -> "CaseRecord":
+        """A record from flat keyword arguments (analysis, review and record fields mixed), for scripts."""
+        review_keys = {f.name for f in dataclasses.fields(Review)}
+        record_keys = {"store_identifiers", "patient_id"}
+        return cls(Analysis(**{k: v for k, v in fields.items() if k not in review_keys | record_keys}),
+                   Review(**{k: v for k, v in fields.items() if k in review_keys}),
+                   **{k: v for k, v in fields.items() if k in record_keys})
+
 
 def parse_labels(value: Any) -> tuple[str, ...]:
     """Corrected labels from a list or a comma-separated string: whitespace collapsed, blanks and repeats dropped."""
