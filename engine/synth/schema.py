@@ -21,6 +21,7 @@ CONDITION_FLAGS = {
     "is_erm": "epiretinal membrane",
     "is_optic_atrophy": "optic atrophy",
     "is_cataract": "cataract",
+    "is_crp": "central serous chorioretinopathy",
 }
 DR_CLASS = "diabetic retinopathy"
 NORMAL_CLASS = "normal"
@@ -30,6 +31,7 @@ CONDITION_KEYS = {
     "dme": "is_dme", "amd": "is_amd", "glaucoma": "is_glaucoma",
     "pathologic_myopia": "is_pathologic_myopia", "hypertensive_retinopathy": "is_hypertensive_retinopathy",
     "rvo": "is_rvo", "erm": "is_erm", "optic_atrophy": "is_optic_atrophy", "cataract": "is_cataract",
+    "csc": "is_crp",
 }
 CONDITIONS = ["normal", "dr"] + list(CONDITION_KEYS)
 
