@@ -86,6 +86,12 @@ class Eye:
         """Up-sample a low-resolution field to the image size."""
         return cv2.resize(f, (self.S, self.S), interpolation=cv2.INTER_LINEAR)
 
+    def visible(self, x, y, margin=0.04) -> bool:
+        """Whether a unit-coordinate point lies in the photographed field (inside the image and crop)."""
+        px, py = self.px(x, y)
+        m = margin * self.R
+        return m <= px < self.S - m and self.crop_rows + m <= py < self.S - self.crop_rows - m
+
     # ------------------------------------------------------------------ anatomy look-ups
     def quadrant(self, x, y):
         """(superior, temporal) of a unit-coordinate point."""
@@ -118,7 +124,7 @@ class Eye:
             else:
                 r = math.sqrt(rng.uniform(rmin ** 2, rmax ** 2))
                 x, y = r * math.cos(a), r * math.sin(a)
-            if math.hypot(x, y) > 0.9 or math.hypot(x - self.dx, y - self.dy) < 0.6 * self.dd:
+            if math.hypot(x, y) > 0.9 or math.hypot(x - self.dx, y - self.dy) < 0.6 * self.dd or not self.visible(x, y):
                 continue
             if quadrant is not None and self.quadrant(x, y) != quadrant:
                 continue

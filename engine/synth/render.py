@@ -41,6 +41,14 @@ def _check(seed, size):
 def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = None, pipeline=None) -> SyntheticFundus:
     """Render one synthetic colour fundus photograph; deterministic in (seed, size, conditions, pipeline).
     ``pipeline``: a name in PIPELINES ("v1" default, "v2"), a Pipeline, or a list of layer names."""
+    pipe = get_pipeline(pipeline)
+    eye, canvas = draw_layers(seed, size, conditions, pipe)
+    return _finish(eye, canvas, pipe.version)
+
+
+def draw_layers(seed, size, conditions=None, pipeline=None, stop_after: str | None = None):
+    """Run a pipeline's layers (up to and including ``stop_after``); returns (eye, canvas) before the
+    image is finished. For tests and experiments that look at one layer's raw output."""
     _check(seed, size)
     pipe = get_pipeline(pipeline)
     case = sample_case(int(seed), int(size), parse_conditions(conditions), pipe.case)
@@ -49,7 +57,9 @@ def render_fundus(seed: int, size: int = 512, conditions: list[str] | None = Non
     for layer in pipe.build():
         if layer.applies(case):
             layer.draw(eye, canvas, case.rng(layer.name))
-    return _finish(eye, canvas, pipe.version)
+        if layer.name == stop_after:
+            break
+    return eye, canvas
 
 
 def _finish(eye, canvas, version):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine.errors import VisionCLIPError
 from engine.synth.captions import build_caption
+from engine.synth.pipeline import get_pipeline
 from engine.synth.render import render_fundus
 from engine.synth.schema import LABEL_COLUMNS, parse_conditions
 
@@ -35,8 +36,8 @@ def _npz_bytes(masks: dict) -> bytes:
 
 
 def _one(args):
-    i, seed, size, conditions, tmp = args
-    s = render_fundus(seed + i, size, conditions)
+    i, seed, size, conditions, tmp, pipeline = args
+    s = render_fundus(seed + i, size, conditions, pipeline)
     idx = f"{i:07d}"
     Image.fromarray(s.image).save(os.path.join(tmp, "images", idx + ".png"), optimize=False, compress_level=6)
     with open(os.path.join(tmp, "masks", idx + ".npz"), "wb") as fh:
@@ -72,9 +73,10 @@ def _check(out_dir, n, seed, size, workers, conditions):
     return out
 
 
-def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, progress=True) -> Path:
+def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, progress=True, pipeline=None) -> Path:
     """Render n images into out_dir atomically; same arguments give byte-identical files."""
     out = _check(out_dir, n, seed, size, workers, conditions)
+    get_pipeline(pipeline)  # an unknown pipeline name is a clear error before anything is written
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,7 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
     try:
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks"))
-        jobs = [(i, seed, size, conditions, tmp) for i in range(n)]
+        jobs = [(i, seed, size, conditions, tmp, pipeline) for i in range(n)]
         from tqdm import tqdm
         bar = tqdm(total=n, desc="synth", unit="img", disable=not progress)
         rows = []
