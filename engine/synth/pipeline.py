@@ -50,10 +50,11 @@ def _v2() -> Pipeline:
     """Realism where the diagnosis lives (issue 20 part 2): normal discs vary and glaucoma is told by
     the cup's shape and rim, not brightness; early DR faint and small; CSC; choroidal texture."""
     over = {
-        "disc": {"size": (0.85, 1.2), "rim_colours": ((1.0, 0.6, 0.48), (1.0, 0.84, 0.5)), "rim_brightness": (0.85, 1.12),
+        "disc": {"size": (0.7, 1.0), "rim_colours": ((1.0, 0.6, 0.48), (1.0, 0.84, 0.5)), "rim_brightness": (0.85, 1.12),
                  "ecc": (0.82, 0.98), "cup_alpha": (0.4, 0.85), "glaucoma_cup_alpha": (0.4, 0.85),
                  "glaucoma_cup_offset": 0.08, "glaucoma_cup_width": (0.72, 0.92), "glaucoma_cup_drop": (0.03, 0.14),
-                 "normal_cup_width": (0.95, 1.15), "p_ppa_normal": 0.15, "p_ppa_glaucoma": 0.45},
+                 "normal_cup_width": (0.95, 1.15), "p_ppa_normal": 0.15, "p_ppa_glaucoma": 0.45,
+                 "margin_soft": (0.06, 0.16), "cup_soft": (0.12, 0.3), "glow": (0.05, 0.3)},
         "microaneurysms": {"counts": {1: (1, 6), 2: (5, 15), 3: (12, 28), 4: (8, 25)}, "radius": 0.0045,
                            "early_contrast": (0.3, 0.8)},
         "dot_blot_haemorrhages": {"early_contrast": (0.35, 0.9), "radius": 0.011},

@@ -32,6 +32,9 @@ class Disc(Layer):
         "normal_cup_width": (1.0, 1.0),
         "p_ppa_normal": 0.0,             # peripapillary atrophy in eyes without myopia or glaucoma
         "p_ppa_glaucoma": 0.35,
+        "margin_soft": None,             # None: v1's fixed sharp kernel; (lo, hi): disc margin sigma x radius
+        "cup_soft": None,                # (lo, hi): cup margin sigma x cup radius (real cups slope, no step)
+        "glow": (0.0, 0.0),              # brightening round the disc (real discs glow into the retina)
     }
 
     def draw(self, eye, canvas, rng):
@@ -45,7 +48,7 @@ class Disc(Layer):
         cdr = case.cdr
         ppa = (myopia and rng.random() < 0.85) or (glauc and rng.random() < p["p_ppa_glaucoma"]) or \
             (not myopia and not glauc and rng.random() < p["p_ppa_normal"])
-        sl = box(dxp, dyp, d_ax * (4.0 if ppa else 1.6) + 8, S)
+        sl = box(dxp, dyp, d_ax * (4.0 if ppa else (1.6 if p["glow"][1] == 0 else 3.0)) + 8, S)
         ox, oy = sl[1].start, sl[0].start
         h, w = sl[0].stop - oy, sl[1].stop - ox
         disc_map = np.zeros((h, w), np.float32)
@@ -63,9 +66,18 @@ class Disc(Layer):
         canvas.state["disc"] = {"x": dxp, "y": dyp, "r": d_ax, "ecc": ecc, "ang": ang, "cup_x": ccx, "cup_y": ccy,
                                 "cup_r": cup_r * 1.05, "cup_w": cup_w, "box": sl}
         k = max(3, int(d_ax * 0.12) | 1)  # real disc and cup margins are fairly sharp
-        disc_map = cv2.GaussianBlur(disc_map, (k, k), 0)
-        cup_map = cv2.GaussianBlur(cup_map, (k * 2 + 1, k * 2 + 1), 0)
+        if p["margin_soft"] is None:
+            disc_map = cv2.GaussianBlur(disc_map, (k, k), 0)
+            cup_map = cv2.GaussianBlur(cup_map, (k * 2 + 1, k * 2 + 1), 0)
+        else:
+            disc_map = cv2.GaussianBlur(disc_map, (0, 0), max(0.6, rng.uniform(*p["margin_soft"]) * d_ax))
+            cup_map = cv2.GaussianBlur(cup_map, (0, 0), max(0.6, rng.uniform(*p["cup_soft"]) * cup_r))
         sub = canvas.img[sl]
+        glow = rng.uniform(*p["glow"])
+        if glow > 0:
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            g = np.exp(-((xx - (dxp - ox)) ** 2 + (yy - (dyp - oy)) ** 2) / (2 * (0.9 * d_ax) ** 2))  # ~0 at the box edge
+            sub *= 1 + glow * g[..., None] * np.array([1.0, 1.1, 0.9], np.float32)
         if ppa:
             self._ppa(eye, canvas, rng, sub, sl, disc_map, d_ax, ecc, ang, k, myopia)
         if case.extras.get("disc_oedema"):
