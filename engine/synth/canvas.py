@@ -43,27 +43,43 @@ class Canvas:
         sub = self.img[sl]
         sub[:] = sub * (1 - alpha) + colour * alpha
 
+    def _bbox(self, m, pad):
+        """Region of interest round the non-zero pixels of a map (None when the map is empty)."""
+        rows = np.flatnonzero(m.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
+        S = self.S
+        return (slice(max(0, rows[0] - pad), min(S, rows[-1] + pad + 1)),
+                slice(max(0, cols[0] - pad), min(S, cols[-1] + pad + 1)))
+
     def composite_lesions(self, rng, bright_colour_jitter=(0.9, 1.05)):
-        """Haemorrhage absorption, yellow exudate/drusen, whitish cotton-wool/fibrosis, dark pigment."""
-        img, S = self.img, self.S
+        """Haemorrhage absorption, yellow exudate/drusen, whitish cotton-wool/fibrosis, dark pigment; each
+        map is composited only over the box that holds its lesions."""
+        S = self.S
+        R = self.state.get("R", S / 2)
         red = self.maps.pop("red", None)
-        if red is not None and red.any():
-            np.clip(red, 0, 1.2, out=red)
-            red_b = cv2.GaussianBlur(red, (3, 3), 0) if S >= 256 else red
-            absorb = cv2.transform(red_b[..., None], np.array([[0.3], [0.74], [0.68]], np.float32))
-            np.subtract(1.0, absorb, out=absorb)
-            img *= absorb
+        sl = None if red is None else self._bbox(red, 3)
+        if sl is not None:
+            r = np.clip(red[sl], 0, 1.2)
+            if S >= 256:
+                r = cv2.GaussianBlur(r, (3, 3), 0)
+            absorb = cv2.transform(r[..., None], np.array([[0.3], [0.74], [0.68]], np.float32))
+            self.img[sl] *= 1.0 - absorb
         bright = self.maps.pop("bright", None)
-        if bright is not None and bright.any():
-            b = np.clip(cv2.GaussianBlur(bright, (3, 3), 0), 0, 1)[..., None]
+        sl = None if bright is None else self._bbox(bright, 3)
+        if sl is not None:
+            b = np.clip(cv2.GaussianBlur(bright[sl], (3, 3), 0), 0, 1)[..., None] * 0.85
             ycol = np.array([1.0, 0.9, 0.45], np.float32) * rng.uniform(*bright_colour_jitter)
-            img[:] = img * (1 - b * 0.85) + ycol * b * 0.85
+            self.img[sl] = self.img[sl] * (1 - b) + ycol * b
         white = self.maps.pop("white", None)
-        if white is not None and white.any():
-            R = self.state.get("R", S / 2)
-            wmap = np.clip(cv2.GaussianBlur(white, (0, 0), max(0.7, 0.006 * R)), 0, 1)[..., None]
-            img[:] = img * (1 - wmap * 0.8) + np.array([1.0, 0.93, 0.85], np.float32) * wmap * 0.8
+        sig = max(0.7, 0.006 * R)
+        sl = None if white is None else self._bbox(white, int(3 * sig) + 2)
+        if sl is not None:
+            w = np.clip(cv2.GaussianBlur(white[sl], (0, 0), sig), 0, 1)[..., None] * 0.8
+            self.img[sl] = self.img[sl] * (1 - w) + np.array([1.0, 0.93, 0.85], np.float32) * w
         dark = self.maps.pop("dark", None)
-        if dark is not None and dark.any():
-            dmap = np.clip(cv2.GaussianBlur(dark, (3, 3), 0), 0, 1)[..., None]
-            img *= 1 - dmap * np.array([0.75, 0.78, 0.8], np.float32)
+        sl = None if dark is None else self._bbox(dark, 3)
+        if sl is not None:
+            d = np.clip(cv2.GaussianBlur(dark[sl], (3, 3), 0), 0, 1)[..., None]
+            self.img[sl] *= 1 - d * np.array([0.75, 0.78, 0.8], np.float32)

@@ -27,6 +27,7 @@ class CaseOptions:
     other_p: tuple = tuple(_OTHER_P)
     normal_cdr: tuple = (0.2, 0.45)       # uniform range of the physiological cup-to-disc ratio
     glaucoma_cdr: tuple = (0.6, 0.88)     # uniform range of the glaucomatous vertical cup-to-disc ratio
+    dr_grade_p: tuple = (0.3, 0.35, 0.2, 0.15)  # grades 1-4 when DR is asked for without a grade
 
 
 @dataclass
@@ -95,7 +96,7 @@ def sample_case(seed: int, size: int, parsed: list, opts: CaseOptions | None = N
     grade = None
     for k, g in parsed:
         if k == "dr":
-            grade = g if g is not None else int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.2, 0.15]))
+            grade = g if g is not None else int(rng.choice([1, 2, 3, 4], p=list(opts.dr_grade_p)))
     if "dme" in keys and not grade:
         grade = int(rng.choice([2, 3, 4], p=[0.5, 0.3, 0.2]))
     lab["dr_grade"] = int(grade or 0)

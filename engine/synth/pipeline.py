@@ -60,14 +60,16 @@ def _v2() -> Pipeline:
         "dot_blot_haemorrhages": {"early_contrast": (0.35, 0.9), "radius": 0.011},
         "flame_haemorrhages": {"early_contrast": (0.35, 0.9)},
         "hard_exudates": {"early_contrast": (0.45, 1.0), "p_ring": 0.35},
-        "choroid": {"texture": 0.12},
+        "choroid": {"texture": 0.12, "faint_scale": 4},
         "background": {"macula_dark": (0.15, 0.32)},
         "vessel_composite": {"reflex": (0.08, 0.22)},
     }
     layers = []
     for name in _ANATOMY + _FINDINGS + ["csc", "lesion_composite", "glaucoma_signs"] + _CAMERA:
         layers.append((name, over[name]) if name in over else name)
-    case = CaseOptions(normal_cdr=(0.05, 0.6), glaucoma_cdr=(0.65, 0.9))
+    base = CaseOptions()
+    case = CaseOptions(other=base.other + ("csc",), other_p=base.other_p + (0.05,),  # SynFundus-1M has CSC
+                       normal_cdr=(0.05, 0.6), glaucoma_cdr=(0.65, 0.9))
     return Pipeline("v2", layers, case)
 
 

@@ -42,7 +42,7 @@ class Choroid(Layer):
     """Choroidal tessellation: orange choroidal vessels with dark spaces, seen through thin/blond RPE."""
     name = "choroid"
     words = {"tessellation": ["a tessellated fundus", "prominent choroidal vessels", "myopic tessellation"]}
-    params = {"p_visible": 0.5, "strength": 0.6, "texture": 0.0}
+    params = {"p_visible": 0.5, "strength": 0.6, "texture": 0.0, "faint_scale": 2}
 
     def draw(self, eye, canvas, rng):
         myopia = eye.case.flag("pathologic_myopia")
@@ -54,8 +54,11 @@ class Choroid(Layer):
         if tess <= 0.05:
             return
         S, R = eye.S, eye.R
+        # faint texture (no myopia) is smooth enough to compute on a coarser grid
+        grid_of = S if myopia or tess > 0.3 else S * 2 // self.p["faint_scale"]
         # choroidal vessels: noise in polar coordinates (radial stripes) plus isotropic noise contours
-        n1, mr, _ = polar_noise(rng, S, eye.cx, eye.cy, R, int(rng.integers(90, 150)), 5, 3.0, cv2.INTER_CUBIC)
+        n1, mr, _ = polar_noise(rng, grid_of, eye.cx * grid_of / S, eye.cy * grid_of / S, R * grid_of / S,
+                                int(rng.integers(90, 150)), 5, 3.0, cv2.INTER_CUBIC)
         n1 *= 0.5
         T = n1.shape[0]
         n1 += smooth_noise(rng, (T, T), int(rng.integers(22, 34)), 1.0)

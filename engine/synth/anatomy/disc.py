@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import box, ellipse
+from engine.synth.primitives import blur, box, ellipse
 
 
 @register
@@ -34,6 +34,7 @@ class Disc(Layer):
         "p_ppa_glaucoma": 0.35,
         "margin_soft": None,             # None: v1's fixed sharp kernel; (lo, hi): disc margin sigma x radius
         "cup_soft": None,                # (lo, hi): cup margin sigma x cup radius (real cups slope, no step)
+        "glaucoma_cup_soft": None,       # (lo, hi): glaucomatous cups have steep, sharp walls
         "glow": (0.0, 0.0),              # brightening round the disc (real discs glow into the retina)
     }
 
@@ -70,13 +71,15 @@ class Disc(Layer):
             disc_map = cv2.GaussianBlur(disc_map, (k, k), 0)
             cup_map = cv2.GaussianBlur(cup_map, (k * 2 + 1, k * 2 + 1), 0)
         else:
-            disc_map = cv2.GaussianBlur(disc_map, (0, 0), max(0.6, rng.uniform(*p["margin_soft"]) * d_ax))
-            cup_map = cv2.GaussianBlur(cup_map, (0, 0), max(0.6, rng.uniform(*p["cup_soft"]) * cup_r))
+            disc_map = blur(disc_map, max(0.6, rng.uniform(*p["margin_soft"]) * d_ax))
+            soft = p["glaucoma_cup_soft"] if glauc and p["glaucoma_cup_soft"] else p["cup_soft"]
+            cup_map = blur(cup_map, max(0.6, rng.uniform(*soft) * cup_r))
         sub = canvas.img[sl]
         glow = rng.uniform(*p["glow"])
         if glow > 0:
-            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-            g = np.exp(-((xx - (dxp - ox)) ** 2 + (yy - (dyp - oy)) ** 2) / (2 * (0.9 * d_ax) ** 2))  # ~0 at the box edge
+            gx = np.exp(-((np.arange(w, dtype=np.float32) - (dxp - ox)) ** 2) / (2 * (0.9 * d_ax) ** 2))
+            gy = np.exp(-((np.arange(h, dtype=np.float32) - (dyp - oy)) ** 2) / (2 * (0.9 * d_ax) ** 2))
+            g = np.outer(gy, gx)  # separable Gaussian, ~0 at the box edge
             sub *= 1 + glow * g[..., None] * np.array([1.0, 1.1, 0.9], np.float32)
         if ppa:
             self._ppa(eye, canvas, rng, sub, sl, disc_map, d_ax, ecc, ang, k, myopia)
