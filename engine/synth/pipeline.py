@@ -54,7 +54,7 @@ def _v2() -> Pipeline:
                  "ecc": (0.82, 0.98), "cup_alpha": (0.4, 0.85), "glaucoma_cup_alpha": (0.4, 0.85),
                  "glaucoma_cup_offset": 0.08, "glaucoma_cup_width": (0.72, 0.92), "glaucoma_cup_drop": (0.03, 0.14),
                  "normal_cup_width": (0.95, 1.15), "p_ppa_normal": 0.15, "p_ppa_glaucoma": 0.45,
-                 "margin_soft": (0.06, 0.16), "cup_soft": (0.12, 0.3), "glow": (0.05, 0.3)},
+                 "margin_soft": (0.06, 0.16), "cup_soft": (0.12, 0.3), "glaucoma_cup_soft": (0.04, 0.1), "glow": (0.05, 0.3)},
         "microaneurysms": {"counts": {1: (1, 6), 2: (5, 15), 3: (12, 28), 4: (8, 25)}, "radius": 0.0045,
                            "early_contrast": (0.3, 0.8)},
         "dot_blot_haemorrhages": {"early_contrast": (0.35, 0.9), "radius": 0.011},
@@ -69,7 +69,8 @@ def _v2() -> Pipeline:
         layers.append((name, over[name]) if name in over else name)
     base = CaseOptions()
     case = CaseOptions(other=base.other + ("csc",), other_p=base.other_p + (0.05,),  # SynFundus-1M has CSC
-                       normal_cdr=(0.05, 0.6), glaucoma_cdr=(0.65, 0.9))
+                       normal_cdr=(0.05, 0.6), glaucoma_cdr=(0.65, 0.9),
+                       dr_grade_p=(0.45, 0.35, 0.12, 0.08))  # screening DR is mostly mild to moderate
     return Pipeline("v2", layers, case)
 
 
