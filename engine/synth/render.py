@@ -67,9 +67,8 @@ def _finish(eye, canvas, version):
     if img is None:
         raise VisionCLIPError("The pipeline drew no image (it needs a background layer).")
     out = img if img.dtype == np.uint8 else cv2.convertScaleAbs(img, alpha=255.0)
-    out = np.ascontiguousarray(out)
     fov = eye.fov
-    out[~fov] = 0
+    out = cv2.bitwise_and(out, out, mask=fov.view(np.uint8))  # black outside the field
     lab = eye.case.labels
     dxp, dyp = eye.disc_px
     if not fov[int(np.clip(dyp, 0, eye.S - 1)), int(np.clip(dxp, 0, eye.S - 1))]:

@@ -79,5 +79,5 @@ class Jpeg(Layer):
             return
         q = int(rng.integers(50, 95)) if eye.case.quality != "reject" else int(rng.integers(25, 60))
         out = cv2.convertScaleAbs(canvas.img, alpha=255.0)
-        _, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        canvas.img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        _, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
+        canvas.img = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
