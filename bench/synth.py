@@ -1,6 +1,9 @@
 """Synthetic fundus renderer speed: images/second per core at 256, 512, 1024 px.
 
 Per core = images / CPU seconds used (robust on a shared machine); wall-clock throughput is also printed.
+Each size is measured twice in the same run: render only, then as written by `visionclip synth`
+(`generate_dataset`: images, masks, labels.csv; process start excluded), with the write/render ratio
+and where the writer's time per image goes.
 
 Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1] [--pipeline v1|v2] [--layers]
        python bench/synth.py --gallery   # writes docs/synthetic_gallery.png (v1 and v2 side by side)
@@ -76,8 +79,10 @@ def main():
         total = n * a.workers
         print(f"{a.pipeline} size {size:5d}: {total / cpu:7.1f} img/s per core (CPU time), {total / dt:7.1f} img/s wall total "
               f"({a.workers} worker{'s' if a.workers > 1 else ''}, {total} images)")
+        write_speed(total, size, a.workers, render_per_core=total / cpu, pipeline=a.pipeline)
         if a.layers:
             layer_times(n, size, a.pipeline)
+
 
 
 
@@ -108,6 +113,48 @@ def gallery(path="docs/synthetic_gallery.png", size=160, cols=4, pipelines=("v1"
     # a 256-colour palette keeps the figure under 1 MB in the repository; the look is unchanged at this scale
     canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
+
+
+def _cpu_seconds() -> float:
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def write_speed(n, size, workers=1, render_per_core=None, pipeline=None):
+    """Images/s as written by generate_dataset (what `visionclip synth` runs), and the writer's time per stage."""
+    import io
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.synth.captions import build_caption
+    from engine.synth.schema import to_file_row
+    from engine.synth.writer import PNG_OPTIONS, generate_dataset, masks_npz_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t, c0 = time.perf_counter(), _cpu_seconds()
+        generate_dataset(os.path.join(tmp, "out"), n, seed=1000, size=size, workers=workers, progress=False,
+                         pipeline=pipeline)
+        dt, cpu = time.perf_counter() - t, _cpu_seconds() - c0
+    ratio = f", {n / cpu / render_per_core:.2f}x render-only" if render_per_core else ""
+    print(f"           {n / cpu:7.1f} img/s per core as written, {n / dt:7.1f} img/s wall total{ratio}")
+    stages = dict.fromkeys(("render", "png", "masks", "caption+row"), 0.0)
+    for i in range(min(n, 12)):
+        c = time.process_time()
+        s = render_fundus(2000 + i, size, None, pipeline)
+        stages["render"] += time.process_time() - c
+        c = time.process_time()
+        Image.fromarray(s.image).save(io.BytesIO(), "PNG", **PNG_OPTIONS)
+        stages["png"] += time.process_time() - c
+        c = time.process_time()
+        masks_npz_bytes(s.masks)
+        stages["masks"] += time.process_time() - c
+        c = time.process_time()
+        to_file_row(s.labels, build_caption(s.labels, s.findings, np.random.default_rng(i)), s.findings)
+        stages["caption+row"] += time.process_time() - c
+    k = min(n, 12)
+    print("           per image (ms): " + ", ".join(f"{name} {1000 * v / k:.1f}" for name, v in stages.items()))
 
 
 def _disc_crop(img, frac=0.3, out=120):

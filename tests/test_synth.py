@@ -105,7 +105,7 @@ def test_captions_agree_with_labels():
 
 
 def test_schema_helpers():
-    assert LABEL_COLUMNS[0] == "idx" and LABEL_COLUMNS[-2:] == ["caption", "findings"]
+    assert LABEL_COLUMNS[0] == "dr_grade" and LABEL_COLUMNS[-3:] == ["findings", "generator_version", "idx"]
     assert labels_to_classes({"dr_grade": 0}) == ["normal"]
     assert labels_to_classes({"dr_grade": "2", "is_glaucoma": "1"}) == ["diabetic retinopathy", "glaucoma"]
     r = normalise_labels({"IDX": "7", "DR_Grade": "3", "Eye_Side": "L", "is_cataract": "1.0"})
@@ -126,6 +126,8 @@ def _files(d):
 
 
 def test_generate_dataset_deterministic(tmp_path):
+    from engine.synth.writer import load_masks
+
     a = generate_dataset(tmp_path / "a", 4, seed=1, size=96, progress=False)
     b = generate_dataset(tmp_path / "b", 4, seed=1, size=96, workers=2, progress=False)
     fa, fb = _files(a), _files(b)
@@ -137,8 +139,7 @@ def test_generate_dataset_deterministic(tmp_path):
     for r in rows:
         lab = normalise_labels(r)
         fnd = json.loads(r["findings"])
-        m = np.load(a / "masks" / f"{r['idx']}.npz")
-        assert set(m.files) == {f["name"] for f in fnd}
+        assert set(load_masks(a / "masks" / f"{r['idx']}.npz")) == {f["name"] for f in fnd}
         assert lab["quality_grade"] in ("good", "usable", "reject")
 
 
@@ -176,7 +177,7 @@ def test_cli(tmp_path, capsys):
     args = p.parse_args(["--out", str(tmp_path / "o"), "--n", "2", "--size", "64", "--conditions", "glaucoma", "dr2"])
     assert run(args) == 0
     rows = list(csv.DictReader(open(tmp_path / "o" / "labels.csv")))
-    assert all(r["is_glaucoma"] == "1" and r["dr_grade"] == "2" for r in rows)
+    assert all(r["is_gc"] == "1" and r["dr_grade"] == "2" and r["is_dm"] == "1" for r in rows)
 
 
 def test_stream_workers_differ():

@@ -6,7 +6,6 @@ import math
 import cv2
 import numpy as np
 
-cv2.setNumThreads(1)
 
 SHIFT = 4  # sub-pixel bits for cv2 drawing calls
 _MUL = float(1 << SHIFT)

@@ -1,15 +1,26 @@
-"""SynFundus-1M compatible label schema, condition keys and lenient row parsing."""
+"""The SynFundus-1M label schema, the engine's condition keys, and row parsing.
+
+Two vocabularies meet here:
+
+* **The engine's label dict** (``SyntheticFundus.labels``, what captions and classes are built
+  from): descriptive flag names (``is_glaucoma``, ``is_pathologic_myopia``, ...; ``is_crp`` for
+  CSC), ``eye_side`` "left"/"right", ``quality_grade`` a word.
+* **The file** (``labels.csv``): the real SynFundus-1M columns, exactly, in their order
+  (:data:`SYNFUNDUS_COLUMNS`), then this project's extensions (:data:`EXTENSION_COLUMNS`).
+  :func:`to_file_row` writes one; :func:`normalise_labels` reads one back (also the project's
+  older files, whose descriptive column names are aliases: :data:`COLUMN_ALIASES`);
+  :func:`check_header` says which columns a whole file lacks or has in excess.
+
+``eye_side`` is 0/1 in SynFundus-1M, with no published key; one public script reads 0 as right
+and 1 as left, which is assumed here (``eye_side_zero="right"``) and can be switched everywhere a
+file is read or written (``eye_side_zero="left"``).
+"""
 from __future__ import annotations
 
 import json
+import warnings
 
 from engine.errors import VisionCLIPError
-
-LABEL_COLUMNS = [
-    "idx", "dr_grade", "eye_side", "is_dme", "is_amd", "is_glaucoma", "is_pathologic_myopia",
-    "is_hypertensive_retinopathy", "is_rvo", "is_erm", "is_optic_atrophy", "is_cataract",
-    "is_fundus", "is_optic_disc_readable", "is_retina_readable", "quality_grade", "caption", "findings",
-]
 
 CONDITION_FLAGS = {
     "is_dme": "diabetic macular edema",
@@ -26,7 +37,7 @@ CONDITION_FLAGS = {
 DR_CLASS = "diabetic retinopathy"
 NORMAL_CLASS = "normal"
 
-# condition key -> flag column (dr handled separately)
+# condition key -> engine label flag (dr handled separately; FLAG_TO_FILE gives the SynFundus-1M column)
 CONDITION_KEYS = {
     "dme": "is_dme", "amd": "is_amd", "glaucoma": "is_glaucoma",
     "pathologic_myopia": "is_pathologic_myopia", "hypertensive_retinopathy": "is_hypertensive_retinopathy",
@@ -43,7 +54,6 @@ DR_GRADE_NAMES = {
     4: "proliferative diabetic retinopathy",
 }
 QUALITY_GRADES = ("good", "usable", "reject")
-FLAG_COLUMNS = list(CONDITION_FLAGS) + ["is_fundus", "is_optic_disc_readable", "is_retina_readable"]
 
 _ALIASES = {name: key for key, name in
             [(k, CONDITION_FLAGS[v]) for k, v in CONDITION_KEYS.items()]}
@@ -53,6 +63,7 @@ _ALIASES.update({
     "pathological myopia": "pathologic_myopia", "hypertension": "hypertensive_retinopathy",
     "branch retinal vein occlusion": "rvo", "central retinal vein occlusion": "rvo",
     "healthy": "normal", "none": "normal",
+    "central serous retinopathy": "csc", "csr": "csc", "crp": "csc",
 })
 
 
@@ -86,8 +97,111 @@ def parse_conditions(conditions) -> list[tuple[str, int | None]]:
     return out
 
 
+# ------------------------------------------------------------------------------ the file
+#: The real SynFundus-1M labels.csv columns, in their order (images are ``<idx>.png``).
+SYNFUNDUS_COLUMNS = [
+    "dr_grade", "eye_side", "is_amd", "is_aon", "is_crp", "is_dm", "is_dme", "is_em", "is_gc", "is_htr",
+    "is_pm", "is_rvo", "is_fundus", "is_optic_disc_readable", "is_retinal_region_readable",
+]
+#: What ``visionclip synth`` writes after them. ``idx`` (the image's file stem, which is also the
+#: row position) comes last: the real file names images by row position and has no such column,
+#: but a copy that was filtered or shuffled keeps its images only through it.
+EXTENSION_COLUMNS = ["is_cataract", "quality_grade", "caption", "findings", "generator_version", "idx"]
+LABEL_COLUMNS = SYNFUNDUS_COLUMNS + EXTENSION_COLUMNS
+#: Written when the renderer does not say its own version (the single-function renderer).
+LEGACY_GENERATOR_VERSION = "1.0"
+
+#: file column -> engine label flag (flags whose names differ; the rest are spelt the same)
+FILE_TO_FLAG = {
+    "is_aon": "is_optic_atrophy", "is_em": "is_erm", "is_gc": "is_glaucoma",
+    "is_htr": "is_hypertensive_retinopathy", "is_pm": "is_pathologic_myopia",
+    "is_retinal_region_readable": "is_retina_readable",
+}
+FLAG_TO_FILE = {v: k for k, v in FILE_TO_FLAG.items()}
+#: older column names (this project's files before the exact schema) -> SynFundus-1M column
+COLUMN_ALIASES = {**FLAG_TO_FILE, "is_csc": "is_crp"}
+#: columns that name the image rather than describe it (pandas writes its index with an empty name)
+IMAGE_NAME_COLUMNS = ("idx", "id", "image", "file_name", "filename", "path", "")
+#: columns an older project file may lack: CSC did not exist, is_dm follows from dr_grade/is_dme
+LEGACY_OPTIONAL = ("is_crp", "is_dm")
+READABILITY_FLAGS = ("is_fundus", "is_optic_disc_readable", "is_retina_readable")
+EYE_SIDE_ZERO = ("right", "left")
+
+
+class LabelSchemaWarning(UserWarning):
+    """A labels.csv column this project does not know (it is ignored)."""
+
+
+def canonical_column(name: str) -> str:
+    """The SynFundus-1M (or extension) name of a header cell: trimmed, lower case, aliases resolved."""
+    c = str(name).strip().lower().lstrip("\ufeff")
+    return COLUMN_ALIASES.get(c, c)
+
+
+def check_header(fieldnames, source: str = "labels.csv") -> dict:
+    """Check a labels.csv header; return {canonical column: header cell as written}.
+
+    Every SynFundus-1M column must be there (under its name or an older alias): a missing one is a
+    VisionCLIPError naming it, since reading it as 0 would silently call every image free of that
+    condition. Older project files (recognised by an alias) may lack CSC and is_dm. An unknown
+    column is ignored with a LabelSchemaWarning that names it.
+    """
+    header = [h for h in (fieldnames or []) if h is not None]
+    found: dict = {}
+    unknown, legacy = [], False
+    for h in header:
+        raw = str(h).strip().lower().lstrip("\ufeff")
+        c = canonical_column(h)
+        legacy |= raw in COLUMN_ALIASES
+        if c in found:
+            raise VisionCLIPError(f"{source}: columns {found[c]!r} and {h!r} both give {c}.")
+        if c in LABEL_COLUMNS or c in IMAGE_NAME_COLUMNS or c.startswith("unnamed:"):
+            found[c] = h
+        else:
+            unknown.append(str(h))
+    missing = [c for c in SYNFUNDUS_COLUMNS if c not in found and not (legacy and c in LEGACY_OPTIONAL)]
+    if missing:
+        raise VisionCLIPError(f"{source} lacks SynFundus-1M column(s) {', '.join(missing)} "
+                              f"(header: {', '.join(map(str, header)) or 'empty'}).")
+    if unknown:
+        warnings.warn(f"{source}: ignoring unknown column(s) {', '.join(unknown)}.", LabelSchemaWarning, stacklevel=2)
+    return found
+
+
+def check_eye_side_zero(eye_side_zero: str) -> str:
+    if eye_side_zero not in EYE_SIDE_ZERO:
+        raise VisionCLIPError(f"eye_side_zero must be right or left, not {eye_side_zero!r}.")
+    return eye_side_zero
+
+
+def to_file_row(labels: dict, caption: str = "", findings=None, generator_version: str | None = None,
+                idx: str = "", eye_side_zero: str = "right") -> list:
+    """One labels.csv row (LABEL_COLUMNS order) from the engine's label dict."""
+    zero = check_eye_side_zero(eye_side_zero)
+    flags = {FLAG_TO_FILE.get(k, k): v for k, v in labels.items()}
+    dr = int(labels.get("dr_grade", 0) or 0)
+    row = {
+        **{c: int(flags.get(c, 0) or 0) for c in SYNFUNDUS_COLUMNS[2:] + ["is_cataract"]},
+        "dr_grade": dr,
+        "eye_side": 0 if labels.get("eye_side", "right") == zero else 1,
+        # diabetes: every DR grade and DME presuppose it (a diabetic without retinopathy is not told apart)
+        "is_dm": int(bool(dr > 0 or flags.get("is_dme") or flags.get("is_dm"))),
+        "quality_grade": labels.get("quality_grade", "good"),
+        "caption": caption or "",
+        "findings": json.dumps(findings or [], separators=(",", ":")),
+        "generator_version": generator_version or LEGACY_GENERATOR_VERSION,
+        "idx": idx,
+    }
+    for c in READABILITY_FLAGS:
+        row[FLAG_TO_FILE.get(c, c)] = int(labels.get(c, 1))
+    return [row[c] for c in LABEL_COLUMNS]
+
+
 def labels_to_classes(labels: dict) -> list[str]:
-    """Screening class names present in a labels dict (["normal"] when none)."""
+    """Screening class names present in a labels dict (["normal"] when none).
+
+    Reads the engine's flag names and the SynFundus-1M column names alike."""
+    labels = {FILE_TO_FLAG.get(k, k): v for k, v in labels.items()}
     out = []
     try:
         if int(labels.get("dr_grade", 0) or 0) > 0:
@@ -122,25 +236,44 @@ def _to_int(col, v, lo, hi):
     return int(f)
 
 
-def normalise_labels(row: dict) -> dict:
-    """Read a SynFundus-1M style row leniently; raise VisionCLIPError naming a bad value."""
+def _eye_side(v, zero: str) -> str:
+    side = str(v if v is not None else "").strip().lower()
+    if side in ("0", "0.0", "1", "1.0"):
+        return zero if side.startswith("0") else ("left" if zero == "right" else "right")
+    side_map = {"l": "left", "left": "left", "os": "left", "r": "right", "right": "right", "od": "right", "": "right"}
+    if side not in side_map:
+        raise VisionCLIPError(f"Bad value {v!r} in column eye_side: expected 0, 1, left or right.")
+    return side_map[side]
+
+
+def normalise_labels(row: dict, eye_side_zero: str = "right") -> dict:
+    """Read one labels row (SynFundus-1M columns, older aliases, or the engine's own names) into the
+    engine's label dict; raise VisionCLIPError naming a bad value.
+
+    Lenient per row (an absent flag is 0, absent readability 1): whole files are checked for missing
+    columns by :func:`check_header`. ``eye_side_zero``: which eye 0 means in a numeric eye_side.
+    """
     if not isinstance(row, dict):
         raise VisionCLIPError("A label row must be a mapping of column names to values.")
-    r = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    zero = check_eye_side_zero(eye_side_zero)
+    r = {}
+    for k, v in row.items():
+        if k is not None:
+            r[canonical_column(k)] = v
     out: dict = {}
     if "idx" in r and r["idx"] not in (None, ""):
         out["idx"] = str(r["idx"]).strip()
     out["dr_grade"] = _to_int("dr_grade", r.get("dr_grade"), 0, 4)
-    side = str(r.get("eye_side", "") or "").strip().lower()
-    side_map = {"l": "left", "left": "left", "os": "left", "0": "left",
-                "r": "right", "right": "right", "od": "right", "1": "right", "": "right"}
-    if side not in side_map:
-        raise VisionCLIPError(f"Bad value {r.get('eye_side')!r} in column eye_side: expected left or right.")
-    out["eye_side"] = side_map[side]
+    out["eye_side"] = _eye_side(r.get("eye_side"), zero)
     for flag in CONDITION_FLAGS:
-        out[flag] = _to_int(flag, r.get(flag), 0, 1)
-    for flag in ("is_fundus", "is_optic_disc_readable", "is_retina_readable"):
-        out[flag] = _to_int(flag, r.get(flag), 0, 1) if r.get(flag) not in (None, "") else 1
+        col = FLAG_TO_FILE.get(flag, flag)
+        out[flag] = _to_int(col, r.get(col), 0, 1)
+    dm = r.get("is_dm")
+    derived = int(out["dr_grade"] > 0 or out["is_dme"])
+    out["is_dm"] = derived if dm is None or str(dm).strip() == "" else _to_int("is_dm", dm, 0, 1)
+    for flag in READABILITY_FLAGS:
+        col = FLAG_TO_FILE.get(flag, flag)
+        out[flag] = _to_int(col, r.get(col), 0, 1) if r.get(col) not in (None, "") else 1
     q = r.get("quality_grade")
     if q is None or str(q).strip() == "":
         out["quality_grade"] = "good"
@@ -164,4 +297,6 @@ def normalise_labels(row: dict) -> dict:
         if not isinstance(f, list):
             raise VisionCLIPError("Bad value in column findings: not a JSON list.")
         out["findings"] = f
+    if r.get("generator_version") not in (None, ""):
+        out["generator_version"] = str(r["generator_version"]).strip()
     return out

@@ -1,13 +1,17 @@
-"""Write a synthetic SynFundus-1M style dataset folder: images/, masks/, labels.csv."""
+"""Write a synthetic dataset folder in the SynFundus-1M layout: images/<idx>.png, masks/<idx>.npz, labels.csv.
+
+labels.csv has the 15 SynFundus-1M columns exactly, in their order, then this project's extensions
+(see engine.synth.schema). idx is the row position, as in the real file, and also the last column.
+"""
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -16,36 +20,67 @@ from PIL import Image
 
 from engine.errors import VisionCLIPError
 from engine.synth.captions import build_caption
-from engine.synth.pipeline import get_pipeline
 from engine.synth.render import render_fundus
-from engine.synth.schema import LABEL_COLUMNS, parse_conditions
+from engine.synth.schema import LABEL_COLUMNS, check_eye_side_zero, parse_conditions, to_file_row
 
 
-def _npz_bytes(masks: dict) -> bytes:
-    """Deterministic compressed npz (fixed zip timestamps)."""
+# PNG: zlib's run-length strategy at level 1 gives the files level 6 gave (about 120 KB at 512 px)
+# at a third of the encoding time; the pixels are lossless either way.
+PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_RLE}
+
+
+def _zip_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    b = io.BytesIO()
+    np.lib.format.write_array(b, np.ascontiguousarray(arr), allow_pickle=False)
+    zi = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed timestamp: identical runs, identical bytes
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(zi, b.getvalue(), compresslevel=1)
+
+
+def masks_npz_bytes(masks: dict) -> bytes:
+    """All finding masks of one image in one npz: ``names`` (bit order) and ``bits`` (bit k of
+    bits[k // 8] is mask names[k]), so k masks cost k/8 bytes a pixel before compression.
+
+    Read back with :func:`load_masks`."""
+    names = sorted(masks)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(masks):
-            arr = np.ascontiguousarray(masks[name], dtype=bool)
-            b = io.BytesIO()
-            np.lib.format.write_array(b, arr, allow_pickle=False)
-            zi = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zi.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(zi, b.getvalue())
+    with zipfile.ZipFile(buf, "w") as zf:
+        _zip_member(zf, "names.npy", np.array(names, dtype="U"))
+        if names:
+            bits = np.packbits(np.stack([np.asarray(masks[n], dtype=bool) for n in names]), axis=0)
+            _zip_member(zf, "bits.npy", bits)
     return buf.getvalue()
 
 
+def _single_threaded_cv2() -> None:
+    """Pool initializer: each worker renders one image at a time, so OpenCV's own threads would only
+    oversubscribe the cores; set here, in the workers, not on import (that would slow the whole app)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def load_masks(path) -> dict:
+    """{finding name: bool mask} from a masks/<idx>.npz written by :func:`generate_dataset`."""
+    with np.load(path, allow_pickle=False) as z:
+        names = [str(n) for n in z["names"]]
+        if not names:
+            return {}
+        bits = np.unpackbits(z["bits"], axis=0, count=len(names)).astype(bool)
+    return dict(zip(names, bits))
+
+
 def _one(args):
-    i, seed, size, conditions, tmp, pipeline = args
-    s = render_fundus(seed + i, size, conditions, pipeline)
-    idx = f"{i:07d}"
-    Image.fromarray(s.image).save(os.path.join(tmp, "images", idx + ".png"), optimize=False, compress_level=6)
+    i, seed, size, conditions, tmp, pipeline, eye_side_zero = args
+    kwargs = {"pipeline": pipeline} if pipeline is not None else {}  # renderers without pipelines take none
+    s = render_fundus(seed + i, size, conditions, **kwargs)
+    idx = str(i)  # SynFundus-1M names images by row position: <idx>.png
+    Image.fromarray(s.image).save(os.path.join(tmp, "images", idx + ".png"), **PNG_OPTIONS)
     with open(os.path.join(tmp, "masks", idx + ".npz"), "wb") as fh:
-        fh.write(_npz_bytes(s.masks))
+        fh.write(masks_npz_bytes(s.masks))
     rng = np.random.default_rng([seed, i, 11])
-    row = {"idx": idx, **s.labels, "caption": build_caption(s.labels, s.findings, rng),
-           "findings": json.dumps(s.findings, separators=(",", ":"))}
-    return [row.get(c, "") for c in LABEL_COLUMNS]
+    return to_file_row(s.labels, build_caption(s.labels, s.findings, rng), s.findings,
+                       getattr(s, "generator_version", None), idx, eye_side_zero)
 
 
 def _check(out_dir, n, seed, size, workers, conditions):
@@ -73,10 +108,14 @@ def _check(out_dir, n, seed, size, workers, conditions):
     return out
 
 
-def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, progress=True, pipeline=None) -> Path:
-    """Render n images into out_dir atomically; same arguments give byte-identical files."""
+def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, progress=True, pipeline=None,
+                     eye_side_zero="right") -> Path:
+    """Render n images into out_dir atomically; same arguments give byte-identical files.
+
+    pipeline: renderer pipeline name, passed on only when given. eye_side_zero: which eye
+    eye_side 0 means in labels.csv ("right", as assumed for SynFundus-1M, or "left")."""
     out = _check(out_dir, n, seed, size, workers, conditions)
-    get_pipeline(pipeline)  # an unknown pipeline name is a clear error before anything is written
+    check_eye_side_zero(eye_side_zero)  # before anything is written
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +125,7 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
     try:
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks"))
-        jobs = [(i, seed, size, conditions, tmp, pipeline) for i in range(n)]
+        jobs = [(i, seed, size, conditions, tmp, pipeline, eye_side_zero) for i in range(n)]
         from tqdm import tqdm
         bar = tqdm(total=n, desc="synth", unit="img", disable=not progress)
         rows = []
@@ -95,7 +134,7 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
                 rows.append(_one(j))
                 bar.update(1)
         else:
-            with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            with get_context("spawn" if os.name == "nt" else "fork").Pool(workers, initializer=_single_threaded_cv2) as pool:
                 for r in pool.imap(_one, jobs, chunksize=max(1, min(16, n // (workers * 4) or 1))):
                     rows.append(r)
                     bar.update(1)
