@@ -5,8 +5,9 @@ Each size is measured twice in the same run: render only, then as written by `vi
 (`generate_dataset`: images, masks, labels.csv; process start excluded), with the write/render ratio
 and where the writer's time per image goes.
 
-Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1]
-       python bench/synth.py --gallery   # writes docs/synthetic_gallery.png
+Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1] [--pipeline v1|v2] [--layers]
+       python bench/synth.py --gallery   # writes docs/synthetic_gallery.png (v1 and v2 side by side)
+       python bench/synth.py --discs     # writes docs/disc_crops.png (real disc crops beside synthetic ones)
        python bench/synth.py --examples  # writes the app's examples, assets/examples/ (+ captions.json)
 """
 import argparse
@@ -23,10 +24,33 @@ from engine.synth.render import render_fundus
 
 
 def _batch(args):
-    start, n, size = args
+    start, n, size, pipeline = args
     for i in range(start, start + n):
-        render_fundus(i, size)
+        render_fundus(i, size, None, pipeline)
     return n
+
+
+def layer_times(n, size, pipeline):
+    """CPU milliseconds per image spent in each layer (the default condition mix)."""
+    from collections import Counter
+
+    from engine.synth.canvas import Canvas
+    from engine.synth.case import sample_case
+    from engine.synth.eye import Eye
+    from engine.synth.pipeline import get_pipeline
+
+    pipe = get_pipeline(pipeline)
+    tt = Counter()
+    for seed in range(1000, 1000 + n):
+        case = sample_case(seed, size, [], pipe.case)
+        eye, canvas = Eye(case, case.rng("eye")), Canvas(size)
+        for layer in pipe.build():
+            t = time.process_time()
+            if layer.applies(case):
+                layer.draw(eye, canvas, case.rng(layer.name))
+            tt[layer.name] += time.process_time() - t
+    for name, sec in tt.most_common():
+        print(f"  {name:24s} {1000 * sec / n:6.2f} ms")
 
 
 def main():
@@ -35,28 +59,32 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
+    ap.add_argument("--pipeline", default="v1", help="renderer pipeline (default v1)")
+    ap.add_argument("--layers", action="store_true", help="also print CPU time per layer")
     a = ap.parse_args()
-    figures = {"bench": "synth", "workers": a.workers, "sizes": {}}
-    render_fundus(0, 128)  # warm-up
+    figures = {"bench": "synth", "workers": a.workers, "pipeline": a.pipeline, "sizes": {}}
+    render_fundus(0, 128, None, a.pipeline)  # warm-up
     for size in a.sizes:
         n = max(4, a.n if size <= 512 else a.n // 3)
         t = time.perf_counter()
         c0 = time.process_time()
         ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if a.workers == 1:
-            _batch((1000, n, size))
+            _batch((1000, n, size, a.pipeline))
         else:
             with get_context("fork").Pool(a.workers) as pool:
-                pool.map(_batch, [(1000 + w * n, n, size) for w in range(a.workers)])
+                pool.map(_batch, [(1000 + w * n, n, size, a.pipeline) for w in range(a.workers)])
         dt = time.perf_counter() - t
         ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = time.process_time() - c0 + (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
         total = n * a.workers
-        print(f"size {size:5d}: {total / cpu:7.1f} img/s per core (CPU time), {total / dt:7.1f} img/s wall total "
+        print(f"{a.pipeline} size {size:5d}: {total / cpu:7.1f} img/s per core (CPU time), {total / dt:7.1f} img/s wall total "
               f"({a.workers} worker{'s' if a.workers > 1 else ''}, {total} images)")
-        written = write_speed(total, size, a.workers, render_per_core=total / cpu)
+        written = write_speed(total, size, a.workers, render_per_core=total / cpu, pipeline=a.pipeline)
         figures["sizes"][str(size)] = {"img_per_s_per_core": total / cpu, "img_per_s_wall": total / dt, "images": total,
                                        "written_per_s_per_core": written}
+        if a.layers:
+            layer_times(n, size, a.pipeline)
     if a.json:
         import json
         with open(a.json, "w") as fh:
@@ -65,24 +93,32 @@ def main():
 
 
 
-def gallery(path="docs/synthetic_gallery.png", size=160, cols=6):
-    """One labelled row per condition, columns spread over seeds (and so over image quality)."""
+def gallery(path="docs/synthetic_gallery.png", size=160, cols=4, pipelines=("v1", "v2")):
+    """One labelled row per condition; for each pipeline, ``cols`` columns spread over seeds (and so over
+    image quality). The same seeds in each pipeline block: what differs is what the pipeline changed."""
     from PIL import Image, ImageDraw
 
     rows = [("normal", ["normal"]), ("DR mild", ["dr1"]), ("DR moderate", ["dr2"]), ("DR severe", ["dr3"]),
             ("DR proliferative", ["dr4"]), ("DME", ["dme"]), ("AMD", ["amd"]), ("glaucoma", ["glaucoma"]),
             ("pathologic myopia", ["pathologic_myopia"]), ("hypertensive", ["hypertensive_retinopathy"]),
-            ("RVO", ["rvo"]), ("ERM", ["erm"]), ("optic atrophy", ["optic_atrophy"]), ("cataract", ["cataract"])]
-    lw = 150
-    canvas = Image.new("RGB", (lw + cols * size, len(rows) * size), (255, 255, 255))
+            ("RVO", ["rvo"]), ("ERM", ["erm"]), ("optic atrophy", ["optic_atrophy"]), ("cataract", ["cataract"]),
+            ("CSC", ["csc"])]
+    lw, gap, top = 150, 12, 20
+    block = cols * size + gap
+    canvas = Image.new("RGB", (lw + len(pipelines) * block, top + len(rows) * size), (255, 255, 255))
     d = ImageDraw.Draw(canvas)
+    for b, pipe in enumerate(pipelines):
+        d.text((lw + b * block + 4, 4), f"pipeline {pipe}", fill=(0, 0, 0))
     for r, (name, cond) in enumerate(rows):
-        d.text((8, r * size + size // 2 - 6), name, fill=(0, 0, 0))
-        for c in range(cols):
-            s = render_fundus(100 + c * 7 + r, size, cond)
-            canvas.paste(Image.fromarray(s.image), (lw + c * size, r * size))
-            d.text((lw + c * size + 4, r * size + size - 14), s.labels["quality_grade"], fill=(255, 255, 255))
-    canvas.save(path, compress_level=9)
+        d.text((8, top + r * size + size // 2 - 6), name, fill=(0, 0, 0))
+        for b, pipe in enumerate(pipelines):
+            for c in range(cols):
+                s = render_fundus(100 + c * 7 + r, size, cond, pipe)
+                x, y = lw + b * block + c * size, top + r * size
+                canvas.paste(Image.fromarray(s.image), (x, y))
+                d.text((x + 4, y + size - 14), s.labels["quality_grade"], fill=(255, 255, 255))
+    # a 256-colour palette keeps the figure under 1 MB in the repository; the look is unchanged at this scale
+    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 
@@ -91,7 +127,7 @@ def _cpu_seconds() -> float:
     return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
-def write_speed(n, size, workers=1, render_per_core=None):
+def write_speed(n, size, workers=1, render_per_core=None, pipeline=None):
     """Images/s as written by generate_dataset (what `visionclip synth` runs), and the writer's time per stage."""
     import io
     import tempfile
@@ -105,7 +141,8 @@ def write_speed(n, size, workers=1, render_per_core=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         t, c0 = time.perf_counter(), _cpu_seconds()
-        generate_dataset(os.path.join(tmp, "out"), n, seed=1000, size=size, workers=workers, progress=False)
+        generate_dataset(os.path.join(tmp, "out"), n, seed=1000, size=size, workers=workers, progress=False,
+                         pipeline=pipeline)
         dt, cpu = time.perf_counter() - t, _cpu_seconds() - c0
     written_per_core = n / cpu
     ratio = f", {written_per_core / render_per_core:.2f}x render-only" if render_per_core else ""
@@ -113,7 +150,7 @@ def write_speed(n, size, workers=1, render_per_core=None):
     stages = dict.fromkeys(("render", "png", "masks", "caption+row"), 0.0)
     for i in range(min(n, 12)):
         c = time.process_time()
-        s = render_fundus(2000 + i, size)
+        s = render_fundus(2000 + i, size, None, pipeline)
         stages["render"] += time.process_time() - c
         c = time.process_time()
         Image.fromarray(s.image).save(io.BytesIO(), "PNG", **PNG_OPTIONS)
@@ -127,6 +164,55 @@ def write_speed(n, size, workers=1, render_per_core=None):
     k = min(n, 12)
     print("           per image (ms): " + ", ".join(f"{name} {1000 * v / k:.1f}" for name, v in stages.items()))
     return written_per_core
+
+
+def _disc_crop(img, frac=0.3, out=120):
+    """Crop round the brightest blurred spot (the optic disc in a fundus photograph), same rule for real
+    and synthetic images so both are seen at the same scale."""
+    import cv2
+    import numpy as np
+
+    h, w = img.shape[:2]
+    lum = cv2.GaussianBlur(img.astype(np.float32).mean(axis=2), (0, 0), max(2.0, w / 60))
+    inner = np.zeros_like(lum)
+    m = int(0.12 * w)
+    inner[m:h - m, m:w - m] = lum[m:h - m, m:w - m]
+    y, x = np.unravel_index(int(inner.argmax()), inner.shape)
+    half = int(frac * w / 2)
+    pad = np.pad(img, ((half, half), (half, half), (0, 0)))
+    return cv2.resize(pad[y:y + 2 * half, x:x + 2 * half], (out, out), interpolation=cv2.INTER_AREA)
+
+
+def disc_sheet(path="docs/disc_crops.png", real="../shared/eval/eyedisease_dev", n=8, size=400, pipelines=("v1", "v2")):
+    """Real disc crops beside synthetic ones (normal and glaucoma), same crop rule and scale. The real
+    photographs are only looked at (a fixed random draw), nothing is fitted to them."""
+    import random
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from engine.evaluate import read_labels
+    from engine.preprocess import load_image
+
+    rows = read_labels(real)
+    tiles, names = [], []
+    for label, cond in (("normal", "normal"), ("glaucoma", "glaucoma")):
+        paths = random.Random(2024).sample([p for p, lab in rows if lab == label], n)
+        tiles.append([_disc_crop(np.asarray(load_image(p).convert("RGB").resize((size, size)))) for p in paths])
+        names.append(f"real {label}")
+        for pipe in pipelines:
+            tiles.append([_disc_crop(render_fundus(500 + i, size, [cond], pipe).image) for i in range(n)])
+            names.append(f"{pipe} {label}")
+    t = tiles[0][0].shape[0]
+    lw = 110
+    sheet = Image.new("RGB", (lw + n * t, len(tiles) * t), (255, 255, 255))
+    d = ImageDraw.Draw(sheet)
+    for r, (row, name) in enumerate(zip(tiles, names)):
+        d.text((6, r * t + t // 2 - 6), name, fill=(0, 0, 0))
+        for c, tile in enumerate(row):
+            sheet.paste(Image.fromarray(tile), (lw + c * t, r * t))
+    sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
 
 
 EXAMPLES = [("normal", 11), ("dr", 12), ("glaucoma", 13), ("amd", 14), ("cataract", 15), ("hypertensive_retinopathy", 16)]
@@ -157,6 +243,8 @@ def examples(out="assets/examples", size=512):
 if __name__ == "__main__":
     if "--gallery" in sys.argv:
         print(gallery())
+    elif "--discs" in sys.argv:
+        print(disc_sheet())
     elif "--examples" in sys.argv:
         print(examples())
     else:

@@ -32,25 +32,26 @@ def condition_class(cond: str) -> str:
 
 
 def benchmark_samples(n: int, seed: int = HELD_OUT_SEED, size: int = 256,
-                      conditions: list[str] | None = None) -> Iterator[tuple[np.ndarray, str]]:
+                      conditions: list[str] | None = None, pipeline=None) -> Iterator[tuple[np.ndarray, str]]:
     """(image, class name) pairs cycling over the conditions: n images in all."""
     conditions = list(conditions or CONDITIONS)
     if n < len(conditions):
         raise VisionCLIPError(f"a benchmark needs at least one image per condition ({len(conditions)})")
     for i in range(n):
         cond = conditions[i % len(conditions)]
-        yield render_fundus(seed + i, size, [cond]).image, condition_class(cond)
+        yield render_fundus(seed + i, size, [cond], pipeline).image, condition_class(cond)
 
 
 def write_benchmark(out_dir: str | Path, n: int, seed: int = HELD_OUT_SEED, size: int = 256,
-                    conditions: list[str] | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+                    conditions: list[str] | None = None, progress: Callable[[int, int], None] | None = None,
+                    pipeline=None) -> Path:
     """Write images/*.png and labels.csv (path,label) into a new folder."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise VisionCLIPError(f"benchmark folder {out} exists and is not empty")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (image, label) in enumerate(benchmark_samples(n, seed, size, conditions)):
+    for i, (image, label) in enumerate(benchmark_samples(n, seed, size, conditions, pipeline)):
         name = f"images/{i:05d}.png"
         Image.fromarray(image).save(out / name, compress_level=1)
         rows.append((name, label))

@@ -3,44 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.synth import pipeline as _pipeline  # noqa: F401  (imports every layer, filling FINDING_WORDS)
+from engine.synth.layer import FINDING_WORDS  # finding name -> phrasings, registered by the layer that draws it
 from engine.synth.schema import CONDITION_FLAGS, DR_GRADE_NAMES
-
-# finding name -> list of phrasings
-FINDING_WORDS = {
-    "microaneurysms": ["microaneurysms", "scattered microaneurysms", "tiny red dots consistent with microaneurysms"],
-    "dot_blot_haemorrhages": ["dot and blot haemorrhages", "intraretinal haemorrhages", "blot hemorrhages"],
-    "flame_haemorrhages": ["flame-shaped haemorrhages", "splinter haemorrhages", "flame hemorrhages"],
-    "hard_exudates": ["hard exudates", "yellow lipid exudates", "hard exudate deposits"],
-    "cotton_wool_spots": ["cotton-wool spots", "soft exudates", "cotton wool spots"],
-    "venous_beading": ["venous beading", "beaded veins"],
-    "irma": ["intraretinal microvascular abnormalities", "IRMA"],
-    "neovascularisation_disc": ["neovascularisation of the disc", "new vessels at the disc (NVD)"],
-    "neovascularisation_elsewhere": ["neovascularisation elsewhere", "new vessels elsewhere (NVE)"],
-    "preretinal_haemorrhage": ["a preretinal haemorrhage", "a boat-shaped preretinal haemorrhage"],
-    "vitreous_haemorrhage": ["vitreous haemorrhage", "a vitreous bleed"],
-    "laser_scars": ["laser photocoagulation scars", "panretinal laser scars"],
-    "macular_oedema": ["macular oedema", "macular thickening", "macular edema"],
-    "drusen_hard": ["hard drusen", "small drusen"],
-    "drusen_soft": ["soft drusen", "large confluent drusen"],
-    "pigment_changes": ["pigmentary changes", "RPE pigment clumping"],
-    "geographic_atrophy": ["geographic atrophy", "a sharply demarcated area of atrophy"],
-    "cnv_scar": ["a disciform scar", "a choroidal neovascular scar"],
-    "enlarged_cup": ["an enlarged optic cup", "increased cupping of the optic disc", "a large cup with a thin neuroretinal rim"],
-    "peripapillary_atrophy": ["peripapillary atrophy", "a temporal peripapillary atrophic crescent"],
-    "tessellation": ["a tessellated fundus", "prominent choroidal vessels", "myopic tessellation"],
-    "lacquer_cracks": ["lacquer cracks"],
-    "chorioretinal_atrophy": ["patchy chorioretinal atrophy", "myopic chorioretinal atrophy"],
-    "tilted_disc": ["a tilted optic disc", "an oblique disc insertion"],
-    "arteriolar_narrowing": ["generalised arteriolar narrowing", "attenuated arterioles", "narrowed arteries"],
-    "av_nicking": ["arteriovenous nicking", "AV nipping"],
-    "copper_wiring": ["copper wiring of the arterioles"],
-    "silver_wiring": ["silver wiring of the arterioles"],
-    "vein_dilation": ["dilated tortuous veins", "venous dilation and tortuosity"],
-    "epiretinal_membrane": ["an epiretinal membrane", "a glistening cellophane sheen over the macula", "macular pucker"],
-    "disc_pallor": ["optic disc pallor", "a pale optic disc"],
-    "disc_oedema": ["optic disc swelling", "disc oedema with blurred margins"],
-    "media_opacity": ["media opacity", "a hazy view due to lens opacity"],
-}
 
 NORMAL_PHRASES = [
     "A normal fundus photograph.",
@@ -61,9 +26,6 @@ CLASS_SYNONYMS = {
     "optic atrophy": ["optic atrophy", "optic nerve atrophy"],
     "cataract": ["cataract", "lens opacity (cataract)"],
 }
-
-NEGATIVES = ["no haemorrhages", "no exudates", "no neovascularisation", "no drusen", "no disc swelling",
-             "a normal cup-to-disc ratio", "no signs of diabetic retinopathy"]
 
 QUALITY_REMARKS = {
     "good": ["Image quality is good.", "Good quality image.", "", "", ""],

@@ -7,6 +7,7 @@ from PIL import Image
 
 from engine.errors import VisionCLIPError
 from engine.synth.captions import build_caption, label_caption
+from engine.synth.pipeline import get_pipeline
 from engine.synth.render import render_fundus
 from engine.synth.schema import parse_conditions
 
@@ -24,7 +25,7 @@ def _rank_world():
 class SyntheticFundusStream(torch.utils.data.IterableDataset):
     """Yields {"image", "caption", "labels"}; samples never repeat across workers or ranks."""
 
-    def __init__(self, seed=0, size=256, transform=None, conditions=None, length=None):
+    def __init__(self, seed=0, size=256, transform=None, conditions=None, length=None, pipeline=None):
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 4096:
             raise VisionCLIPError(f"Image size must be an integer from 64 to 4096, got {size!r}.")
@@ -33,6 +34,8 @@ class SyntheticFundusStream(torch.utils.data.IterableDataset):
         if not isinstance(seed, int) or seed < 0:
             raise VisionCLIPError(f"Seed must be a non-negative integer, got {seed!r}.")
         parse_conditions(conditions)
+        get_pipeline(pipeline)  # an unknown pipeline is a clear error now, not in a worker later
+        self.pipeline = pipeline
         self.seed, self.size, self.transform = seed, size, transform
         self.conditions, self.length = conditions, length
 
@@ -59,7 +62,8 @@ class SyntheticFundusStream(torch.utils.data.IterableDataset):
             i += nshards
 
     def sample(self, index: int) -> dict:
-        s = render_fundus(self.seed * 1_000_003 + index if self.seed else index, self.size, self.conditions)
+        s = render_fundus(self.seed * 1_000_003 + index if self.seed else index, self.size, self.conditions,
+                          self.pipeline)
         rng = np.random.default_rng([self.seed, index, 7])
         if rng.random() < 0.8:
             cap = build_caption(s.labels, s.findings, rng)
@@ -68,4 +72,4 @@ class SyntheticFundusStream(torch.utils.data.IterableDataset):
         img = Image.fromarray(s.image)
         if self.transform is not None:
             img = self.transform(img)
-        return {"image": img, "caption": cap, "labels": dict(s.labels)}
+        return {"image": img, "caption": cap, "labels": dict(s.labels), "generator_version": s.generator_version}

@@ -41,10 +41,10 @@ def class_key(labels: dict | None, caption: str) -> str:
 class SyntheticSource:
     """The procedural generator, rendered on the fly (infinite)."""
 
-    def __init__(self, seed: int = 0, size: int = 256, conditions=None, **_):
+    def __init__(self, seed: int = 0, size: int = 256, conditions=None, pipeline=None, **_):
         from ..synth import SyntheticFundusStream
 
-        self.stream = SyntheticFundusStream(seed=seed, size=size, conditions=conditions)
+        self.stream = SyntheticFundusStream(seed=seed, size=size, conditions=conditions, pipeline=pipeline)
         self.length = None
         self.description = f"synthetic generator (seed {seed}, {size} px)"
 

@@ -13,7 +13,7 @@ from ..errors import VisionCLIPError
 SOURCE_TYPES = ("synthetic", "synfundus", "csv", "webdataset")
 COLOUR_NORMALISE = ("off", "inference", "both")  # where the per-photograph colour gain applies
 SOURCE_KEYS = {
-    "synthetic": {"type", "weight", "seed", "size", "conditions"},
+    "synthetic": {"type", "weight", "seed", "size", "conditions", "pipeline"},
     "synfundus": {"type", "weight", "path", "images", "captions", "eye_side_zero"},
     "csv": {"type", "weight", "path", "image_column", "caption_column", "label_column"},
     "webdataset": {"type", "weight", "urls", "caption_key", "image_key", "length"},
