@@ -6,6 +6,8 @@ status (prefixed with ``STATUS_ERROR``) and calls ``gr.Warning`` so the browser 
 """
 from engine.saliency import TARGETS as SALIENCY_TARGETS
 
+from .adapters import (COMPARISON_COLUMNS, NO_ADAPTER, adapter_choices, adapters_dir, build_adapter_from_cases,
+                       comparison_rows, describe_adapter, reviewed_counts, run_adapter_lab)
 from .about import about_markdown, example_captions, example_images, model_card_summary, model_card_text
 from .analyse import (QUALITY_OK_MD, analyse, method_for_detail, quality_markdown, saliency_methods,
                       summary_markdown, update_saliency, warmup)
@@ -32,5 +34,7 @@ __all__ = [
     "cases_frame", "agreement_figure", "case_id_from_selection",
     "EDITOR_CHOICE", "NONE_CHOICE", "run_prompt_lab", "make_synthetic_benchmark",
     "worklist",
+    "NO_ADAPTER", "COMPARISON_COLUMNS", "adapter_choices", "adapters_dir", "build_adapter_from_cases", "comparison_rows",
+    "describe_adapter", "reviewed_counts", "run_adapter_lab",
     "about_markdown", "model_card_summary", "model_card_text", "example_images", "example_captions",
 ]
