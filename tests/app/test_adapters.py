@@ -186,3 +186,33 @@ def test_dicom_upload_is_analysed_with_laterality_and_no_patient_data(ctx, tmp_p
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(dcm.read_bytes()[:400])
     assert is_error(h.analyse(ctx, str(broken), table(), "gradcam", 0.5, None)[0])
+
+
+def test_ui_wiring_dicom_upload_and_adapter_through_the_served_app(model, fitted, tmp_path):
+    """The built app: /analyse takes an adapter name and a DICOM file (the browser's .dcm upload box)."""
+    from gradio_client import Client, handle_file
+
+    from engine.synth import render_fundus
+    from visionclip_app.local_server import free_port
+    from visionclip_app.store import CaseStore
+    from visionclip_app.ui import build_ui
+
+    ctx = h.AppContext.create(model, CaseStore(tmp_path / "cases.db"), tmp_path / "work")
+    h.adapters_dir(ctx).mkdir()
+    fitted.save(h.adapters_dir(ctx) / "mine.safetensors")
+    demo = build_ui(ctx)
+    dicom_box = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "dicom-in")
+    assert ".dcm" in dicom_box.file_types
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            share=False, ssr_mode=False)
+    try:
+        dcm = write_dicom(tmp_path / "exam.dcm", render_fundus(4, 192).image, ImageLaterality="R")
+        t = table()
+        status, probs, *_ = Client(url, verbose=False).predict(
+            None, {"headers": list(t.columns), "data": t.values.tolist()}, "gradcam", 0.5, None, "softmax", False,
+            "mine.safetensors", handle_file(str(dcm)), api_name="/analyse")
+    finally:
+        demo.close()
+    assert status.startswith(h.STATUS_OK) and "**Adapted**" in status and "right eye" in status, status
+    assert {c["label"] for c in probs["confidences"]} == set(CLASSES)
