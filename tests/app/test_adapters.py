@@ -100,9 +100,11 @@ def test_build_leaves_out_classes_without_examples(ctx):
     for path, label in ex:
         if label != "cataract":
             log_case(ctx, path, label, "Ann", "agree")
+    log_case(ctx, ex[0][0].with_name("synthetic_amd_14.png"), "normal", "Ann", "disagree", ["retinal detachment"])
     status, update = h.build_adapter_from_cases(ctx, table())
     assert status.startswith(h.STATUS_OK) and "Left out (no reviewed example): cataract" in status
     assert Adapter.load(h.adapters_dir(ctx) / update["value"]).classes == ["normal", "glaucoma"]
+    assert "labels not in the prompt set left out: retinal detachment" in status
 
 
 def test_analyse_with_adapter_shows_both_and_explains_adapted_score(with_adapter):
@@ -132,7 +134,7 @@ def test_analyse_with_adapter_shows_both_and_explains_adapted_score(with_adapter
     assert json.loads(case["probabilities"]) == pytest.approx(probs)
 
 
-def test_bad_adapter_file_is_one_line_and_app_keeps_working(with_adapter):
+def test_bad_adapter_file_is_one_line_and_app_keeps_working(with_adapter, fitted):
     ctx, name = with_adapter
     (h.adapters_dir(ctx) / "broken.safetensors").write_bytes(b"not a safetensors file at all")
     path = str(examples(ctx)[0][0])
@@ -145,6 +147,10 @@ def test_bad_adapter_file_is_one_line_and_app_keeps_working(with_adapter):
     assert h.analyse(ctx, path, table(), "gradcam", 0.5, None, adapter_choice=h.NO_ADAPTER)[0].startswith(h.STATUS_OK)
     assert h.analyse(ctx, path, table(), "gradcam", 0.5, None, adapter_choice=name)[0].startswith(h.STATUS_OK)
     assert "linear-probe adapter fitted on 3 real images" in h.describe_adapter(ctx, name)
+    Adapter(fitted.head, fitted.prompt_set, "another-model", fitted.images_per_class).save(
+        h.adapters_dir(ctx) / "other.safetensors")
+    out = h.analyse(ctx, path, table(), "gradcam", 0.5, None, adapter_choice="other.safetensors")
+    assert is_error(out[0]) and "fitted on model another-model" in out[0]
 
 
 def test_prompt_lab_compares_zero_shot_and_adapter(with_adapter, tmp_path):

@@ -142,7 +142,8 @@ def build_adapter_from_cases(ctx: AppContext, table: Any, reviewer: str | None =
     except (VisionCLIPError, OSError) as e:
         return error_status(f"Could not build the adapter: {e}"), gr.update()
     counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
-    notes = [f"{adapter.method} adapter {path.name} fitted on {len(known)} reviewed case(s): {counts}."]
+    notes = [f"{adapter.method} adapter {path.name} fitted on {len(known)} reviewed case(s): {counts}",
+             "(their stored thumbnails; the originals are not kept)."]
     if missing:
         notes.append(f"Left out (no reviewed example): {', '.join(missing)}.")
     if unknown:

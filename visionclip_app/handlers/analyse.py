@@ -189,7 +189,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     if zero_shot is not None:
         zs_top = max(zero_shot, key=zero_shot.get)
         notes[0] = (f"**Adapted** ({adapter.method} adapter `{adapter_record['file']}`): " + notes[0]
-                    + f" Zero-shot on the same classes: {zs_top} ({zero_shot[zs_top]:.1%}).")
+                    + f" Zero-shot on the same classes: {zs_top} ({zero_shot[zs_top]:.1%})."
+                    + " The adapter's own prompt set is used, not the editor's.")
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
