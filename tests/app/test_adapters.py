@@ -122,6 +122,7 @@ def test_analyse_with_adapter_shows_both_and_explains_adapted_score(with_adapter
     assert [r[0] for r in rows] == sorted(probs, key=probs.get, reverse=True)
     assert rows[0][1:] == [round(state.zero_shot[rows[0][0]], 4), round(probs[rows[0][0]], 4)]
     assert state.analysis.saliency_target == "adapter" and out[3] is not None  # the map explains the adapted score
+    assert "saliency map explains the adapted probability" in status
     assert f"adapted by `{name}`" in h.summary_markdown(state)
     overlay, st, state2 = h.update_saliency(ctx, state, "glaucoma", "gradcam", 0.5)
     assert st.startswith(h.STATUS_OK) and state2.analysis.saliency_target == "adapter"

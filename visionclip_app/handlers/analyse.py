@@ -190,7 +190,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         zs_top = max(zero_shot, key=zero_shot.get)
         notes[0] = (f"**Adapted** ({adapter.method} adapter `{adapter_record['file']}`): " + notes[0]
                     + f" Zero-shot on the same classes: {zs_top} ({zero_shot[zs_top]:.1%})."
-                    + " The adapter's own prompt set is used, not the editor's.")
+                    + " The adapter's own prompt set is used, not the editor's; the saliency map explains the"
+                    + " adapted probability.")
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
