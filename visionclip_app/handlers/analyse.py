@@ -186,12 +186,11 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
                             zero_shot=zero_shot, adapter_name=adapter_record["file"] if adapter_record else None)
     notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
-    if zero_shot is not None:
+    if zero_shot is not None:  # short: one_line keeps 300 characters
         zs_top = max(zero_shot, key=zero_shot.get)
-        notes[0] = (f"**Adapted** ({adapter.method} adapter `{adapter_record['file']}`): " + notes[0]
-                    + f" Zero-shot on the same classes: {zs_top} ({zero_shot[zs_top]:.1%})."
-                    + " The adapter's own prompt set is used, not the editor's; the saliency map explains the"
-                    + " adapted probability.")
+        notes = [f"**Adapted** by `{adapter_record['file']}` (its own prompts; the map explains the adapted score):"
+                 f" **{predicted}** ({probs[predicted]:.1%}); zero-shot: {zs_top} ({zero_shot[zs_top]:.1%})."
+                 f" {elapsed:.2f} s · model `{ctx.model.model_id}`."]
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
