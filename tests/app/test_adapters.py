@@ -133,6 +133,13 @@ def test_analyse_with_adapter_shows_both_and_explains_adapted_score(with_adapter
     assert logged["file"] == name and len(logged["sha256"]) == 64 and logged["method"] == "linear-probe"
     assert logged["zero_shot_probabilities"] == pytest.approx(state.zero_shot)
     assert json.loads(case["probabilities"]) == pytest.approx(probs)
+    assert f"Adapted by `{name}` (linear-probe, SHA-256 `{logged['sha256'][:12]}`)" in h.open_case(ctx, case_id)[2]
+    _, zs_case = h.save_review(ctx, zs[-1], "Ann", "agree", [], 0.9, "", False, "")
+    assert ctx.store.get_case(zs_case)["adapter"] is None and "Adapted" not in h.open_case(ctx, zs_case)[2]
+    import csv
+    path, _ = h.export_cases(ctx, "csv")
+    exported = {int(r["id"]): r["adapter"] for r in csv.DictReader(open(path, encoding="utf-8"))}
+    assert json.loads(exported[case_id])["file"] == name and exported[zs_case] == ""
 
 
 def test_bad_adapter_file_is_one_line_and_app_keeps_working(with_adapter, fitted):
