@@ -1,6 +1,7 @@
 """The Analyse tab: classify an upload with the editor's prompts, show the saliency map and quality screen."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,9 +20,9 @@ from engine.saliency import TARGETS as SALIENCY_TARGETS
 
 from ..store import Analysis, strip_and_thumbnail
 from ..uploads import NEUTRAL_RE
-from .adapters import adapter_json, load_adapter
-from .common import AppContext, CurrentAnalysis, UserError, error_status, ok_status, one_line
+from .common import AppContext, CurrentAnalysis, UserError, error_status, md_text, ok_status, one_line
 from .prompt_table import default_preset, prompt_set_from_table
+from .adapters import adapter_json, load_adapter  # noqa: E402 (after prompt_table: adapters imports it)
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,15 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         saliency_class=cls if overlay is not None else None,
         saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None,
         adapter=adapter_json(adapter_record, zero_shot))
-    state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality, adapter=adapter,
-                            zero_shot=zero_shot, adapter_name=adapter_record["file"] if adapter_record else None)
-    notes = [f"Predicted **{predicted}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
+    state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
+    notes = [f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
     if zero_shot is not None:  # short: one_line keeps 300 characters
+        state = dataclasses.replace(state, adapter=adapter, zero_shot=zero_shot, adapter_name=adapter_record["file"])
         zs_top = max(zero_shot, key=zero_shot.get)
-        notes = [f"**Adapted** by `{adapter_record['file']}` (its own prompts; the map explains the adapted score):"
-                 f" **{predicted}** ({probs[predicted]:.1%}); zero-shot: {zs_top} ({zero_shot[zs_top]:.1%})."
-                 f" {elapsed:.2f} s · model `{ctx.model.model_id}`."]
+        notes = [f"**Adapted** by `{md_text(adapter_record['file'])}` (its own prompts; the map explains the adapted"
+                 f" score): **{md_text(predicted)}** ({probs[predicted]:.1%}); zero-shot: {md_text(zs_top)}"
+                 f" ({zero_shot[zs_top]:.1%}). {elapsed:.2f} s · model `{ctx.model.model_id}`."]
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
@@ -225,14 +226,13 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
     return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{class_name}'."), state
 
 
-def summary_markdown(state: CurrentAnalysis | None) -> str:
+def _analysis_summary(state: CurrentAnalysis | None) -> str:
     """One line on the Review tab describing what a saved review will be attached to."""
     if not state:
         return "_No analysis yet: analyse an image first._"
     a = state.analysis
     top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
     warn = "" if state.quality["gradable"] else " · ⚠ looks ungradable"
-    warn = (f" · adapted by `{state.adapter_name}`" if state.adapter_name else " · zero-shot") + warn
     return (f"Current analysis: predicted **{a.predicted_label}** ("
             + ", ".join(f"{k} {v:.0%}" for k, v in top) + f") · image `{a.image_sha256[:12]}`"
             + f" · saliency {a.saliency_method or '-'} ({a.saliency_target or '-'}) / {a.saliency_class or '-'}"
@@ -254,3 +254,11 @@ def warmup(ctx: AppContext) -> float:
     except Exception as e:  # warm-up is best effort: the app serves without it
         log.warning("warm-up failed: %s", one_line(e))
     return time.perf_counter() - t0
+
+
+def summary_markdown(state: CurrentAnalysis | None) -> str:
+    """:func:`_analysis_summary`, naming the few-shot adapter when one gave the probabilities."""
+    text = _analysis_summary(state)
+    if state is not None and state.adapter_name:
+        text += f" · adapted by `{md_text(state.adapter_name)}`"
+    return text

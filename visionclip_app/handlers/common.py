@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import tempfile
 import threading
 import time
@@ -71,6 +72,11 @@ class CurrentAnalysis:
         return dataclasses.replace(self, analysis=dataclasses.replace(
             self.analysis, saliency_method=method, saliency_target=target, saliency_class=class_name,
             saliency_thumbnail=thumbnail))
+
+
+def md_text(value: Any) -> str:
+    """User or prompt text for a Markdown output: shown as typed, never as a live HTML tag (SECURITY.md)."""
+    return html.escape(str(value), quote=False)
 
 
 def one_line(msg: Any) -> str:
