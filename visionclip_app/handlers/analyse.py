@@ -22,7 +22,7 @@ from ..store import Analysis, strip_and_thumbnail
 from ..uploads import NEUTRAL_RE
 from .common import AppContext, CurrentAnalysis, UserError, error_status, md_text, ok_status, one_line
 from .prompt_table import default_preset, prompt_set_from_table
-from .adapters import adapter_json, load_adapter  # noqa: E402 (after prompt_table: adapters imports it)
+from .adapters import adapter_json, load_adapter
 
 log = logging.getLogger(__name__)
 
