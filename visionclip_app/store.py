@@ -52,7 +52,7 @@ LIST_COLUMNS = [
     "id", "created_at", "updated_at", "reviewer", "verdict", "predicted_label", "corrected_labels",
     "confidence", "notes", "model_id", "saliency_method", "saliency_target", "saliency_class", "image_sha256",
     "prompt_set_sha256", "probabilities", "prompt_set_json", "original_filename", "patient_id",
-    "n_revisions",
+    "n_revisions", "adapter",
 ]
 
 
@@ -140,6 +140,7 @@ class Analysis:
     saliency_class: str | None = None
     saliency_thumbnail: bytes | None = None
     original_filename: str | None = None  # stored only with the reviewer's opt-in
+    adapter: str | None = None  # JSON: the few-shot adapter (file name, SHA-256, ...) that gave the probabilities
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -287,12 +288,17 @@ def _m005_worklists(db: sqlite_utils.Database) -> None:
     db["worklist_readings"].create_index(["item_id", "reviewer"], unique=True)  # one reading per reader
 
 
+def _m006_adapter(db: sqlite_utils.Database) -> None:
+    db["cases"].add_column("adapter", str)  # NULL: zero-shot probabilities (and every case logged before)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial cases and revisions tables", _m001_initial),
     (2, "indexes and append-only triggers on revisions", _m002_indexes_and_append_only),
     (3, "saliency thumbnail and revision count on cases", _m003_saliency_thumbnail),
     (4, "saliency target on cases", _m004_saliency_target),
     (5, "worklists, their items and readings", _m005_worklists),
+    (6, "few-shot adapter on cases", _m006_adapter),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

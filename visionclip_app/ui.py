@@ -210,6 +210,10 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                         image_in = UploadImage(label="Fundus photograph (drag and drop, paste or click)",
                                                type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                                height=320, elem_id="image-in")
+                        # gr.Image cannot take a DICOM file: a plain file upload feeds the same handler
+                        dicom_in = gr.File(label="... or a DICOM file (.dcm) from a fundus camera",
+                                           file_types=[".dcm", ".dicom"], type="filepath", height=70,
+                                           elem_id="dicom-in")
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
                                         label="Synthetic examples", examples_per_page=8)
@@ -221,6 +225,12 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                             preset_dd = gr.Dropdown(presets, value=default, label="Prompt preset", scale=2,
                                                     elem_id="preset-dd")
                             load_preset_btn = gr.Button("Load preset", scale=1, size="sm")
+                        with gr.Row():
+                            adapter_dd = gr.Dropdown(h.adapter_choices(ctx), value=h.NO_ADAPTER, scale=3,
+                                                     label="Few-shot adapter (built in Cases; none = zero-shot)",
+                                                     elem_id="adapter-dd")
+                            adapter_refresh = gr.Button("Refresh list", scale=1, size="sm")
+                        adapter_md = gr.Markdown("", elem_id="adapter-md", elem_classes=["status-line"])
                         prompt_table = gr.Dataframe(
                             value=initial_table, headers=h.PROMPT_COLUMNS, datatype=["str", "str"],
                             column_count=2, interactive=True, wrap=True, max_height=330, column_widths=["32%", "68%"],
@@ -240,7 +250,10 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                                                 height=70, visible=False)
                 with gr.Row():
                     with gr.Column(scale=1):
-                        probs_out = gr.Label(label="Probabilities (sorted)", elem_id="probs-out")
+                        probs_out = gr.Label(label="Probabilities (sorted; adapted when an adapter is chosen)",
+                                             elem_id="probs-out")
+                        compare_df = gr.Dataframe(headers=h.COMPARISON_COLUMNS, interactive=False, visible=False,
+                                                  label="Zero-shot and adapted probabilities", elem_id="compare-df")
                         quality_md = gr.Markdown("", label="quality", elem_id="quality-box")
                     with gr.Column(scale=2):
                         with gr.Row():
@@ -325,6 +338,18 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     c_labels = gr.Textbox(label="Corrected label(s), comma-separated", max_lines=1)
                     c_notes = gr.Textbox(label="Notes", lines=2)
                     c_btn = gr.Button("Append correction")
+                with gr.Accordion("Build adapter from reviewed cases", open=False):
+                    gr.Markdown("Fits a few-shot adapter on the agreed or corrected, gradable cases (their stored "
+                                "thumbnails), with the Analyse tab's prompt set. The base model is not changed; "
+                                "pick the adapter on the Analyse tab.")
+                    with gr.Row():
+                        b_reviewer = gr.Textbox(label="Only this reviewer (optional)", max_lines=1,
+                                                elem_id="adapter-reviewer")
+                        b_method = gr.Dropdown(list(h.ADAPTER_METHODS), value=h.DEFAULT_ADAPTER_METHOD,
+                                               label="Method", elem_id="adapter-method")
+                        b_count_btn = gr.Button("Count reviewed cases", elem_id="adapter-count")
+                        b_build_btn = gr.Button("Build adapter", variant="primary", elem_id="adapter-build")
+                    b_status = gr.Markdown("", elem_id="adapter-status", elem_classes=["status-line"])
 
             # ------------------------------------------------------------------ 5. Prompt lab
             with gr.Tab("Prompt lab", id="lab"):
@@ -342,6 +367,11 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     lab_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
                     lab_folder = gr.Textbox(label="Folder under the data root (--data-root)", max_lines=1)
                 lab_btn = gr.Button("Evaluate", variant="primary", elem_id="lab-btn")
+                with gr.Row():
+                    lab_adapter = gr.Dropdown(h.adapter_choices(ctx), value=h.NO_ADAPTER, scale=3,
+                                              label="... or compare zero-shot against an adapter (labelled folder)",
+                                              elem_id="lab-adapter")
+                    lab_adapter_btn = gr.Button("Compare zero-shot vs adapter", scale=1, elem_id="lab-adapter-btn")
                 lab_status = gr.Markdown("", elem_classes=["status-line"], elem_id="lab-status")
                 with gr.Row():
                     with gr.Column():
@@ -366,16 +396,42 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         # The scripting API (README, "Scripting API"): /analyse, /explain, /save_review, /search_cases and
         # /export_cases keep these names; every other event is private (not callable by gradio_client).
         
-        def do_analyse(image, prompts, method, opacity, saliency_class, target, detail, previous):
-            out = h.analyse(ctx, image, prompts, method, opacity, saliency_class, target, detail, previous)
+        def do_analyse(image, prompts, method, opacity, saliency_class, target, detail, previous,
+                       adapter=h.NO_ADAPTER, dicom=None):
+            out = h.analyse(ctx, image or dicom, prompts, method, opacity, saliency_class, target, detail, previous,
+                            adapter)
             state = out[-1]
             return (*out, h.summary_markdown(state), gr.update(choices=list(state.probabilities) if state else []))
 
+        def show_comparison(state):  # a follow-up event: the scripting API's /analyse outputs stay as documented
+            rows = h.comparison_rows(state)
+            return gr.update(value=rows or None, visible=bool(rows))
+
         analyse_outputs = [status, probs_out, original_out, overlay_out, quality_md, sal_class, analysis,
                            review_summary, corrected]
-        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail, analysis]
-        gr.on([analyse_btn.click, image_in.upload], do_analyse, analyse_inputs, analyse_outputs, concurrency_limit=2,
-              api_name="analyse", api_description="Classify a photograph with a prompt table and explain one class.")
+        analyse_inputs = [image_in, prompt_table, sal_method, sal_opacity, sal_class, sal_target, sal_detail, analysis,
+                          adapter_dd, dicom_in]
+        gr.on([analyse_btn.click, image_in.upload], do_analyse, analyse_inputs, analyse_outputs,
+              concurrency_limit=2, api_name="analyse",
+              api_description="Classify a photograph with a prompt table (or a few-shot adapter) and explain one class."
+              ).then(show_comparison, [analysis], [compare_df], **PRIVATE)
+
+        def do_analyse_dicom(dicom, *rest):  # the DICOM just uploaded, not a photograph still shown above
+            return do_analyse(None, *rest, dicom)
+
+        dicom_in.upload(do_analyse_dicom, [dicom_in, *analyse_inputs[1:-1]], analyse_outputs, concurrency_limit=2,
+                        **PRIVATE).then(show_comparison, [analysis], [compare_df], **PRIVATE)
+        # one upload at a time: a new photograph replaces a DICOM file and the other way round
+        image_in.upload(lambda: None, None, [dicom_in], **PRIVATE)
+        dicom_in.upload(lambda: None, None, [image_in], **PRIVATE)
+        adapter_dd.change(functools.partial(h.describe_adapter, ctx), [adapter_dd], [adapter_md], **PRIVATE)
+
+        def refresh_adapters(current):
+            choices = h.adapter_choices(ctx)
+            return (gr.update(choices=choices, value=current if current in choices else h.NO_ADAPTER),
+                    gr.update(choices=choices))
+
+        adapter_refresh.click(refresh_adapters, [adapter_dd], [adapter_dd, lab_adapter], **PRIVATE)
 
         def do_saliency(state, saliency_class, method, opacity, target, detail):
             overlay, st, state = h.update_saliency(ctx, state, saliency_class, method, opacity, target, detail)
@@ -441,9 +497,29 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
         def do_lab(source, folder, n, seed, a, b, table, progress=gr.Progress()):
             return h.run_prompt_lab(ctx, source, folder, n, seed, a, b, table, progress=_prog_adapter(progress))
 
+        def do_count(reviewer_name):
+            return h.reviewed_counts(ctx, reviewer_name)[1]
+
+        b_count_btn.click(do_count, [b_reviewer], [b_status], **PRIVATE)
+
+        def do_build(table, reviewer_name, method):
+            st, _ = h.build_adapter_from_cases(ctx, table, reviewer_name, method)
+            choices = gr.update(choices=h.adapter_choices(ctx))
+            return st, choices, choices
+
+        b_build_btn.click(do_build, [prompt_table, b_reviewer, b_method], [b_status, adapter_dd, lab_adapter],
+                          concurrency_limit=1, **PRIVATE)
+
+        def do_adapter_lab(folder, choice, progress=gr.Progress()):
+            return h.run_adapter_lab(ctx, folder, choice, progress=_prog_adapter(progress))
+
+        lab_adapter_btn.click(do_adapter_lab, [lab_folder, lab_adapter],
+                              [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **PRIVATE)
+
         lab_btn.click(do_lab, [lab_source, lab_folder, lab_n, lab_seed, lab_a, lab_b, prompt_table],
                       [lab_md_a, lab_fig_a, lab_md_b, lab_fig_b, lab_status], concurrency_limit=1, **PRIVATE)
 
         demo.load(None, None, None, js=KEYBOARD_JS)
+        demo.load(refresh_adapters, [adapter_dd], [adapter_dd, lab_adapter], **PRIVATE)  # built since launch
         card_acc.expand(lambda: h.model_card_text() or "", None, [card_md], **PRIVATE)
     return demo

@@ -6,6 +6,11 @@ status (prefixed with ``STATUS_ERROR``) and calls ``gr.Warning`` so the browser 
 """
 from engine.saliency import TARGETS as SALIENCY_TARGETS
 
+from engine.adapt import DEFAULT_METHOD as DEFAULT_ADAPTER_METHOD
+from engine.adapt import METHODS as ADAPTER_METHODS
+
+from .adapters import (COMPARISON_COLUMNS, NO_ADAPTER, adapter_choices, adapters_dir, build_adapter_from_cases,
+                       comparison_rows, describe_adapter, reviewed_counts, run_adapter_lab)
 from .about import about_markdown, example_captions, example_images, model_card_summary, model_card_text
 from .analyse import (QUALITY_OK_MD, analyse, method_for_detail, quality_markdown, saliency_methods,
                       summary_markdown, update_saliency, warmup)
@@ -32,5 +37,7 @@ __all__ = [
     "cases_frame", "agreement_figure", "case_id_from_selection",
     "EDITOR_CHOICE", "NONE_CHOICE", "run_prompt_lab", "make_synthetic_benchmark",
     "worklist",
+    "NO_ADAPTER", "ADAPTER_METHODS", "DEFAULT_ADAPTER_METHOD", "COMPARISON_COLUMNS", "adapter_choices", "adapters_dir", "build_adapter_from_cases", "comparison_rows",
+    "describe_adapter", "reviewed_counts", "run_adapter_lab",
     "about_markdown", "model_card_summary", "model_card_text", "example_images", "example_captions",
 ]

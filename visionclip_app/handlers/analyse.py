@@ -1,6 +1,7 @@
 """The Analyse tab: classify an upload with the editor's prompts, show the saliency map and quality screen."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -12,7 +13,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from engine import PromptSet, VisionCLIPError, assess_quality, load_image, load_preset
+from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
 from engine.saliency import DETAIL, DETAIL_METHODS, SLOW_METHODS, explain
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import TARGETS as SALIENCY_TARGETS
@@ -21,6 +22,7 @@ from ..store import Analysis, strip_and_thumbnail
 from ..uploads import NEUTRAL_RE
 from .common import AppContext, CurrentAnalysis, UserError, error_status, md_text, ok_status, one_line
 from .prompt_table import default_preset, prompt_set_from_table
+from .adapters import adapter_json, load_adapter
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,11 @@ def quality_markdown(quality: dict) -> str:
             + "\n\nResults on ungradable images are unreliable.")
 
 
-def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.Image]:
+LATERALITY = {"R": "right eye", "L": "left eye", "B": "both eyes"}
+
+
+def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.Image, dict]:
+    """(file bytes, RGB image, what a DICOM file says about the eye: laterality, never patient attributes)."""
     if not image_path:
         raise UserError("Upload a fundus photograph first (drag and drop, paste, or pick an example).")
     p = Path(image_path)
@@ -60,12 +66,12 @@ def _read_upload(ctx: AppContext, image_path: str | None) -> tuple[bytes, Image.
         raise UserError(f"The file is {size / 2**20:.1f} MB; the limit is {ctx.max_upload_mb:g} MB.")
     data = p.read_bytes()
     try:
-        image = load_image(data)
+        image, meta = load_image_with_meta(data)
     except VisionCLIPError as e:
         msg = str(e)
         msg = msg[len("image: "):] if msg.startswith("image: ") else msg
         raise UserError(f"Not a usable image: {msg}") from None
-    return data, image
+    return data, image, meta
 
 
 def _original_name(ctx: AppContext, image_path: str | None) -> str | None:
@@ -100,13 +106,14 @@ def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tu
 
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
-              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False
+              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None
               ) -> tuple[Image.Image | None, str, str | None]:
-    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable."""
+    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable.
+    With an adapter the map explains the adapted probability (target "adapter")."""
     try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
-                          opacity=float(opacity), layers=DETAIL if detail else None)
+                          opacity=float(opacity), layers=DETAIL if detail else None, adapter=adapter)
     except VisionCLIPError as e:
         return None, one_line(e), None
     return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target
@@ -121,40 +128,51 @@ def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requ
     return requested if same_image and requested in probabilities else predicted
 
 
-def _score(ctx: AppContext, image: Image.Image, ps: PromptSet) -> tuple[dict[str, float], list[tuple], int]:
-    """(class probabilities, (class, subclass, probability) per scored group, prompts the text tower truncated)."""
+def _score(ctx: AppContext, image: Image.Image, ps: PromptSet, adapter=None
+           ) -> tuple[dict[str, float], list[tuple], int, dict[str, float] | None]:
+    """(class probabilities, (class, subclass, probability) per scored group, prompts the text tower truncated,
+    zero-shot probabilities when ``adapter`` gave the first ones, else None)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ctx.model_lock:
-            class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(ctx.model.encode_images([image]), ps)
+            embedding = ctx.model.encode_images([image])
+            class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(embedding, ps)
+            adapted = adapter.probabilities(embedding)[0] if adapter is not None else None
     probs = dict(zip(ps.classes, map(float, class_probs[0])))
     subs = [(c, sub, float(p)) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0])]
-    return probs, subs, sum("truncated" in str(w.message) for w in caught)
+    n_truncated = sum("truncated" in str(w.message) for w in caught)
+    if adapted is None:
+        return probs, subs, n_truncated, None
+    return dict(zip(adapter.classes, map(float, adapted))), subs, n_truncated, probs
 
 
 def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
             saliency_class: str | None = None, target: str = SALIENCY_TARGETS[0], detail: bool = False,
-            previous: CurrentAnalysis | None = None) -> tuple:
-    """Classify the upload with the editor's prompts; returns
+            previous: CurrentAnalysis | None = None, adapter_choice: str | None = None) -> tuple:
+    """Classify the upload with the editor's prompts, or with a few-shot adapter (``adapter_choice``, a file
+    of the app's adapter folder; it carries its own prompt set); returns
     (status, label_dict, original, overlay, quality_md, class_dropdown_update, CurrentAnalysis or None).
 
-    ``previous`` is the session's last analysis: on the same image the requested saliency class is kept."""
+    ``previous`` is the session's last analysis: on the same image the requested saliency class is kept.
+    With an adapter the probabilities, the prediction and the saliency are the adapted ones; the zero-shot
+    probabilities over the same classes are kept beside them (``CurrentAnalysis.zero_shot``)."""
     empty = (None, None, None, "", gr.update(), None)
     try:
         method, opacity, target, detail = _saliency_options(method, opacity, target, detail)
-        ps = prompt_set_from_table(table)
-        data, image = _read_upload(ctx, image_path)
+        adapter, adapter_record = load_adapter(ctx, adapter_choice)
+        ps = adapter.prompt_set if adapter is not None else prompt_set_from_table(table)
+        data, image, meta = _read_upload(ctx, image_path)
     except UserError as e:
         return (error_status(e), *empty)
     t0 = time.perf_counter()
     try:
-        probs, sub_probs, n_truncated = _score(ctx, image, ps)
+        probs, sub_probs, n_truncated, zero_shot = _score(ctx, image, ps, adapter)
     except VisionCLIPError as e:
         return (error_status(e), *empty)
     predicted = max(probs, key=probs.get)
     sha = hashlib.sha256(data).hexdigest()
     cls = saliency_class_for(previous, sha, saliency_class, probs)
-    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail)
+    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter)
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
     record = Analysis(
@@ -163,11 +181,20 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         probabilities=probs, predicted_label=predicted, model_id=ctx.model.model_id,
         saliency_method=used if overlay is not None else None, saliency_target=used_target,
         saliency_class=cls if overlay is not None else None,
-        saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None)
+        saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None,
+        adapter=adapter_json(adapter_record, zero_shot))
     state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
     notes = [f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
              f" · model `{ctx.model.model_id}`."]
-    if len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
+    if zero_shot is not None:  # short: one_line keeps 300 characters
+        state = dataclasses.replace(state, adapter=adapter, zero_shot=zero_shot, adapter_name=adapter_record["file"])
+        zs_top = max(zero_shot, key=zero_shot.get)
+        notes = [f"**Adapted** by `{md_text(adapter_record['file'])}` (its own prompts; the map explains the adapted"
+                 f" score): **{md_text(predicted)}** ({probs[predicted]:.1%}); zero-shot: {md_text(zs_top)}"
+                 f" ({zero_shot[zs_top]:.1%}). {elapsed:.2f} s · model `{ctx.model.model_id}`."]
+    if meta.get("laterality") in LATERALITY:
+        notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
+    if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
         parts = sorted(((p, sub) for c, sub, p in sub_probs if c == predicted), reverse=True)
         notes.append(f"{md_text(predicted)} is the sum of: " + ", ".join(f"{md_text(sub)} {p:.1%}" for p, sub in parts) + ".")
     if overlay is None:
@@ -192,14 +219,14 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
     except UserError as e:
         return gr.update(), error_status(e), state
     overlay, used, used_target = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity, target,
-                                           detail)
+                                           detail, state.adapter)
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
     return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."), state
 
 
-def summary_markdown(state: CurrentAnalysis | None) -> str:
+def _analysis_summary(state: CurrentAnalysis | None) -> str:
     """One line on the Review tab describing what a saved review will be attached to."""
     if not state:
         return "_No analysis yet: analyse an image first._"
@@ -227,3 +254,11 @@ def warmup(ctx: AppContext) -> float:
     except Exception as e:  # warm-up is best effort: the app serves without it
         log.warning("warm-up failed: %s", one_line(e))
     return time.perf_counter() - t0
+
+
+def summary_markdown(state: CurrentAnalysis | None) -> str:
+    """:func:`_analysis_summary`, naming the few-shot adapter when one gave the probabilities."""
+    text = _analysis_summary(state)
+    if state is not None and state.adapter_name:
+        text += f" · adapted by `{md_text(state.adapter_name)}`"
+    return text

@@ -125,6 +125,14 @@ def _png(data: bytes | None) -> Image.Image | None:
     return Image.open(io.BytesIO(data)).convert("RGB") if data else None
 
 
+def _adapter_of(case: dict) -> dict | None:
+    try:
+        adapter = json.loads(case.get("adapter") or "null")
+    except ValueError:
+        return None
+    return adapter if isinstance(adapter, dict) else None
+
+
 def case_markdown(case: dict) -> str:
     probs = json.loads(case["probabilities"] or "{}")
     top = sorted(probs.items(), key=lambda kv: -kv[1])[:5]
@@ -141,6 +149,10 @@ def case_markdown(case: dict) -> str:
         + f" for '{md_text(case['saliency_class'] or '-')}'",
         f"- Image SHA-256 `{case['image_sha256'][:16]}…` · prompt set `{(case['prompt_set_sha256'] or '')[:12]}`",
     ]
+    adapter = _adapter_of(case)
+    if adapter:  # the probabilities above are the adapted ones
+        lines.append(f"- Adapted by `{adapter.get('file', '?')}` ({adapter.get('method', '?')}, SHA-256 "
+                     f"`{str(adapter.get('sha256', ''))[:12]}`)")
     if case.get("original_filename") or case.get("patient_id"):
         lines.append(f"- Identifiers (opted in): file '{md_text(case.get('original_filename') or '-')}', "
                      f"patient '{md_text(case.get('patient_id') or '-')}'")

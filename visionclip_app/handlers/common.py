@@ -60,6 +60,9 @@ class CurrentAnalysis:
     image: Image.Image
     prompt_set: PromptSet
     quality: dict  # engine.assess_quality's report
+    adapter: Any = None  # engine.adapt.Adapter that gave ``analysis.probabilities``; None: zero-shot
+    zero_shot: dict[str, float] | None = None  # with an adapter: the zero-shot probabilities, shown beside
+    adapter_name: str | None = None
 
     @property
     def probabilities(self) -> dict[str, float]:
