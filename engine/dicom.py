@@ -23,6 +23,9 @@ _LATERALITIES = {"R", "L", "B"}  # right, left, both eyes (DICOM PS3.3 C.7.6.1.1
 DicomSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 
+IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*", b"BM", b"RIFF")
+
+
 def has_dicom_magic(head: bytes) -> bool:
     """True for the start of a DICOM Part 10 file: a 128-byte preamble, then 'DICM'."""
     return len(head) >= 132 and head[128:132] == b"DICM"
@@ -34,13 +37,15 @@ def is_dicom(source: DicomSource) -> bool:
         return has_dicom_magic(bytes(source[:132]))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.suffix.lower() in DICOM_EXTENSIONS:
-            return True
         try:
             with open(path, "rb") as fh:
-                return has_dicom_magic(fh.read(132))
+                head = fh.read(132)
         except OSError:
-            return False
+            return path.suffix.lower() in DICOM_EXTENSIONS
+        if has_dicom_magic(head):
+            return True
+        # A .dcm name decides only when the content is no common image (a PNG renamed .dcm is a PNG).
+        return path.suffix.lower() in DICOM_EXTENSIONS and not head.startswith(IMAGE_SIGNATURES)
     if hasattr(source, "read") and hasattr(source, "seek"):
         try:
             pos = source.tell()

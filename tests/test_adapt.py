@@ -234,7 +234,7 @@ def _log(store, image, reviewer, verdict, predicted, corrected=()):
 
 @pytest.fixture
 def case_db(tmp_path):
-    from visionclip_app.store import CaseStore
+    from visionclip_app.store import CaseStore, Review
 
     store = CaseStore(tmp_path / "cases.db")
     big = make_fundus(size=(640, 480), seed=0)
@@ -243,11 +243,10 @@ def case_db(tmp_path):
         "corrected": _log(store, make_fundus(seed=1), "ann", "disagree", "normal", ["cataract"]),
         "recorrected": _log(store, make_fundus(seed=2), "ann", "disagree", "normal", ["glaucoma"]),
         "ungradable": _log(store, make_fundus(seed=3), "ann", "ungradable", "normal"),
-        "no_label": _log(store, make_fundus(seed=4), "ann", "disagree", "normal"),
         "bob": _log(store, make_fundus(seed=5), "bob", "agree", "normal"),
         "relogged": _log(store, make_fundus(seed=6), "ann", "agree", "cataract"),
     }
-    store.add_revision(ids["recorrected"], reviewer="bob", verdict="disagree", corrected_labels=["cataract"])
+    store.add_revision(ids["recorrected"], Review(reviewer="bob", verdict="disagree", corrected_labels=["cataract"]))
     ids["relogged_again"] = _log(store, make_fundus(seed=6), "ann", "disagree", "cataract", ["normal"])
     return tmp_path / "cases.db", ids
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -221,8 +222,6 @@ MAX_CLI_RSS_MB = 3000
 
 
 def cli_peak_rss_mb(proc: subprocess.CompletedProcess) -> float:
-    import re
-
     return int(re.findall(rb"peak-rss-kb (\d+)", proc.stderr)[-1]) / 1024
 
 
@@ -239,7 +238,10 @@ def test_cli_predict_whole_corpus_in_one_process(corpus, per_file_corpus, as_jso
     paths = [e["path"] for e in entries]
     proc = run_cli(["predict", *(["--json"] if as_json else []), *paths], timeout=60 + 2 * len(paths))
     no_traceback(proc)
-    assert proc.returncode == 2  # some files are bad: the exit status says so
+    # Some files scored, so the run succeeds (exit 0); the bad ones are counted in the summary line.
+    assert proc.returncode == 0
+    errors = int(re.findall(rb"(\d+) errors", proc.stderr)[-1])
+    assert errors >= sum(1 for e in entries if e["kind"] in ("bomb", "tiny", "empty"))  # at least those must fail
     rss_mb = cli_peak_rss_mb(proc)
     print(f"CLI predict over {len(paths)} files: peak RSS {rss_mb:.0f} MB")
     assert rss_mb < MAX_CLI_RSS_MB
