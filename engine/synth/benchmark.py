@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import VisionCLIPError
+from .pipeline import get_pipeline
 from .render import render_fundus
 from .schema import CONDITION_FLAGS, CONDITION_KEYS, CONDITIONS, DR_CLASS, NORMAL_CLASS
 
@@ -33,8 +34,9 @@ def condition_class(cond: str) -> str:
 
 def benchmark_samples(n: int, seed: int = HELD_OUT_SEED, size: int = 256,
                       conditions: list[str] | None = None, pipeline=None) -> Iterator[tuple[np.ndarray, str]]:
-    """(image, class name) pairs cycling over the conditions: n images in all."""
-    conditions = list(conditions or CONDITIONS)
+    """(image, class name) pairs cycling over the conditions (by default, those the pipeline draws:
+    a model trained on v1 renders never saw CSC): n images in all."""
+    conditions = list(conditions or get_pipeline(pipeline).conditions)
     if n < len(conditions):
         raise VisionCLIPError(f"a benchmark needs at least one image per condition ({len(conditions)})")
     for i in range(n):

@@ -8,6 +8,7 @@ from engine.errors import VisionCLIPError
 from engine.synth import anatomy, camera, findings  # noqa: F401  (import registers every layer)
 from engine.synth.case import CaseOptions
 from engine.synth.layer import LAYERS, Layer
+from engine.synth.schema import CONDITIONS
 
 GENERATOR_MAJOR = "2.0"
 
@@ -21,6 +22,11 @@ class Pipeline:
     @property
     def version(self) -> str:
         return f"{GENERATOR_MAJOR}-{self.name}"
+
+    @property
+    def conditions(self) -> list[str]:
+        """The condition keys this pipeline's cases are drawn from, in CONDITIONS order (DR brings DME)."""
+        return [c for c in CONDITIONS if c in ("normal", "dr", "dme") or c in self.case.other]
 
     def build(self) -> list[Layer]:
         out = []
