@@ -12,6 +12,7 @@ from engine.errors import VisionCLIPError
 from engine.synth import (CONDITION_FLAGS, CONDITIONS, LABEL_COLUMNS, SyntheticFundusStream, build_caption,
                           generate_dataset, label_caption, labels_to_classes, normalise_labels, render_fundus)
 from engine.synth.cli import add_arguments, run
+from engine.synth.dataset import worker_start_method
 
 HAEM = re.compile(r"ha?emorrhag", re.I)
 
@@ -183,7 +184,7 @@ def test_cli(tmp_path, capsys):
 def test_stream_workers_differ():
     import torch
     ds = SyntheticFundusStream(seed=0, size=64, length=4)
-    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=worker_start_method())
     caps = []
     imgs = []
     for item in dl:

@@ -22,6 +22,15 @@ def _rank_world():
     return 0, 1
 
 
+def worker_start_method() -> str:
+    """How to start render workers: forkserver, not fork. A fork copies OpenCV's thread pool as the
+    parent left it, and a child that renders can then wait forever on threads it does not have (seen
+    as rare hangs once the parent had rendered)."""
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class SyntheticFundusStream(torch.utils.data.IterableDataset):
     """Yields {"image", "caption", "labels"}; samples never repeat across workers or ranks."""
 

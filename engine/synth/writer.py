@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from PIL import Image
 
 from engine.errors import VisionCLIPError
 from engine.synth.captions import build_caption
+from engine.synth.dataset import worker_start_method
 from engine.synth.render import render_fundus
 from engine.synth.schema import LABEL_COLUMNS, check_eye_side_zero, parse_conditions, to_file_row
 
@@ -134,10 +135,7 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
                 rows.append(_one(j))
                 bar.update(1)
         else:
-            # forkserver, not fork: a fork copies OpenCV's thread pool mid-use when the caller has rendered
-            # already (seen as a rare hang in the test suite); the server forks from a clean process.
-            method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-            with get_context(method).Pool(workers, initializer=_single_threaded_cv2) as pool:
+            with get_context(worker_start_method()).Pool(workers, initializer=_single_threaded_cv2) as pool:
                 for r in pool.imap(_one, jobs, chunksize=max(1, min(16, n // (workers * 4) or 1))):
                     rows.append(r)
                     bar.update(1)
