@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app, wait_http
+from visionclip_app.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,15 +34,6 @@ def app(tmp_path_factory):
                "tmp": tmp / "apptmp", "dir": tmp}
     finally:
         stop_app(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def text_of(page, selector: str) -> str:

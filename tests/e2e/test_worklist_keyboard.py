@@ -9,7 +9,7 @@ import csv
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app, wait_http
+from visionclip_app.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
 from visionclip_app.store import CaseStore
 
 from .test_browser import choose, open_tab, shot, text_of, wait_text
@@ -40,15 +40,6 @@ def app(tmp_path_factory):
         yield {"url": f"http://127.0.0.1:{port}/", "db": tmp / "cases.db", "dir": tmp}
     finally:
         stop_app(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def read_all(page, reviewer: str, keys: str) -> None:
