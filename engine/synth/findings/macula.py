@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from engine.synth.findings.common import blob
+from engine.synth.findings.dr import HardExudates
 from engine.synth.layer import Layer, register
 from engine.synth.primitives import blur, box, ellipse, smooth_noise
 
@@ -16,7 +17,7 @@ from engine.synth.primitives import blur, box, ellipse, smooth_noise
 class MacularOedema(Layer):
     name = "macular_oedema"
     words = {"macular_oedema": ["macular oedema", "macular thickening", "macular edema"],
-             "hard_exudates": ["hard exudates", "yellow lipid exudates", "hard exudate deposits"]}
+             **HardExudates.words}  # DME draws exudates too; one wording list for both layers
 
     def applies(self, case):
         return case.flag("dme")
