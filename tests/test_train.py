@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -70,6 +71,7 @@ def metrics(run: Path) -> list[dict]:
         ({"head_only_steps": 5, "steps": 5}, "head_only_steps must be in \\[0, steps\\)"),
         ({"ema_decay": 1.0}, "ema_decay must be in \\(0, 1\\)"),
         ({"ema_decay": "slow"}, "'ema_decay' must be"),
+        ({"val_pipeline": "v9"}, "val_pipeline must be one of v1, v2"),
     ],
 )
 def test_bad_config_values(doc, message):
@@ -96,6 +98,14 @@ def test_config_inherits_from_its_base_and_overrides_win(tmp_path):
     over = load_config(tmp_path / "trials" / "t.yaml", parse_overrides(["seed=9", "ema_decay=0.99", "image_dropout=null",
                                                                         "colour_normalise=off", "augment=false"]))
     assert (over.seed, over.ema_decay, over.image_dropout, over.colour_normalise, over.augment) == (9, 0.99, None, "off", False)
+
+
+def test_validation_set_is_drawn_from_the_configured_pipeline():
+    from engine.train.train import synthetic_validation_set
+    v1 = synthetic_validation_set(config_from_dict({**TINY, "val_synthetic": 12}), 64)
+    v2 = synthetic_validation_set(config_from_dict({**TINY, "val_synthetic": 12, "val_pipeline": "v2"}), 64)
+    assert "central serous chorioretinopathy" not in v1[1] and "central serous chorioretinopathy" in v2[1]
+    assert not np.array_equal(v1[0][0], v2[0][0])
 
 
 def test_trial_configs_are_the_default_plus_their_changes():

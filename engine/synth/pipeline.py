@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.errors import VisionCLIPError
-from engine.synth import anatomy, camera, findings  # noqa: F401  (import registers every layer)
+from engine.synth import anatomy, camera, findings, randomisation  # noqa: F401  (import registers every layer)
 from engine.synth.case import CaseOptions
 from engine.synth.layer import LAYERS, Layer
 from engine.synth.schema import CONDITIONS
@@ -41,6 +41,14 @@ class Pipeline:
         """A copy without some layers (experiments, tests of layer independence)."""
         keep = [e for e in self.layers if (e if isinstance(e, str) else e[0]) not in names]
         return Pipeline(f"{self.name}-without-{'-'.join(names)}", keep, self.case)
+
+    def with_layer(self, entry, before: str, name: str) -> "Pipeline":
+        """A copy with one more layer (a name or (name, overrides)) inserted before layer ``before``."""
+        names = [e if isinstance(e, str) else e[0] for e in self.layers]
+        if before not in names:
+            raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {before!r} to insert before.")
+        i = names.index(before)
+        return Pipeline(name, self.layers[:i] + [entry] + self.layers[i:], self.case)
 
 
 _ANATOMY = ["background", "choroid", "nerve_fibres", "disc", "vessels", "hypertensive_vessels", "vessel_composite"]
@@ -80,7 +88,14 @@ def _v2() -> Pipeline:
     return Pipeline("v2", layers, case)
 
 
-PIPELINES: dict[str, Pipeline] = {"v1": V1, "v2": _v2()}
+_V2 = _v2()
+PIPELINES: dict[str, Pipeline] = {
+    "v1": V1,
+    "v2": _V2,
+    # issue 25 lever 1: half the renders get each structure's colour and contrast drawn at random
+    # (engine/synth/randomisation/appearance.py), before the camera and media layers
+    "v2-appearance": _V2.with_layer(("structure_appearance", {"p": 0.5}), before="illumination", name="v2-appearance"),
+}
 DEFAULT_PIPELINE = "v1"  # the shipped model was trained on v1 renders
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     val_every: int = 200
     val_synthetic: int = 200  # held-out synthetic images (their own seed range) per validation
     val_seed: int = 1_000_000_007
+    val_pipeline: str | None = None  # renderer pipeline of the held-out synthetic set (None: the default, v1)
     eval_data: list = field(default_factory=list)  # real labelled folders: evaluation only
     eval_prompts: str | None = None
 
@@ -96,6 +97,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise VisionCLIPError(f"config: {message}")
+        if self.val_pipeline is not None:
+            from engine.synth.pipeline import PIPELINES
+            if self.val_pipeline not in PIPELINES:
+                raise VisionCLIPError(f"config: val_pipeline must be one of {', '.join(PIPELINES)}, not '{self.val_pipeline}'")
         if self.mask_loss_weight > 0 and not any(isinstance(s, dict) and s.get("type") == "synthetic" for s in self.sources):
             raise VisionCLIPError("config: mask_loss_weight needs a synthetic source (only the generator gives masks)")
         for i, src in enumerate(self.sources):

@@ -131,7 +131,7 @@ def synthetic_validation_set(cfg: TrainConfig, size: int):
     """Held-out synthetic images, an equal share per condition, from seeds training never uses."""
     from ..synth.benchmark import benchmark_samples
 
-    images, labels = zip(*benchmark_samples(cfg.val_synthetic, cfg.val_seed, size))
+    images, labels = zip(*benchmark_samples(cfg.val_synthetic, cfg.val_seed, size, pipeline=cfg.val_pipeline))
     return list(images), list(labels)
 
 
