@@ -31,6 +31,47 @@ def worker_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a live process (field 22 of /proc/PID/stat); None once it has died
+    (gone, or a zombie its parent has not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if len(fields) < 20 or fields[0] in (b"Z", b"X") else fields[19].decode()
+
+
+class ExitWithParent:
+    """Worker initialiser: end this worker when the process that started it dies.
+
+    A forkserver worker's parent is the fork server, not the trainer, and every worker holds the fork
+    server's liveness pipe open, so neither notices a killed trainer: PyTorch's own watchdog waits for
+    the parent id to change, and it never does. Seen as render workers spinning on after a SIGTERM.
+    This polls the starting process (by pid and start time, so a reused pid does not count)."""
+
+    def __init__(self, interval: float = 1.0):
+        import os
+
+        self.pid, self.interval = os.getpid(), interval
+        self.started = _start_time(self.pid)
+
+    def __call__(self, *_):
+        import os
+        import threading
+        import time
+
+        if self.started is None:  # no /proc (not Linux): nothing to watch by
+            return
+
+        def watch():
+            while _start_time(self.pid) == self.started:
+                time.sleep(self.interval)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class SyntheticFundusStream(torch.utils.data.IterableDataset):
     """Yields {"image", "caption", "labels"}; samples never repeat across workers or ranks."""
 

@@ -19,7 +19,7 @@ import torchvision.transforms.functional as TF
 
 from ..errors import VisionCLIPError
 from ..preprocess import FundusTransform, fundus_mask, load_image
-from ..synth.dataset import worker_start_method
+from ..synth.dataset import ExitWithParent, worker_start_method
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -423,5 +423,6 @@ def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int
         dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
         multiprocessing_context=worker_start_method() if cfg.workers else None,
+        worker_init_fn=ExitWithParent() if cfg.workers else None,
     )
     return loader, sources
