@@ -87,21 +87,59 @@ def rows_app(j):
             ("Analyse press to results (median)", j.get("analyse_median_s"), "s", "< 1.5", None, None, False)]
 
 
+def _p(lat: dict) -> str:
+    return " / ".join(f"{lat[k]:.2f}" if lat.get(k) is not None else "-" for k in ("p50", "p95", "p99"))
+
+
 def rows_load(j):
-    lat = j.get("latency_all_s", {})
-    return [("throughput", j.get("throughput_rps"), "req/s", None, None, None, True),
-            ("latency p50 / p95 / p99", "/".join(f"{lat.get(k):.2f}" if lat.get(k) is not None else "-"
-                                                 for k in ("p50", "p95", "p99")), "s", None, None, None, False),
-            ("failed requests", j.get("failed_requests"), "", "0", None, None, False),
-            ("new cases (expected)", f"{j.get('new_cases')} ({j.get('expected_new_cases')})", "", "equal",
-             None, None, True),
-            ("integrity_check", j.get("integrity_check"), "", "ok", None, None, True)]
+    size = f"{j.get('clients')} clients x {j.get('rounds')} rounds"  # short and full runs differ: say which
+    rows = [(f"{size}: throughput", j.get("throughput_rps"), "req/s", None, None, None, True),
+            (f"{size}: reviews saved", j.get("saves_per_min"), "per min", None, None, None, True),
+            (f"{size}: latency p50 / p95 / p99, all requests", _p(j.get("latency_all_s", {})), "s", None, None,
+             None, False)]
+    rows += [(f"{size}: {ep} p50 / p95 / p99", _p(lat), "s", None, None, None, False)
+             for ep, lat in (j.get("latency_s") or {}).items()]
+    rows += [(f"{size}: failed requests", j.get("failed_requests"), "", "0", None, None, False),
+             (f"{size}: new cases / revisions (expected)",
+              f"{j.get('new_cases')} / {j.get('new_revisions')} ({j.get('expected_new_cases')})", "", "equal",
+              None, None, True),
+             (f"{size}: integrity_check", j.get("integrity_check"), "", "ok", None, None, True)]
+    over = j.get("overload")
+    if over:
+        rows.append((f"beyond capacity: {over['submitted']} analyses at once, --max-queue {over.get('max_queue')}",
+                     f"{over['answered']} answered, {over.get('refused_busy')} refused busy, "
+                     f"{over.get('failed_otherwise')} other; slowest refusal {over.get('slowest_refusal_s')} s",
+                     "", "refused at once with a busy message, no timeout", None, None, True))
+    return rows
 
 
-def rows_generic(j):
-    """Benches added later (adapt, tstr): their top-level numbers, as written."""
-    return [(k, v, "", None, None, None, True) for k, v in j.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)][:8]
+def rows_adapt(j):
+    """Few-shot adapters on the real dev folders (the named exception to evaluation-only): each method's
+    balanced accuracy at its largest k, beside zero-shot on the same draws."""
+    out = []
+    for folder, entry in (j.get("folders") or {}).items():
+        curves = entry.get("curves", {})
+        zero = curves.get("zero-shot", {})
+        for method, ks in curves.items():
+            if method == "zero-shot" or not ks:
+                continue
+            k = list(ks)[-1]
+            out.append((f"{folder}: {method}, k={k}, balanced accuracy", ks[k]["mean"], "", "> zero-shot",
+                        "zero-shot", (zero.get(k) or {}).get("mean"), True))
+    return out
+
+
+def rows_tstr(j):
+    out = []
+    for r in j.get("results", []):
+        ref = r.get("real_probe_cv5", {})
+        out.append((f"{r['task']}: train on {r['n_synthetic']} synthetic, test on real, balanced accuracy",
+                    r["tstr"]["balanced_accuracy"], "", "> chance", "probe trained on real (5-fold CV)",
+                    ref.get("balanced_accuracy"), True))
+        if "auc" in r["tstr"]:
+            out.append((f"{r['task']}: same, AUC", r["tstr"]["auc"], "", "> 0.5", "probe trained on real (5-fold CV)",
+                        ref.get("auc"), True))
+    return out
 
 
 # name -> (script, short arguments, rows); the JSON path is appended as ``--json FILE``.
@@ -114,14 +152,19 @@ BENCHES = {
     "train": ("train.py", ["--steps", "2", "--warmup", "1", "--data-n", "32"], rows_train),
     "app": ("app.py", ["--runs", "3"], rows_app),
     "load": ("load.py", ["--clients", "8", "--rounds", "5"], rows_load),
-    "adapt": ("adapt.py", [], rows_generic),
-    "tstr": ("tstr.py", [], rows_generic),
+    "adapt": ("adapt.py", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200", "--no-transductive"], rows_adapt),
+    "tstr": ("tstr.py", ["--n-per-class", "30", "--size", "256", "--real-probe"], rows_tstr),
 }
+# --full-load: the issue's size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
+FULL_LOAD = ["--clients", "8", "--rounds", "50", "--overload", "100"]
 
 
-def command(name: str, json_path: Path) -> list[str]:
-    script, args, _ = BENCHES[name]
-    return [sys.executable, str(REPO / "bench" / script), *args, "--json", str(json_path)]
+def arguments(name: str, full_load: bool = False) -> list[str]:
+    return FULL_LOAD if name == "load" and full_load else BENCHES[name][1]
+
+
+def command(name: str, json_path: Path, full_load: bool = False) -> list[str]:
+    return [sys.executable, str(REPO / "bench" / BENCHES[name][0]), *arguments(name, full_load), "--json", str(json_path)]
 
 
 def machine() -> str:
@@ -164,18 +207,19 @@ def ratio(value, peer, higher_is_better) -> str:
     return f"{value / peer:.2f} ({'higher' if higher_is_better else 'lower'} is better)"
 
 
-def render(results: list[dict]) -> str:
+def render(results: list[dict], full_load: bool = False) -> str:
     lines = ["# Performance", "",
              f"- Machine: {machine()}",
              f"- Date (UTC): {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')}",
              f"- Commit: {commit()}",
              f"- Load average at the end: {os.getloadavg()[0]:.1f} (figures from a loaded machine are noisy; the "
              "ratios against a peer measured in the same run are the robust ones)",
-             "- Regenerate: `python bench/run_all.py` (each bench's own command is in the last column)", "",
+             "- Regenerate: `python bench/run_all.py" + (" --full-load" if full_load else "") + "` (each bench's own "
+             "command is in the last column)", "",
              "| bench | figure | value | unit | target | peer (same run) | peer value | ratio | command |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        cmd = "`" + " ".join(["python", f"bench/{BENCHES[r['name']][0]}", *BENCHES[r["name"]][1]]) + "`"
+        cmd = "`" + " ".join(["python", f"bench/{BENCHES[r['name']][0]}", *arguments(r["name"], full_load)]) + "`"
         if r["status"] != "ok":
             lines.append(f"| {r['name']} | {r['status']} | - | - | - | - | - | - | {cmd} |")
             continue
@@ -186,16 +230,19 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_one(name: str, work: Path, timeout: float) -> dict:
+def run_one(name: str, work: Path, timeout: float, full_load: bool = False, reuse: bool = False) -> dict:
     script = REPO / "bench" / BENCHES[name][0]
+    out = work / f"{name}.json"
+    if reuse and out.is_file():  # figures of an earlier run_all into the same --work folder
+        return {"name": name, "status": "ok", "rows": BENCHES[name][2](json.loads(out.read_text())), "reused": True}
     if not script.is_file():
         return {"name": name, "status": f"skipped: bench/{script.name} not present", "rows": []}
     if name == "realism" and not REAL_EVAL.is_dir():
         return {"name": name, "status": f"skipped: no real photographs at {REAL_EVAL}", "rows": []}
-    out = work / f"{name}.json"
+    out.unlink(missing_ok=True)  # a failed run must not show an earlier run's figures
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(command(name, out), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(command(name, out, full_load), cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     except subprocess.TimeoutExpired:
         return {"name": name, "status": f"timed out after {timeout:.0f} s", "rows": []}
@@ -216,6 +263,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "PERFORMANCE.md"))
     p.add_argument("--timeout", type=float, default=1800, help="seconds per bench (default 1800)")
     p.add_argument("--work", default=None, help="keep each bench's JSON and log here (default: a temp dir)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the figures of benches whose JSON is already in --work (rerun only the others)")
+    p.add_argument("--full-load", action="store_true",
+                   help="run the load bench at full size (8 clients x 50 rounds, then --overload 100) instead of 8 x 5")
     args = p.parse_args(argv)
     names = args.only or list(BENCHES)
     work = Path(args.work or tempfile.mkdtemp(prefix="visionclip_perf_"))
@@ -223,15 +274,15 @@ def main(argv=None) -> int:
     if args.dry_run:
         for name in names:
             present = (REPO / "bench" / BENCHES[name][0]).is_file()
-            print(f"{name:10s} " + (" ".join(command(name, work / f"{name}.json")) if present
+            print(f"{name:10s} " + (" ".join(command(name, work / f"{name}.json", args.full_load)) if present
                                     else f"skipped: bench/{BENCHES[name][0]} not present"))
         return 0
     results = []
     for name in names:
         print(f"running {name} ...", flush=True)
-        results.append(run_one(name, work, args.timeout))
+        results.append(run_one(name, work, args.timeout, args.full_load, args.reuse))
         print(f"  {results[-1]['status']}" + (f" in {results[-1].get('seconds')} s" if "seconds" in results[-1] else ""))
-    Path(args.out).write_text(render(results), encoding="utf-8")
+    Path(args.out).write_text(render(results, args.full_load), encoding="utf-8")
     print(f"wrote {args.out} (logs and JSON in {work})")
     return 0
 

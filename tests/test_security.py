@@ -282,3 +282,16 @@ def test_gradio_client_without_credentials_is_refused(served_app):
         gradio_client.Client(base, verbose=False)
     client = gradio_client.Client(base, auth=(user, pw), verbose=False)
     assert client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+
+def test_status_lines_and_pop_ups_escape_the_text_they_quote():
+    from visionclip_app import handlers as h
+
+    table = pd.DataFrame([[XSS, f"a fundus {XSS}"], ["glaucoma", "a large optic cup"]], columns=h.PROMPT_COLUMNS)
+    _, removed = h.delete_prompt_row(table, 1)  # an ok line naming the removed class and prompt
+    blank = table.copy()
+    blank.iloc[0, 1] = ""
+    with pytest.raises(h.UserError) as e:  # an error line quoting the class
+        h.prompt_set_from_table(blank)
+    for status in (removed, h.error_status(e.value)):  # Markdown, and error_status's pop-up renders HTML
+        assert "<img" not in status and "&lt;img" in status, status

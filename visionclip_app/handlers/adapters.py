@@ -20,7 +20,7 @@ from engine.adapt import DEFAULT_METHOD, METHODS, Adapter
 from engine.adapt.cases import read_reviewed_cases
 from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 
-from .common import AppContext, UserError, error_status, ok_status
+from .common import AppContext, UserError, error_status, md_text, ok_status
 from .prompt_table import prompt_set_from_table
 
 NO_ADAPTER = "(none: zero-shot)"
@@ -76,7 +76,7 @@ def describe_adapter(ctx: AppContext, choice: str | None) -> str:
         return error_status(e)
     if adapter is None:
         return "Zero-shot: the prompt editor's prompts."
-    counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
+    counts = ", ".join(f"{md_text(c)} {n}" for c, n in adapter.images_per_class.items())
     return (f"{adapter.method} adapter fitted on {sum(adapter.images_per_class.values())} real images ({counts}); "
             f"it uses its own prompt set, not the editor's.")
 
@@ -97,7 +97,7 @@ def reviewed_counts(ctx: AppContext, reviewer: str | None = None) -> tuple[dict[
         return {}, error_status(e)
     counts = dict(sorted(Counter(c.label for c in cases).items()))
     return counts, ok_status(f"{len(cases)} reviewed case(s) to learn from: "
-                             + ", ".join(f"{label} {n}" for label, n in counts.items()) + ".")
+                             + ", ".join(f"{md_text(label)} {n}" for label, n in counts.items()) + ".")
 
 
 def _neutral_name(ctx: AppContext, method: str) -> Path:
@@ -141,13 +141,13 @@ def build_adapter_from_cases(ctx: AppContext, table: Any, reviewer: str | None =
         path = adapter.save(_neutral_name(ctx, adapter.method))
     except (VisionCLIPError, OSError) as e:
         return error_status(f"Could not build the adapter: {e}"), gr.update()
-    counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
+    counts = ", ".join(f"{md_text(c)} {n}" for c, n in adapter.images_per_class.items())
     notes = [f"{adapter.method} adapter {path.name} fitted on {len(known)} reviewed case(s): {counts}",
              "(their stored thumbnails; the originals are not kept)."]
     if missing:
-        notes.append(f"Left out (no reviewed example): {', '.join(missing)}.")
+        notes.append(f"Left out (no reviewed example): {md_text(', '.join(missing))}.")
     if unknown:
-        notes.append(f"Cases with labels not in the prompt set left out: {', '.join(unknown)}.")
+        notes.append(f"Cases with labels not in the prompt set left out: {md_text(', '.join(unknown))}.")
     return ok_status(" ".join(notes)), gr.update(choices=adapter_choices(ctx), value=path.name)
 
 

@@ -103,7 +103,7 @@ def reader_agreement_lines(ctx: AppContext) -> list[str]:
             ag = ctx.store.reader_agreement(wl["id"])
             if ag["n"]:
                 kappa = "n/a" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
-                out.append(f"\n\nWorklist #{wl['id']} {wl['name']}: inter-reader Cohen's kappa **{kappa}** "
+                out.append(f"\n\nWorklist #{wl['id']} {md_text(wl['name'])}: inter-reader Cohen's kappa **{kappa}** "
                            f"over {ag['n']} double-read image(s)")
     return out
 

@@ -84,7 +84,9 @@ def one_line(msg: Any) -> str:
 
 
 def error_status(msg: Any) -> str:
-    text = one_line(msg)
+    """A one-line error for a Markdown status and a pop-up (which renders HTML): escaped here, because error
+    messages quote what the user typed (class names, file names); callers pass plain text."""
+    text = md_text(one_line(msg))
     try:
         gr.Warning(text)
     except Exception:  # pragma: no cover - outside a request gradio only logs
@@ -93,4 +95,5 @@ def error_status(msg: Any) -> str:
 
 
 def ok_status(msg: Any) -> str:
+    """A one-line success for a Markdown status: the caller escapes user text in it with ``md_text``."""
     return f"{STATUS_OK} {one_line(msg)}"

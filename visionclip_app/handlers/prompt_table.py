@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine import DEFAULT_PRESET, SUBCLASS_SEPARATOR, PromptSet, VisionCLIPError, list_presets, load_preset
 
-from .common import AppContext, UserError, error_status, ok_status
+from .common import AppContext, UserError, error_status, md_text, ok_status
 
 PROMPT_COLUMNS = ["class", "prompt"]
 APP_MAX_PROMPT_CHARS = 500          # the text tower reads ~77 tokens; 500 characters is already far past it
@@ -110,7 +110,7 @@ def delete_prompt_row(table: Any, row_number: Any) -> tuple[Any, str]:
     removed = rows.pop(i - 1)
     if not rows:
         rows = [["", ""]]
-    return pd.DataFrame(rows, columns=PROMPT_COLUMNS), ok_status(f"Removed row {i} ({removed[0]}: {removed[1][:40]}).")
+    return pd.DataFrame(rows, columns=PROMPT_COLUMNS), ok_status(f"Removed row {i} ({md_text(removed[0])}: {md_text(removed[1][:40])}).")
 
 
 def preset_names() -> list[str]:
