@@ -11,8 +11,9 @@ text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The b
 """
 from .base import FewShotAdapter, TextAnchor
 from .file import DEFAULT_METHOD, METHODS, Adapter, make_head
+from .scoring import class_probabilities
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 from .transductive import calibrate
 
 __all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "TRANSDUCTIVE_METHODS", "calibrate",
-           "make_head"]
+           "class_probabilities", "make_head"]
