@@ -12,7 +12,7 @@ import numpy as np
 from ..cli_args import add_model_arguments
 from ..errors import VisionCLIPError
 from .cases import read_reviewed_cases
-from .file import DEFAULT_METHOD, METHODS, Adapter
+from .file import DEFAULT_METHOD, METHODS, Adapter, encode_for
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 
 
@@ -112,7 +112,7 @@ def run(args) -> int:
         if "case_ids" in provenance:
             provenance["case_ids"] = [provenance["case_ids"][i] for i in keep]
     model = load_model(args)
-    embeddings = model.encode_images(images)
+    embeddings = encode_for(model, images, args.method)
     adapter = Adapter.fit(model, embeddings, labels, prompt_set, method=args.method, provenance=provenance)
     adapter.save(out)
     counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
@@ -145,7 +145,7 @@ def cmd_predict_adapted(args, prompt_set, model) -> int:
     results, embeddings = [], []
     for path in _image_files(args):  # one at a time: a bad file names itself and the rest still run
         try:
-            embeddings.append(model.encode_images([path]))
+            embeddings.append(adapter.encode(model, [path]) if adapter else model.encode_images([path]))
             results.append({"image": path})
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})
