@@ -113,3 +113,45 @@ def test_grad_cam_explains_the_stage_adapters_score(default_model, images, featu
     res_flat = explain(default_model, images[0], THREE, "glaucoma", adapter=flat)
     assert not np.allclose(res.input_map, res_flat.input_map, atol=1e-3)
     assert json.dumps(res.probabilities)  # plain floats
+
+
+def test_default_method_is_clap_stage_where_the_tower_allows(default_model):
+    import copy
+    import warnings
+
+    import open_clip
+
+    from engine import VisionCLIP
+    from engine.adapt import default_method
+
+    assert default_method(default_model) == "clap-stage"
+    cfg = copy.deepcopy(open_clip.get_model_config("ViT-B-16"))
+    cfg["embed_dim"] = 32
+    cfg["vision_cfg"].update(image_size=64, layers=1, width=64, head_width=32, patch_size=16)
+    cfg["text_cfg"].update(layers=1, width=32, heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vit = VisionCLIP.from_config(cfg, pretrained_towers=False)
+    assert default_method(vit) == "clap"  # a ViT has no such stage: the embedding-only clap
+
+
+def test_cli_fits_and_uses_a_clap_stage_adapter_by_default(tmp_path, capsys, labelled_folder):
+    from engine.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    three = tmp_path / "three.json"
+    THREE.save(three)
+    out = tmp_path / "mine.safetensors"
+    code, stdout, err = run("adapt", "--data", labelled_folder, "--prompts", three, "--out", out)
+    assert code == 0 and "clap-stage adapter" in stdout, err
+    assert Adapter.load(out).image_features == "embedding+stage5"
+    images = sorted((labelled_folder / "img").glob("*.png"))
+    code, stdout, err = run("predict", *images[:3], "--adapter", out, "--json", "--transductive", "balanced")
+    doc = json.loads(stdout)
+    assert code == 0 and doc["adapter"]["method"] == "clap-stage" and len(doc["results"]) == 3, err
+    code, stdout, err = run("eval", "--data", labelled_folder, "--adapter", out, "--bootstrap", "0", "--json")
+    assert code == 0 and json.loads(stdout)["adapter"]["image_features"] == "embedding+stage5", err

@@ -11,10 +11,10 @@ same over the tower's mid-level features too: ``emb = engine.adapt.encode_for(mo
 text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The base model is never changed.
 """
 from .base import FewShotAdapter, TextAnchor
-from .file import DEFAULT_METHOD, METHODS, Adapter, encode_for, make_head
+from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for, make_head
 from .scoring import class_probabilities
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 from .transductive import calibrate
 
 __all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "TRANSDUCTIVE_METHODS", "calibrate",
-           "class_probabilities", "encode_for", "make_head"]
+           "class_probabilities", "default_method", "encode_for", "make_head"]

@@ -23,7 +23,7 @@ from .base import FewShotAdapter, TextAnchor
 from .blend import TextVisualBlend
 from .clap import ClapAdapter
 from .linear_probe import LinearProbe
-from .stage import ClapStage, encode_with_stage
+from .stage import ClapStage, StageFeatures, encode_with_stage
 from .zero_shot import ZeroShot
 
 FORMAT = "visionclip-adapter"
@@ -43,6 +43,16 @@ def encode_for(model, images, head: "FewShotAdapter | Adapter | str") -> torch.T
         return encode_with_stage(model, list(images) if isinstance(images, (list, tuple)) else [images],
                                  int(head.params["stage"]))
     return model.encode_images(images)
+
+
+def default_method(model) -> str:
+    """The method measured best (docs/adapters.md): ``clap-stage`` where the image tower has the mid-level
+    stage it reads (the shipped EfficientNet-Lite0), else ``clap``."""
+    try:
+        StageFeatures(model.network, int(ClapStage.default_params()["stage"]))
+    except VisionCLIPError:
+        return "clap"
+    return "clap-stage"
 
 
 def make_head(method: str = DEFAULT_METHOD, **params) -> FewShotAdapter:
