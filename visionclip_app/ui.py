@@ -349,7 +349,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     with gr.Row():
                         b_reviewer = gr.Textbox(label="Only this reviewer (optional)", max_lines=1,
                                                 elem_id="adapter-reviewer")
-                        b_method = gr.Dropdown(list(h.ADAPTER_METHODS), value=h.DEFAULT_ADAPTER_METHOD,
+                        b_method = gr.Dropdown(list(h.ADAPTER_METHODS), value=h.default_adapter_method(ctx.model),
                                                label="Method", elem_id="adapter-method")
                         b_count_btn = gr.Button("Count reviewed cases", elem_id="adapter-count")
                         b_build_btn = gr.Button("Build adapter", variant="primary", elem_id="adapter-build")

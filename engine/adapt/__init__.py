@@ -6,8 +6,9 @@
     adapter.save("mine.safetensors")
     Adapter.load("mine.safetensors", model).probabilities(model.encode_images(["eye.jpg"]))
 
-Methods: ``clap`` (default; text-initialised, class-wise anchored to the text), ``clap-stage`` (the
-same over the tower's mid-level features too: ``emb = engine.adapt.encode_for(model, paths, "clap-stage")``), ``blend`` (training-free
+Methods: ``clap-stage`` (the CLI's and the app's default where the tower allows: ``default_method(model)``;
+CLAP over the tower's mid-level features too: ``feats = engine.adapt.encode_for(model, paths, "clap-stage")``),
+``clap`` (``DEFAULT_METHOD`` for embeddings alone; text-initialised, class-wise anchored to the text), ``blend`` (training-free
 text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The base model is never changed.
 """
 from .base import FewShotAdapter, TextAnchor
