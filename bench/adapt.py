@@ -5,7 +5,8 @@
 On eyedisease_dev (prompt set eyedisease_grouped) and palm_dev (palm), per draw: a stratified half of
 the folder is the pool the support images are drawn from (k per class, or the whole half for "all"),
 the other half is scored; balanced accuracy, mean and spread over the draws. The images are encoded
-once with the default model and cached in data/adapt_cache/ (bench/adapt_cache.py). This use of
+once with the default model and cached in data/adapt_cache/ (bench/adapt_cache.py --trunk: the embeddings
+and the pooled features of the tower's blocks 4 and 5, which clap-stage reads). This use of
 eval photographs (fit on one half, score the other, inside a benchmark) is the exception named in
 ../shared/eval/README.md; no adapter fitted here is kept.
 
@@ -28,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from adapt_cache import DEFAULT_FOLDERS, load_or_encode  # noqa: E402
+from adapt_cache import DEFAULT_FOLDERS, load_or_encode_trunk  # noqa: E402
 from engine import VisionCLIP, load_preset  # noqa: E402
 from engine.adapt import TRANSDUCTIVE_METHODS, TextAnchor, calibrate, make_head  # noqa: E402
 from engine.evaluate import paired_bootstrap_difference  # noqa: E402
 
 PROMPTS = {"eyedisease_dev": "eyedisease_grouped", "palm_dev": "palm"}
-METHODS = ("zero-shot", "linear-probe", "blend", "clap")
+METHODS = ("zero-shot", "linear-probe", "blend", "clap", "clap-stage")
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -57,8 +58,11 @@ def draw_support(y: np.ndarray, pool: np.ndarray, k, rng) -> np.ndarray:
                            for c in np.unique(y)])
 
 
-def fit_predict(method: str, x: torch.Tensor, y: np.ndarray, support: np.ndarray, test: np.ndarray, anchor, **params):
-    head = make_head(method, **params).fit(x[support], y[support], anchor)
+def fit_predict(method: str, x, y: np.ndarray, support: np.ndarray, test: np.ndarray, anchor, **params):
+    """``x``: one tensor, or {image_features: tensor} (clap-stage reads [embedding | stage5])."""
+    head = make_head(method, **params)
+    x = x[head.image_features] if isinstance(x, dict) else x
+    head.fit(x[support], y[support], anchor)
     return head.predict_proba(x[test])
 
 
@@ -93,6 +97,15 @@ def transductive_gains(x, y, anchor, resamples: int) -> dict:
     return rows
 
 
+def paired_gains(raw: dict, method: str, against: str) -> dict:
+    """Per k: mean and sd over the draws of (method - against) on the same draw, and how many draws it won."""
+    out = {}
+    for k in raw.get(method, {}):
+        d = np.array(raw[method][k]) - np.array(raw[against][k])
+        out[k] = {"mean": float(d.mean()), "sd": float(d.std()), "wins": int((d > 0).sum()), "draws": len(d)}
+    return out
+
+
 def fit_times(x, y, anchor, n: int = 100, repeats: int = 3) -> dict:
     rng = np.random.default_rng(0)
     idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=n // len(np.unique(y)), replace=True) for c in np.unique(y)])
@@ -101,7 +114,8 @@ def fit_times(x, y, anchor, n: int = 100, repeats: int = 3) -> dict:
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
-            make_head(m).fit(x[idx], y[idx], anchor)
+            head = make_head(m)
+            head.fit((x[head.image_features] if isinstance(x, dict) else x)[idx], y[idx], anchor)
             best = min(best, time.perf_counter() - t)
         out[m] = best
     return out
@@ -129,14 +143,16 @@ def main() -> None:
     model = VisionCLIP.load()
     report = {"model_id": model.model_id, "draws": args.draws, "params": params, "folders": {}}
     for folder in args.data:
-        cached = load_or_encode(model, folder)
+        cached = load_or_encode_trunk(model, folder)  # embeddings and mid-level stage features, one pass
         prompt_set = load_preset(PROMPTS.get(folder.name, "screening"))
         classes = [prompt_set.class_lookup(label) for label in cached["labels"]]
         prompt_set = prompt_set.subset(set(classes))
         y = np.array([prompt_set.classes.index(c) for c in classes])
         x = torch.as_tensor(cached["embeddings"]).float()
+        features = {"embedding": x, "embedding+stage5": torch.cat([x, torch.as_tensor(cached["stage5"]).float()], 1)}
         anchor = TextAnchor.from_model(model, prompt_set)
-        curves = summarise(kshot_curves(x, y, anchor, shots, args.draws, args.methods, params))
+        raw = kshot_curves(features, y, anchor, shots, args.draws, args.methods, params)
+        curves = summarise(raw)
         entry = {"prompts": prompt_set.name, "n": len(y), "curves": curves}
         print(f"\n## {folder.name} (n={len(y)}, prompts {prompt_set.name}); balanced accuracy on the scored half, "
               f"mean ± sd (min) over {args.draws} draws")
@@ -144,12 +160,17 @@ def main() -> None:
         print("|---|" + "---|" * len(shots))
         for m, ks in curves.items():
             print(f"| {m} | " + " | ".join(f"{v['mean']:.3f} ± {v['sd']:.3f} ({v['min']:.3f})" for v in ks.values()) + " |")
+        for m, against in (("clap-stage", "clap"), ("clap-stage", "zero-shot")):
+            if m in raw and against in raw:
+                entry[f"{m} - {against}"] = gains = paired_gains(raw, m, against)
+                print(f"\npaired {m} - {against}, same draws: "
+                      + ", ".join(f"k={k} {g['mean']:+.3f} ± {g['sd']:.3f} ({g['wins']}/{g['draws']} won)" for k, g in gains.items()))
         if not args.no_transductive:
             entry["transductive"] = transductive_gains(x, y, anchor, args.bootstrap)
             print("\n| predictions + calibration | BA before | BA after | gain (paired 95% CI) |\n|---|---|---|---|")
             for name, r in entry["transductive"].items():
                 print(f"| {name} | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} ({r['ci95'][0]:+.3f} to {r['ci95'][1]:+.3f}) |")
-        entry["fit_seconds_100_cases"] = fit_times(x, y, anchor)
+        entry["fit_seconds_100_cases"] = fit_times(features, y, anchor)
         print("\nfit time, 100 cases (best of 3, shared CPU): "
               + ", ".join(f"{m} {s:.3f} s" for m, s in entry["fit_seconds_100_cases"].items()))
         report["folders"][folder.name] = entry

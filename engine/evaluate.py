@@ -219,10 +219,16 @@ def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | s
         folder, items = None, read_labels(data)
         labels = [label for _, label in items]
     y_true, prompt_set = match_labels(labels, prompt_set, all_classes)  # before any image is encoded
+    features = None
+    if adapter is not None and adapter.image_features != "embedding":  # clap-stage: [embedding | stage features]
+        paths = folder.paths if folder is not None else [p for p, _ in items]
+        features = adapter.encode(model, paths)
+        folder = folder or EmbeddedFolder(Path(data), paths, labels, features[:, :adapter.head.anchor.embeddings.shape[1]], model.model_id)
     folder = folder or _embed(model, data, items, progress, batch_size)
     from .adapt.scoring import class_probabilities
 
-    probs = class_probabilities(model, folder.embeddings, prompt_set, adapter, transductive).numpy()
+    probs = class_probabilities(model, folder.embeddings if features is None else features, prompt_set, adapter,
+                                transductive).numpy()
     result = compute_metrics(y_true, probs, prompt_set.classes, ordered=prompt_set.ordered)
     result["per_image"] = {"label": y_true, "predicted": [prompt_set.classes[i] for i in probs.argmax(1)]}
     result["data"] = str(folder.data_dir)

@@ -292,6 +292,12 @@ def _m006_adapter(db: sqlite_utils.Database) -> None:
     db["cases"].add_column("adapter", str)  # NULL: zero-shot probabilities (and every case logged before)
 
 
+def _m007_worklist_calibration(db: sqlite_utils.Database) -> None:
+    # NULL: each image scored on its own; else JSON naming the label-free (transductive) calibration and the
+    # number of images calibrated together, whose result depends on the whole batch
+    db["worklist_items"].add_column("calibration", str)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial cases and revisions tables", _m001_initial),
     (2, "indexes and append-only triggers on revisions", _m002_indexes_and_append_only),
@@ -299,6 +305,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (4, "saliency target on cases", _m004_saliency_target),
     (5, "worklists, their items and readings", _m005_worklists),
     (6, "few-shot adapter on cases", _m006_adapter),
+    (7, "label-free calibration of worklist batch analyses", _m007_worklist_calibration),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -636,15 +643,17 @@ class CaseStore:
             raise StoreError(f"Worklist {worklist_id} has no item {position}.")
         return items[0]
 
-    def set_item_analysis(self, item_id: int, analysis: Analysis) -> None:
-        """Record the model's output for an item; a reviewed or skipped item keeps its state."""
+    def set_item_analysis(self, item_id: int, analysis: Analysis, calibration: dict | None = None) -> None:
+        """Record the model's output for an item; a reviewed or skipped item keeps its state. ``calibration``
+        names a transductive calibration the probabilities went through (None: the image scored alone)."""
         with self._write() as db:
             db.execute("update worklist_items set image_sha256 = ?, predicted_label = ?, probabilities = ?, "
-                       "model_id = ?, prompt_set_sha256 = ?, analysed_at = ?, "
+                       "model_id = ?, prompt_set_sha256 = ?, analysed_at = ?, calibration = ?, "
                        "state = case when state = 'pending' then 'analysed' else state end where id = ?",
                        [analysis.image_sha256, analysis.predicted_label,
                         json.dumps(analysis.probabilities, sort_keys=True), analysis.model_id,
-                        analysis.prompt_set_sha256, utc_now(), int(item_id)])
+                        analysis.prompt_set_sha256, utc_now(),
+                        None if calibration is None else json.dumps(calibration, sort_keys=True), int(item_id)])
 
     def skip_item(self, item_id: int) -> None:
         with self._write() as db:

@@ -108,6 +108,9 @@ def worklist_tab(ctx: h.AppContext, analysis_settings: list) -> None:
         with gr.Accordion("Batch analysis, results and export", open=False):
             with gr.Row():
                 wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
+                wl_calibration = gr.Dropdown(list(wl.CALIBRATION_CHOICES), value=wl.CALIBRATION_OFF,
+                                             label="Label-free calibration (transductive)", elem_id="wl-calibration",
+                                             info="Calibrates all not-yet-reviewed images together; off by default")
                 wl_filter_pred = gr.Dropdown([wl.ANY], value=wl.ANY, label="Predicted",
                                              elem_id="wl-filter-pred")
                 wl_filter_state = gr.Dropdown([wl.ANY, *ITEM_STATES], value=wl.ANY,
@@ -177,10 +180,11 @@ def worklist_tab(ctx: h.AppContext, analysis_settings: list) -> None:
     for btn, verdict_value in ((wl_agree, "agree"), (wl_disagree, "disagree"), (wl_ungradable, "ungradable")):
         btn.click(reader(verdict_value), [*move_inputs, wl_corrected], wl_view, concurrency_limit=2, **PRIVATE)
 
-    def do_batch(wid, table, progress=gr.Progress()):
-        return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress))
+    def do_batch(wid, table, calibration, progress=gr.Progress()):
+        return wl.analyse_worklist(ctx, wid, table, progress=_prog_adapter(progress), transductive=calibration)
 
-    wl_batch_btn.click(do_batch, [wl_select, analysis_settings[0]], [wl_status], concurrency_limit=1, **PRIVATE)
+    wl_batch_btn.click(do_batch, [wl_select, analysis_settings[0], wl_calibration], [wl_status], concurrency_limit=1,
+                       **PRIVATE)
     wl_table_btn.click(functools.partial(wl.results_table, ctx), [wl_select, wl_filter_pred, wl_filter_state],
                        [wl_table, wl_filter_pred, wl_status], **PRIVATE)
     wl_export_btn.click(functools.partial(wl.export_worklist, ctx), [wl_select, wl_export_fmt],
@@ -345,7 +349,7 @@ def build_ui(ctx: h.AppContext) -> gr.Blocks:
                     with gr.Row():
                         b_reviewer = gr.Textbox(label="Only this reviewer (optional)", max_lines=1,
                                                 elem_id="adapter-reviewer")
-                        b_method = gr.Dropdown(list(h.ADAPTER_METHODS), value=h.DEFAULT_ADAPTER_METHOD,
+                        b_method = gr.Dropdown(list(h.ADAPTER_METHODS), value=h.default_adapter_method(ctx.model),
                                                label="Method", elem_id="adapter-method")
                         b_count_btn = gr.Button("Count reviewed cases", elem_id="adapter-count")
                         b_build_btn = gr.Button("Build adapter", variant="primary", elem_id="adapter-build")

@@ -6,13 +6,16 @@
     adapter.save("mine.safetensors")
     Adapter.load("mine.safetensors", model).probabilities(model.encode_images(["eye.jpg"]))
 
-Methods: ``clap`` (default; text-initialised, class-wise anchored to the text), ``blend`` (training-free
+Methods: ``clap-stage`` (the CLI's and the app's default where the tower allows: ``default_method(model)``;
+CLAP over the tower's mid-level features too: ``feats = engine.adapt.encode_for(model, paths, "clap-stage")``),
+``clap`` (``DEFAULT_METHOD`` for embeddings alone; text-initialised, class-wise anchored to the text), ``blend`` (training-free
 text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The base model is never changed.
 """
 from .base import FewShotAdapter, TextAnchor
-from .file import DEFAULT_METHOD, METHODS, Adapter, make_head
+from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for, make_head
+from .scoring import class_probabilities
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 from .transductive import calibrate
 
 __all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "TRANSDUCTIVE_METHODS", "calibrate",
-           "make_head"]
+           "class_probabilities", "default_method", "encode_for", "make_head"]

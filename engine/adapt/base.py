@@ -86,6 +86,14 @@ class FewShotAdapter:
     def default_params(cls) -> dict:
         return {}
 
+    @property
+    def image_features(self) -> str:
+        """What one input row holds: "embedding" (``model.encode_images``), or more (engine.adapt.encode_for)."""
+        return "embedding"
+
+    def input_dim(self) -> int:
+        return self.anchor.embeddings.shape[1]
+
     def fit(self, features, labels, anchor: TextAnchor) -> "FewShotAdapter":
         x = as_features(features)
         y = check_support(x, labels, anchor) if self.needs_examples else None

@@ -12,7 +12,7 @@ import numpy as np
 from ..cli_args import add_model_arguments
 from ..errors import VisionCLIPError
 from .cases import read_reviewed_cases
-from .file import DEFAULT_METHOD, METHODS, Adapter
+from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 
 
@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
     parser.add_argument("--all-classes", action="store_true",
                         help="keep the prompt set's classes that have no example (an error: each class needs one)")
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                        help=f"adapter (default {DEFAULT_METHOD}: text-initialised, anchored to the text, no validation set)")
+    parser.add_argument("--method", default=None, choices=list(METHODS),
+                        help="adapter (default clap-stage where the image tower has the stage it reads, else "
+                             f"{DEFAULT_METHOD}: text-initialised, anchored to the text, no validation set)")
     parser.add_argument("--out", required=True, metavar="FILE.safetensors", help="adapter file to write")
     add_model_arguments(parser)
 
@@ -112,8 +113,9 @@ def run(args) -> int:
         if "case_ids" in provenance:
             provenance["case_ids"] = [provenance["case_ids"][i] for i in keep]
     model = load_model(args)
-    embeddings = model.encode_images(images)
-    adapter = Adapter.fit(model, embeddings, labels, prompt_set, method=args.method, provenance=provenance)
+    method = args.method or default_method(model)
+    embeddings = encode_for(model, images, method)
+    adapter = Adapter.fit(model, embeddings, labels, prompt_set, method=method, provenance=provenance)
     adapter.save(out)
     counts = ", ".join(f"{c} {n}" for c, n in adapter.images_per_class.items())
     print(f"{adapter.method} adapter for model {model.model_id} written to {out}")
@@ -145,7 +147,7 @@ def cmd_predict_adapted(args, prompt_set, model) -> int:
     results, embeddings = [], []
     for path in _image_files(args):  # one at a time: a bad file names itself and the rest still run
         try:
-            embeddings.append(model.encode_images([path]))
+            embeddings.append(adapter.encode(model, [path]) if adapter else model.encode_images([path]))
             results.append({"image": path})
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})

@@ -19,18 +19,40 @@ from safetensors.torch import load_file, save_file
 from ..checkpoint import atomic_write, read_header
 from ..errors import VisionCLIPError
 from ..prompts import PromptSet
-from .base import FewShotAdapter, TextAnchor, as_features
+from .base import FewShotAdapter, TextAnchor
 from .blend import TextVisualBlend
 from .clap import ClapAdapter
 from .linear_probe import LinearProbe
+from .stage import ClapStage, StageFeatures, encode_with_stage
 from .zero_shot import ZeroShot
 
 FORMAT = "visionclip-adapter"
 FORMAT_VERSION = 1
-METHODS: dict[str, type[FewShotAdapter]] = {m.method: m for m in (ClapAdapter, TextVisualBlend, LinearProbe, ZeroShot)}
+METHODS: dict[str, type[FewShotAdapter]] = {m.method: m for m in (ClapAdapter, ClapStage, TextVisualBlend, LinearProbe,
+                                                                      ZeroShot)}
 DEFAULT_METHOD = "clap"
 HEADER_KEYS = ("base_model_id", "method", "params", "prompt_set", "prompt_set_sha256", "classes", "images_per_class",
                "provenance", "created_at")
+
+
+def encode_for(model, images, head: "FewShotAdapter | Adapter | str") -> torch.Tensor:
+    """The image features ``head`` (a head, an :class:`Adapter` or a method name) reads: the embeddings of
+    ``model.encode_images``, or for ``clap-stage`` the rows [embedding | pooled stage features]."""
+    head = make_head(head) if isinstance(head, str) else getattr(head, "head", head)
+    if isinstance(head, ClapStage):
+        return encode_with_stage(model, list(images) if isinstance(images, (list, tuple)) else [images],
+                                 int(head.params["stage"]))
+    return model.encode_images(images)
+
+
+def default_method(model) -> str:
+    """The method measured best (docs/adapters.md): ``clap-stage`` where the image tower has the mid-level
+    stage it reads (the shipped EfficientNet-Lite0), else ``clap``."""
+    try:
+        StageFeatures(model.network, int(ClapStage.default_params()["stage"]))
+    except VisionCLIPError:
+        return "clap"
+    return "clap-stage"
 
 
 def make_head(method: str = DEFAULT_METHOD, **params) -> FewShotAdapter:
@@ -55,6 +77,14 @@ class Adapter:
     @property
     def method(self) -> str:
         return self.head.method
+
+    @property
+    def image_features(self) -> str:
+        return self.head.image_features
+
+    def encode(self, model, images) -> torch.Tensor:
+        """The features this adapter reads, for ``images`` (see :func:`encode_for`)."""
+        return encode_for(model, images, self.head)
 
     @property
     def classes(self) -> list[str]:
@@ -90,11 +120,11 @@ class Adapter:
         return self.head.logits(image_embeddings)
 
     def probabilities(self, image_embeddings) -> torch.Tensor:
-        """(N, C) adapted class probabilities, in ``self.classes`` order."""
-        return self.head.predict_proba(as_features(image_embeddings))
+        """(N, C) adapted class probabilities, in ``self.classes`` order, from :meth:`encode`'s features."""
+        return self.head.predict_proba(image_embeddings)
 
     def describe(self) -> dict:
-        return {"method": self.method, "base_model_id": self.base_model_id, "classes": self.classes,
+        return {"method": self.method, "image_features": self.image_features, "base_model_id": self.base_model_id, "classes": self.classes,
                 "images_per_class": self.images_per_class, "prompt_set_sha256": self.prompt_set.sha256,
                 "provenance": self.provenance, "created_at": self.created_at}
 
@@ -109,7 +139,7 @@ class Adapter:
         tensors.update({f"head.{k}": v for k, v in self.head.state.items()})
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
         header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "base_model_id": self.base_model_id,
-                  "method": self.method, "params": json.dumps(self.head.params),
+                  "method": self.method, "image_features": self.image_features, "params": json.dumps(self.head.params),
                   "prompt_set": self.prompt_set.to_json(), "prompt_set_sha256": self.prompt_set.sha256,
                   "classes": json.dumps(self.classes), "images_per_class": json.dumps(self.images_per_class),
                   "provenance": json.dumps(self.provenance, sort_keys=True), "created_at": self.created_at}
@@ -147,6 +177,9 @@ class Adapter:
         except KeyError as e:
             raise VisionCLIPError(f"adapter {path.name} lacks the tensor {e}") from None
         head = make_head(header["method"], **params).load_state(anchor, state)
+        if header.get("image_features", "embedding") != head.image_features:
+            raise VisionCLIPError(f"adapter {path.name}: its header says it reads {header.get('image_features')}, "
+                                  f"its {head.method} head reads {head.image_features}")
         _check_shapes(path, head, anchor)
         adapter = cls(head, prompt_set, header["base_model_id"], images, provenance, header["created_at"])
         if model is not None:
@@ -159,8 +192,8 @@ def _check_shapes(path: Path, head: FewShotAdapter, anchor: TextAnchor) -> None:
     if len(anchor.owner) != len(anchor.embeddings) or int(anchor.owner.max()) + 1 != anchor.n_classes:
         raise VisionCLIPError(f"adapter {path.name}: its text anchor does not match its {anchor.n_classes} classes")
     try:
-        out = head.logits(torch.zeros(1, anchor.embeddings.shape[1]) + 1.0)
-    except (RuntimeError, KeyError, IndexError) as e:
+        out = head.logits(torch.zeros(1, head.input_dim()) + 1.0)
+    except (RuntimeError, KeyError, IndexError, VisionCLIPError) as e:
         raise VisionCLIPError(f"adapter {path.name}: its {head.method} tensors are damaged ({str(e).splitlines()[0][:80]})") from None
     if out.shape != (1, anchor.n_classes) or not torch.isfinite(out).all():
         raise VisionCLIPError(f"adapter {path.name}: its {head.method} tensors are damaged")

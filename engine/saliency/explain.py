@@ -148,17 +148,19 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str | Non
 
 
 def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
-            score_batch_size: int = 32, layers: str | list[str] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+            score_batch_size: int = 32, layers: str | list[str] | None = None,
+            wrapper: nn.Module | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
 
     ``layers``: target layer names inside the image tower, or ``"detail"`` for its stride-4 stage
-    (default: the tower's last stage)."""
+    (default: the tower's last stage). ``wrapper``: the module whose output ``target`` reads (default
+    :class:`ImageEmbedder`; a clap-stage adapter reads engine.adapt.stage.StageFeatures)."""
     method = resolve_method(method)
     try:
         target_layers, reshape = resolve_target_layers(network.visual if hasattr(network, "visual") else network, layers)
     except ValueError as e:
         raise VisionCLIPError(str(e)) from None
-    wrapper = ImageEmbedder(network)
+    wrapper = wrapper if wrapper is not None else ImageEmbedder(network)
     device = next(wrapper.parameters()).device
     x = input_tensor.detach().to(device).float()
     if x.ndim == 3:
@@ -220,9 +222,17 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
         warnings.warn(f"{method} runs one forward pass per channel of the target layer: slow on CPU", UserWarning,
                       stacklevel=2)
 
+    wrapper = None
+    if adapter is not None and adapter.image_features != "embedding":
+        # clap-stage's score reads a mid-level stage as well as the embedding: explain it at that stage, which
+        # both paths pass through (the last stage would see the zero-shot part only)
+        from ..adapt.stage import StageFeatures
+
+        wrapper = StageFeatures(model.network, int(adapter.head.params["stage"]))
+        layers = layers or [f"trunk.blocks.{wrapper.stage}"]
     img = load_image(image)
     prepared = model.transform.prepare(img)
-    raw, embedding = cam_map(model.network, prepared.tensor, tgt, method, layers=layers)
+    raw, embedding = cam_map(model.network, prepared.tensor, tgt, method, layers=layers, wrapper=wrapper)
 
     input_map = _normalise(raw * prepared.fov)
     rgb = np.asarray(img, dtype=np.uint8)
@@ -230,8 +240,10 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
 
     with torch.no_grad():
-        embedding = F.normalize(embedding[None], dim=-1)
-        probs = (adapter.probabilities(embedding) if adapter is not None else model.probabilities(embedding, prompt_set))[0]
+        if adapter is not None:
+            probs = adapter.probabilities(embedding[None])[0]
+        else:
+            probs = model.probabilities(F.normalize(embedding[None], dim=-1), prompt_set)[0]
     probabilities = dict(zip(prompt_set.classes, map(float, probs)))
     overlay = render_overlay(rgb, full, fov, opacity, colormap)
     return SaliencyResult(full, overlay, input_map, class_name, method, kind, probabilities)

@@ -8,6 +8,7 @@ from engine.saliency import TARGETS as SALIENCY_TARGETS
 
 from engine.adapt import DEFAULT_METHOD as DEFAULT_ADAPTER_METHOD
 from engine.adapt import METHODS as ADAPTER_METHODS
+from engine.adapt import default_method as default_adapter_method
 
 from .adapters import (COMPARISON_COLUMNS, NO_ADAPTER, adapter_choices, adapters_dir, build_adapter_from_cases,
                        comparison_rows, describe_adapter, reviewed_counts, run_adapter_lab)
@@ -37,7 +38,7 @@ __all__ = [
     "cases_frame", "agreement_figure", "case_id_from_selection",
     "EDITOR_CHOICE", "NONE_CHOICE", "run_prompt_lab", "make_synthetic_benchmark",
     "worklist",
-    "NO_ADAPTER", "ADAPTER_METHODS", "DEFAULT_ADAPTER_METHOD", "COMPARISON_COLUMNS", "adapter_choices", "adapters_dir", "build_adapter_from_cases", "comparison_rows",
+    "NO_ADAPTER", "ADAPTER_METHODS", "DEFAULT_ADAPTER_METHOD", "default_adapter_method", "COMPARISON_COLUMNS", "adapter_choices", "adapters_dir", "build_adapter_from_cases", "comparison_rows",
     "describe_adapter", "reviewed_counts", "run_adapter_lab",
     "about_markdown", "model_card_summary", "model_card_text", "example_images", "example_captions",
 ]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from engine import VisionCLIPError
-from engine.adapt import DEFAULT_METHOD, METHODS, Adapter
+from engine.adapt import DEFAULT_METHOD, METHODS, Adapter, encode_for
 from engine.adapt.cases import read_reviewed_cases
 from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 
@@ -135,7 +135,7 @@ def build_adapter_from_cases(ctx: AppContext, table: Any, reviewer: str | None =
         provenance["reviewer"] = " ".join(reviewer.split())
     try:
         with ctx.model_lock:
-            embeddings = ctx.model.encode_images([c.image for c in known])
+            embeddings = encode_for(ctx.model, [c.image for c in known], method)
             adapter = Adapter.fit(ctx.model, embeddings, labels, ps.subset(set(present)), method=method,
                                   provenance=provenance)
         path = adapter.save(_neutral_name(ctx, adapter.method))

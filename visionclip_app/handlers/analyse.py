@@ -135,9 +135,11 @@ def _score(ctx: AppContext, image: Image.Image, ps: PromptSet, adapter=None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ctx.model_lock:
-            embedding = ctx.model.encode_images([image])
+            # an adapter reads its own features (clap-stage: [embedding | stage features]); zero-shot the embedding
+            features = adapter.encode(ctx.model, [image]) if adapter is not None else ctx.model.encode_images([image])
+            embedding = features[:, :adapter.head.anchor.embeddings.shape[1]] if adapter is not None else features
             class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(embedding, ps)
-            adapted = adapter.probabilities(embedding)[0] if adapter is not None else None
+            adapted = adapter.probabilities(features)[0] if adapter is not None else None
     probs = dict(zip(ps.classes, map(float, class_probs[0])))
     subs = [(c, sub, float(p)) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0])]
     n_truncated = sum("truncated" in str(w.message) for w in caught)

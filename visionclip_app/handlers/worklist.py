@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any, Callable
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from engine import PromptSet, VisionCLIPError, load_image
+from engine.adapt import TRANSDUCTIVE_METHODS, class_probabilities
 
 from ..paths import resolve_under_root
 from ..store import ITEM_STATES, Analysis, CaseRecord, Review, StoreError
@@ -23,8 +26,11 @@ from .prompt_table import prompt_set_from_table
 WORKLIST_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom")
 MAX_WORKLIST_ITEMS = 5000
 BATCH_SIZE = 16
-RESULT_COLUMNS = ["#", "image", "state", "readings", "predicted", "probability"]
+RESULT_COLUMNS = ["#", "image", "state", "readings", "predicted", "probability", "scoring"]
 ANY = "any"
+CALIBRATION_OFF = "off"
+log = logging.getLogger(__name__)
+CALIBRATION_CHOICES = (CALIBRATION_OFF, *TRANSDUCTIVE_METHODS)  # off first: calibration is never on by default
 
 
 def worklist_choices(ctx: AppContext) -> list[tuple[str, int]]:
@@ -177,29 +183,68 @@ def skip_item(ctx: AppContext, worklist_id: Any, position: Any) -> tuple[str, st
     return ok_status(f"Image {position} skipped."), progress_markdown(ctx, wid)
 
 
-def analyse_worklist(ctx: AppContext, worklist_id: Any, table: Any, progress: Callable | None = None) -> str:
-    """Classify every not-yet-analysed item in batches; unreadable files are counted and left pending."""
+def analyse_worklist(ctx: AppContext, worklist_id: Any, table: Any, progress: Callable | None = None,
+                     transductive: str | None = None) -> str:
+    """Classify every not-yet-analysed item in batches; unreadable files are counted and left pending.
+
+    With ``transductive`` (engine.adapt's label-free calibration, as ``visionclip predict DIR --transductive``),
+    every image not yet reviewed or skipped is analysed, and their probabilities are calibrated together:
+    each result then depends on the whole batch, and the item records which calibration it went through."""
     try:
         wid = _worklist_id(worklist_id)
         ps = prompt_set_from_table(table)
+        method = _calibration_method(transductive)
     except UserError as e:
         return error_status(e)
-    todo = ctx.store.worklist_items(wid, state="pending")
-    done, failed = 0, []
+    states = ("pending",) if method is None else ("pending", "analysed")
+    todo = [it for it in ctx.store.worklist_items(wid) if it["state"] in states]
+    encoded, failed, done = [], [], 0
     for start in range(0, len(todo), BATCH_SIZE):
-        batch = todo[start:start + BATCH_SIZE]
-        for item, analysis in _classify_batch(ctx, batch, ps, failed):
-            ctx.store.set_item_analysis(item["id"], analysis)
-            done += 1
+        batch = _encode_batch(ctx, todo[start:start + BATCH_SIZE], failed)
+        if method is None:  # each image scored alone: store as we go, an interrupted run keeps what it did
+            done += _store_scored(ctx, batch, ps, None)
+        else:
+            encoded += batch
         if progress:
-            progress(min(start + BATCH_SIZE, len(todo)) / max(len(todo), 1), desc=f"analysed {done} of {len(todo)}")
-    msg = f"Analysed {done} image(s) with {len(ps)} classes."
+            progress(min(start + BATCH_SIZE, len(todo)) / max(len(todo), 1),
+                     desc=f"{'analysed' if method is None else 'encoded'} {done + len(encoded)} of {len(todo)}")
+    if method is not None:
+        if len(encoded) < 2:
+            return error_status(f"Transductive calibration needs 2 or more readable images to analyse; "
+                                f"this worklist has {len(encoded)}.")
+        done = _store_scored(ctx, encoded, ps, method)
+        log.info("worklist #%d: %d image(s) calibrated together by transductive %s", wid, done, method)
+    msg = f"Analysed {done} image(s) with {len(ps)} classes"
+    msg += "." if method is None else (f", calibrated together by transductive {method} (each result depends "
+                                       "on the whole batch; opening an image re-scores it alone).")
     if failed:
         msg += f" {len(failed)} could not be read and stay pending: " + ", ".join(failed[:5])
     return ok_status(msg) if done or not failed else error_status(msg)
 
 
-def _classify_batch(ctx: AppContext, batch: list[dict], ps: PromptSet, failed: list[str]) -> list[tuple]:
+def _store_scored(ctx: AppContext, encoded: list[tuple], ps: PromptSet, method: str | None) -> int:
+    """Score ``encoded`` (from :func:`_encode_batch`) together (calibrated by ``method`` when given) and store."""
+    if not encoded:
+        return 0
+    with ctx.model_lock:
+        probs = class_probabilities(ctx.model, torch.cat([emb for _, _, emb in encoded]), ps, transductive=method)
+    calibration = None if method is None else {"transductive": method, "images": len(encoded)}
+    for (item, sha, _), row in zip(encoded, probs):
+        ctx.store.set_item_analysis(item["id"], _analysis(ctx, ps, sha, row), calibration)
+    return len(encoded)
+
+
+def _calibration_method(value: Any) -> str | None:
+    key = str(value or CALIBRATION_OFF).strip().lower()
+    if key == CALIBRATION_OFF:
+        return None
+    if key not in TRANSDUCTIVE_METHODS:
+        raise UserError(f"Unknown calibration {value!r}; choose one of: {', '.join(CALIBRATION_CHOICES)}.")
+    return key
+
+
+def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list[tuple]:
+    """(item, image SHA-256, (1, D) embedding) for each readable item of ``batch``."""
     readable, images = [], []
     for item in batch:
         try:
@@ -211,14 +256,24 @@ def _classify_batch(ctx: AppContext, batch: list[dict], ps: PromptSet, failed: l
     if not images:
         return []
     with ctx.model_lock:
-        probs = ctx.model.probabilities(ctx.model.encode_images(images), ps)
-    out = []
-    for (item, sha), row in zip(readable, probs):
-        p = dict(zip(ps.classes, map(float, row)))
-        out.append((item, Analysis(image_sha256=sha, thumbnail=b"", prompt_set_json=json.dumps(ps.to_dict()),
-                                   prompt_set_sha256=ps.sha256, probabilities=p, model_id=ctx.model.model_id,
-                                   predicted_label=max(p, key=p.get))))
-    return out
+        embeddings = ctx.model.encode_images(images)
+    return [(item, sha, emb[None]) for (item, sha), emb in zip(readable, embeddings)]
+
+
+def _analysis(ctx: AppContext, ps: PromptSet, sha: str, row) -> Analysis:
+    p = dict(zip(ps.classes, map(float, row)))
+    return Analysis(image_sha256=sha, thumbnail=b"", prompt_set_json=json.dumps(ps.to_dict()),
+                    prompt_set_sha256=ps.sha256, probabilities=p, model_id=ctx.model.model_id,
+                    predicted_label=max(p, key=p.get))
+
+
+def _scoring(item: dict) -> str:
+    if not item["probabilities"]:
+        return ""
+    if not item.get("calibration"):
+        return "per image"
+    cal = json.loads(item["calibration"])
+    return f"transductive {cal['transductive']} ({cal['images']} images)"
 
 
 def results_table(ctx: AppContext, worklist_id: Any, predicted: str | None = ANY, state: str | None = ANY
@@ -236,7 +291,8 @@ def results_table(ctx: AppContext, worklist_id: Any, predicted: str | None = ANY
             and (state in (None, "", ANY) or it["state"] == state)]
     df = pd.DataFrame([[it["position"], Path(it["image_path"]).name, it["state"], len(it["readers"]),
                         it["predicted_label"] or "",
-                        round(max(json.loads(it["probabilities"]).values()), 4) if it["probabilities"] else None]
+                        round(max(json.loads(it["probabilities"]).values()), 4) if it["probabilities"] else None,
+                        _scoring(it)]
                        for it in rows], columns=RESULT_COLUMNS)
     return df, gr.update(choices=[ANY, *classes]), ok_status(f"{len(rows)} of {len(items)} image(s) shown.")
 
