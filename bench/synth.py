@@ -129,15 +129,13 @@ def _cpu_seconds() -> float:
 
 def write_speed(n, size, workers=1, render_per_core=None, pipeline=None):
     """Images/s as written by generate_dataset (what `visionclip synth` runs), and the writer's time per stage."""
-    import io
     import tempfile
 
     import numpy as np
-    from PIL import Image
 
     from engine.synth.captions import build_caption
     from engine.synth.schema import to_file_row
-    from engine.synth.writer import PNG_OPTIONS, generate_dataset, masks_npz_bytes
+    from engine.synth.writer import generate_dataset, masks_npz_bytes, png_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         t, c0 = time.perf_counter(), _cpu_seconds()
@@ -153,7 +151,7 @@ def write_speed(n, size, workers=1, render_per_core=None, pipeline=None):
         s = render_fundus(2000 + i, size, None, pipeline)
         stages["render"] += time.process_time() - c
         c = time.process_time()
-        Image.fromarray(s.image).save(io.BytesIO(), "PNG", **PNG_OPTIONS)
+        png_bytes(s.image)
         stages["png"] += time.process_time() - c
         c = time.process_time()
         masks_npz_bytes(s.masks)

@@ -229,3 +229,40 @@ def test_masks_pack_many_findings_into_bits_and_read_back(tmp_path):
     assert load_masks(path) == {}
     with np.load(io.BytesIO(masks_npz_bytes(masks))) as z:
         assert z["bits"].shape == (2, 9, 11) and z["bits"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 17])
+def test_mask_bit_planes_are_numpys_packbits(k):
+    from engine.synth.writer import pack_mask_bits
+
+    rng = np.random.default_rng(k)
+    masks = [rng.random((13, 21)) < 0.4 for _ in range(k)]
+    masks[0] = masks[0].astype(np.uint8) * 255  # any non-zero value is "in the mask"
+    expected = np.packbits(np.stack([m.astype(bool) for m in masks]), axis=0)
+    got = pack_mask_bits(masks)
+    assert got.dtype == np.uint8 and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def test_load_masks_reads_files_written_with_numpys_packbits(tmp_path):
+    """Mask files written before the bit planes were built by shifting still load."""
+    from engine.synth.writer import load_masks
+
+    rng = np.random.default_rng(3)
+    masks = {n: rng.random((10, 12)) < 0.3 for n in ("drusen", "hard_exudates", "microaneurysms")}
+    names = sorted(masks)
+    np.savez_compressed(tmp_path / "old.npz", names=np.array(names, dtype="U"),
+                        bits=np.packbits(np.stack([masks[n] for n in names]), axis=0))
+    back = load_masks(tmp_path / "old.npz")
+    assert back.keys() == masks.keys() and all(np.array_equal(back[n], masks[n]) for n in names)
+
+
+@pytest.mark.parametrize("shape", [(17, 23, 3), (17, 23)])
+def test_png_bytes_is_lossless_rgb_png(shape):
+    from engine.synth.writer import png_bytes
+
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    data = png_bytes(img)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    back = Image.open(io.BytesIO(data))
+    assert back.mode == ("RGB" if len(shape) == 3 else "L")  # channels not swapped: red stays red
+    assert np.array_equal(np.asarray(back), img)

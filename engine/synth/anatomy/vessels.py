@@ -18,7 +18,8 @@ def draw_tree(eye, vessels, vein, artery, reflex, widen=None, min_contrast=0.2):
         target = vein if kind == "vein" else artery
         arr = np.asarray(pts, np.float64)
         ipts = np.round(np.stack([eye.cx + arr[:, 0] * R, eye.cy + arr[:, 1] * R], 1) * mul).astype(np.int32)
-        wpx = np.asarray(ws) * R * (widen.get(id(pts), 1.0) if widen else 1.0)
+        # Python floats (same values): the run search below compares them one by one
+        wpx = (np.asarray(ws) * R * (widen.get(id(pts), 1.0) if widen else 1.0)).tolist()
         i, n = 0, len(ipts)
         while i < n - 1:
             j = i + 1
