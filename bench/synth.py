@@ -8,6 +8,7 @@ and where the writer's time per image goes.
 Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1] [--pipeline v1|v2] [--layers]
        python bench/synth.py --gallery   # writes docs/synthetic_gallery.png (v1 and v2 side by side)
        python bench/synth.py --discs     # writes docs/disc_crops.png (real disc crops beside synthetic ones)
+       python bench/synth.py --macula    # writes docs/macula_crops.png (real DR macular crops beside synthetic ones)
        python bench/synth.py --examples  # writes the app's examples, assets/examples/ (+ captions.json)
 """
 import argparse
@@ -164,9 +165,8 @@ def write_speed(n, size, workers=1, render_per_core=None, pipeline=None):
     return written_per_core
 
 
-def _disc_crop(img, frac=0.3, out=120):
-    """Crop round the brightest blurred spot (the optic disc in a fundus photograph), same rule for real
-    and synthetic images so both are seen at the same scale."""
+def _disc_centre(img):
+    """(y, x) of the brightest blurred spot away from the border: the optic disc in a fundus photograph."""
     import cv2
     import numpy as np
 
@@ -175,10 +175,86 @@ def _disc_crop(img, frac=0.3, out=120):
     inner = np.zeros_like(lum)
     m = int(0.12 * w)
     inner[m:h - m, m:w - m] = lum[m:h - m, m:w - m]
-    y, x = np.unravel_index(int(inner.argmax()), inner.shape)
-    half = int(frac * w / 2)
+    return np.unravel_index(int(inner.argmax()), inner.shape)
+
+
+def _crop(img, y, x, frac, out):
+    """Square crop of side frac * width round (y, x) (zero-padded at the border), resized to out px."""
+    import cv2
+    import numpy as np
+
+    half = int(frac * img.shape[1] / 2)
     pad = np.pad(img, ((half, half), (half, half), (0, 0)))
-    return cv2.resize(pad[y:y + 2 * half, x:x + 2 * half], (out, out), interpolation=cv2.INTER_AREA)
+    tile = pad[y:y + 2 * half, x:x + 2 * half]
+    return tile if out is None else cv2.resize(tile, (out, out), interpolation=cv2.INTER_AREA)
+
+
+def _disc_crop(img, frac=0.3, out=120):
+    """Crop round the optic disc, same rule for real and synthetic images so both are seen at the same scale."""
+    return _crop(img, *_disc_centre(img), frac, out)
+
+
+def _fovea_centre(img):
+    """(y, x) of the darkest blurred spot in the middle of the field, 0.2-0.5 image widths from the disc
+    and within 35 degrees of its horizontal: the fovea, found by the same rule in real and synthetic images."""
+    import cv2
+    import numpy as np
+
+    h, w = img.shape[:2]
+    lum = cv2.GaussianBlur(img.astype(np.float32).mean(axis=2), (0, 0), max(2.0, w / 40))
+    lit = lum > max(8.0, 0.35 * float(np.median(lum[lum > 8])) if (lum > 8).any() else 8.0)
+    ys, xs = np.nonzero(lit)
+    cy, cx = (ys.mean(), xs.mean()) if ys.size else (h / 2, w / 2)
+    dy, dx = _disc_centre(img)
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.hypot(yy - dy, xx - dx)
+    ok = lit & (np.hypot(yy - cy, xx - cx) < 0.28 * w) & (dist > 0.2 * w) & (dist < 0.5 * w) & \
+        (np.abs(yy - dy) < np.tan(np.radians(35)) * np.abs(xx - dx))
+    if not ok.any():
+        return int(cy), int(cx)
+    return np.unravel_index(int(np.where(ok, lum, np.inf).argmin()), lum.shape)
+
+
+def macula_sheet(path="docs/macula_crops.png", real="../shared/eval/eyedisease_dev", n=8, size=400,
+                 pipelines=("v1", "v2"), frac=0.34):
+    """Macular crops, real diabetic retinopathy photographs beside synthetic DR renders (each pipeline's
+    own DR grade mix) and real normals, at the same scale: every image resized to ``size`` px, cropped
+    round its fovea by one rule, tiles at native scale (no resampling). Real photographs are only looked
+    at (a fixed random draw), nothing is fitted to them."""
+    import random
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from engine.evaluate import read_labels
+    from engine.preprocess import load_image
+
+    rows = read_labels(real)
+
+    def real_tiles(label, k, seed):
+        paths = random.Random(seed).sample([p for p, lab in rows if lab == label], k)
+        ims = [np.asarray(load_image(p).convert("RGB").resize((size, size), Image.BICUBIC)) for p in paths]
+        return [_crop(im, *_fovea_centre(im), frac, None) for im in ims]
+
+    def syn_tiles(pipe, k):
+        ims = [render_fundus(500 + i, size, ["dr"], pipe).image for i in range(k)]
+        return [_crop(im, *_fovea_centre(im), frac, None) for im in ims]
+
+    dr = real_tiles("diabetic retinopathy", 2 * n, 2024)
+    sheet_rows = [("real normal", real_tiles("normal", n, 2024)), ("real DR", dr[:n]), ("real DR", dr[n:])]
+    for pipe in pipelines:
+        t = syn_tiles(pipe, 2 * n)
+        sheet_rows += [(f"{pipe} DR", t[:n]), (f"{pipe} DR", t[n:])]
+    t = sheet_rows[0][1][0].shape[0]
+    lw = 100
+    sheet = Image.new("RGB", (lw + n * t, len(sheet_rows) * t), (255, 255, 255))
+    d = ImageDraw.Draw(sheet)
+    for r, (name, row) in enumerate(sheet_rows):
+        d.text((6, r * t + t // 2 - 6), name, fill=(0, 0, 0))
+        for c, tile in enumerate(row):
+            sheet.paste(Image.fromarray(tile), (lw + c * t, r * t))
+    sheet.save(path, optimize=True)  # full colour (~0.65 MB): a palette would band the renders' gradients
+    return path
 
 
 def disc_sheet(path="docs/disc_crops.png", real="../shared/eval/eyedisease_dev", n=8, size=400, pipelines=("v1", "v2")):
@@ -243,6 +319,8 @@ if __name__ == "__main__":
         print(gallery())
     elif "--discs" in sys.argv:
         print(disc_sheet())
+    elif "--macula" in sys.argv:
+        print(macula_sheet())
     elif "--examples" in sys.argv:
         print(examples())
     else:
