@@ -36,6 +36,21 @@ def blur(img, sigma):
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def channel_max(img):
+    """img.max(axis=2, keepdims=True), the same values: numpy reduces a 3-long last axis pixel by pixel,
+    ~20x slower than two element-wise maxima."""
+    return np.maximum(np.maximum(img[..., 0], img[..., 1]), img[..., 2])[..., None]
+
+
+def channel_mean(img):
+    """img.mean(axis=2, keepdims=True), bit for bit (sum in channel order, then numpy's divide by the
+    count as an integer scalar), without the slow reduction over a 3-long last axis."""
+    s = img[..., 0] + img[..., 1]
+    s += img[..., 2]
+    np.true_divide(s, np.intp(3), out=s, casting="unsafe")
+    return s[..., None]
+
+
 def smooth_noise(rng, shape, cells, amp=1.0):
     """Smooth value noise: a small random grid up-sampled with bicubic interpolation."""
     h, w = shape

@@ -64,7 +64,9 @@ class Choroid(Layer):
         n1 += smooth_noise(rng, (T, T), int(rng.integers(22, 34)), 1.0)
         ridge = np.exp(-(n1 ** 2) * 7.0)
         tmap = cv2.resize(tess * (ridge - 0.45) * np.clip(mr * 1.2, 0.3, 1.0), (S, S), interpolation=cv2.INTER_LINEAR)
-        canvas.img *= 1 + tmap[..., None] * np.array([0.6, 0.45, 0.3], np.float32)
+        gain = tmap[..., None] * np.array([0.6, 0.45, 0.3], np.float32)
+        gain += 1  # in place: one full-frame temporary fewer, same values
+        canvas.img *= gain
         if myopia:
             canvas.mask("tessellation")[eye.fov] = 1
             canvas.add_finding("tessellation", "diffuse", "marked" if tess > 0.8 else "moderate")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, box, ellipse
+from engine.synth.primitives import blur, box, channel_max, ellipse
 
 
 @register
@@ -104,7 +104,7 @@ class Disc(Layer):
             canvas.mask("tilted_disc")[sl][disc_map > 0.5] = 1
             canvas.add_finding("tilted_disc", "optic disc", "moderate")
         da = disc_map[..., None] * rng.uniform(0.8, 0.95)
-        sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
+        sub[:] = sub * (1 - da) + disc_col * (channel_max(sub) * 0.3 + 0.8) * da
         ca = (cup_map * disc_map)[..., None] * rng.uniform(*p["glaucoma_cup_alpha" if glauc else "cup_alpha"])
         sub[:] = sub * (1 - ca) + cup_col * ca
 

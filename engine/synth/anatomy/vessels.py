@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import SHIFT
+from engine.synth.primitives import SHIFT, channel_max
 
 
 def draw_tree(eye, vessels, vein, artery, reflex, widen=None, min_contrast=0.2):
@@ -83,5 +83,5 @@ class VesselComposite(Layer):
         canvas.img *= absorb
         wire = canvas.maps.pop("wire", None)
         if wire is not None:
-            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * canvas.img.max(axis=2, keepdims=True))
+            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * channel_max(canvas.img))
         canvas.state["vessel_maps"] = (vv, va)

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, smooth_noise
+from engine.synth.primitives import blur, channel_mean, smooth_noise
 
 _UNEVEN = {"good": 0.08, "usable": 0.25, "reject": 0.5}
 
@@ -70,7 +70,7 @@ class MediaOpacity(Layer):
         veil = np.array([0.95, 0.85, 0.7], np.float32) * rng.uniform(0.6, 1.0)
         L = eye.low[0]
         vmap = eye.up(np.clip((0.12 + 0.63 * dens) * (0.8 + 0.3 * smooth_noise(rng, (L, L), 3, 1.0)), 0, 0.95))[..., None]
-        lumi = img.mean(axis=2, keepdims=True)
+        lumi = channel_mean(img)
         canvas.img = img * (1 - vmap) + (veil * 0.8 + lumi * 0.4) * vmap
         canvas.mask(self.name)[eye.fov] = 1
         canvas.add_finding(self.name, "diffuse", "dense" if dens > 0.75 else ("moderate" if dens > 0.4 else "mild"))

@@ -52,7 +52,7 @@ class GlaucomaSigns(Layer):
                 math.degrees(theta))
         m = cv2.GaussianBlur(m, (0, 0), max(0.6, r * 0.2))
         canvas.mask("rim_notch")[sl][m > 0.4] = 1
-        cup = np.array([1.0, 0.92, 0.72], np.float32) * sub.max(axis=(0, 1)).max() * 0.95
+        cup = np.array([1.0, 0.92, 0.72], np.float32) * sub.max() * 0.95
         a = m[..., None] * rng.uniform(0.5, 0.8)
         sub[:] = sub * (1 - a) + cup * a
         canvas.add_finding("rim_notch", "inferior rim" if math.sin(theta) > 0 else "superior rim", "focal")
