@@ -83,5 +83,5 @@ class VesselComposite(Layer):
         canvas.img *= absorb
         wire = canvas.maps.pop("wire", None)
         if wire is not None:
-            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * channel_max(canvas.img))
+            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * channel_max(canvas.img)[..., None])
         canvas.state["vessel_maps"] = (vv, va)
