@@ -67,6 +67,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="measure each figure this many times and keep the best")
     a = ap.parse_args()
     figures = {"bench": "synth", "workers": a.workers, "pipeline": a.pipeline, "sizes": {}}
+    from engine.synth.writer import keep_freed_buffers
+
+    keep_freed_buffers()  # as `visionclip synth` does, so render-only and written figures compare like with like
     render_fundus(0, 128, None, a.pipeline)  # warm-up
     for size in a.sizes:
         n = max(4, a.n if size <= 512 else a.n // 3)
