@@ -2,6 +2,7 @@
 
 Prints FD(synthetic, real), the floor FD(real half A, real half B) and their ratio.
 Usage: python bench/realism.py [--n 400] [--size 400] [--real /work/shared/eval/eyedisease_dev] [--seed 0]
+                               [--pipeline v1 [v2 ...]]   (renderer pipelines, each against the same real features)
 Real photos are only looked at (features measured); nothing is fitted to them.
 """
 import argparse
@@ -59,6 +60,8 @@ def main():
     ap.add_argument("--size", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--real", default="/work/shared/eval/eyedisease_dev")
+    ap.add_argument("--pipeline", nargs="+", default=[None], metavar="NAME",
+                    help="renderer pipeline(s) to measure (default: the default pipeline)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     a = ap.parse_args()
     from engine.synth.render import render_fundus
@@ -67,24 +70,29 @@ def main():
         paths = [os.path.join(a.real, r["path"]) for r in csv.DictReader(fh)]
     t = time.time()
     real = features(net, [Image.open(p) for p in paths])
-    syn = features(net, [Image.fromarray(render_fundus(a.seed + i, a.size).image) for i in range(a.n)])
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(real))
     h = len(real) // 2
     floor = frechet(real[perm[:h]], real[perm[h:]])
-    # compare like with like: synthetic set vs a real half of the same size as the floor
-    fd_half = frechet(syn[: min(len(syn), h)], real[perm[:h]])
-    fd = frechet(syn, real)
-    print(f"real images: {len(real)}, synthetic images: {len(syn)} at {a.size}px ({time.time() - t:.0f}s)")
-    print(f"FD(synthetic, real)            = {fd:.2f}")
-    print(f"FD(synthetic[:{h}], real half A) = {fd_half:.2f}")
-    print(f"FD(real half A, real half B)   = {floor:.2f}  (floor)")
-    print(f"ratio (half-vs-half)           = {fd_half / floor:.2f}")
+    results = []
+    for pipeline in a.pipeline:
+        syn = features(net, [Image.fromarray(render_fundus(a.seed + i, a.size, None, pipeline).image) for i in range(a.n)])
+        # compare like with like: synthetic set vs a real half of the same size as the floor
+        fd_half = frechet(syn[: min(len(syn), h)], real[perm[:h]])
+        fd = frechet(syn, real)
+        print(f"pipeline {pipeline or 'default'}: real images: {len(real)}, synthetic images: {len(syn)} at {a.size}px "
+              f"({time.time() - t:.0f}s)")
+        print(f"FD(synthetic, real)            = {fd:.2f}")
+        print(f"FD(synthetic[:{h}], real half A) = {fd_half:.2f}")
+        print(f"FD(real half A, real half B)   = {floor:.2f}  (floor)")
+        print(f"ratio (half-vs-half)           = {fd_half / floor:.2f}")
+        results.append({"bench": "realism", "pipeline": pipeline, "n_real": len(real), "n_synthetic": len(syn),
+                        "size": a.size, "fd": fd, "fd_half": fd_half, "fd_floor": floor,
+                        "ratio_half_vs_floor": fd_half / floor})
     if a.json:
         import json
         with open(a.json, "w") as fh:
-            json.dump({"bench": "realism", "n_real": len(real), "n_synthetic": len(syn), "size": a.size, "fd": fd,
-                       "fd_half": fd_half, "fd_floor": floor, "ratio_half_vs_floor": fd_half / floor}, fh, indent=2)
+            json.dump(results[0] if len(results) == 1 else results, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -231,3 +231,19 @@ def test_cataract_spans_mild_to_dense():
     severities = {f["severity"] for seed in range(30) for f in render_fundus(seed, 96, ["cataract"]).findings
                   if f["name"] == "media_opacity"}
     assert severities == {"mild", "moderate", "dense"}
+
+
+def test_fast_channel_helpers_are_numpys_bit_for_bit():
+    """The renderer's fast channel max / mean / 3-channel maps must give exactly numpy's values (pixels unchanged)."""
+    from engine.synth.primitives import channel_max, channel_mean, rgb, tint
+
+    rng = np.random.default_rng(7)
+    img = (rng.standard_normal((64, 80, 3)) * rng.uniform(0.01, 100, (64, 80, 1))).astype(np.float32)
+    for a in (img, img[5:40, 9:70]):  # whole image and a region of interest (a strided view)
+        assert np.array_equal(channel_max(a), a.max(axis=2))
+        mean = channel_mean(a)
+        assert mean.dtype == np.float32 and np.array_equal(mean, a.mean(axis=2))
+    m = img[..., 0]
+    assert np.array_equal(rgb(m) * img, m[..., None] * img) and rgb(m.astype(np.float64)).dtype == np.float64
+    colour = np.array([0.6, 0.45, 0.3], np.float32)
+    assert np.array_equal(tint(m, colour), m[..., None] * colour)

@@ -172,47 +172,58 @@ def grow_vessels(eye, rng, artery_scale=1.0, vein_scale=1.0, tortuosity=1.0):
     arc_a = rng.uniform(1.3, 1.9) * eye.dd
     arc_b = rng.uniform(0.8, 1.2) * eye.dd
     arc_c = rng.uniform(0.0, 0.15)
+    # the walk below runs ~2000 steps an image: geometry, constants and bound methods are hoisted into
+    # locals (same expressions, same values, same draws in the same order)
+    dx, fx, fy = eye.dx, eye.fx, eye.fy
+    fovea_r2 = (0.45 * eye.dd) ** 2
+    turn_sd = 0.045 * tortuosity
+    arc_ab = arc_a / arc_b
+    two_pi, pi = 2 * math.pi, math.pi
+    cos, sin, cosh = math.cos, math.sin, math.cosh
+    normal, uniform, exponential, random = rng.normal, rng.uniform, rng.exponential, rng.random
     while stack:
         kind, x, y, h, w, orbit, depth = stack.pop()
         pts, ws = [(x, y)], [w]
+        add_pt, add_w = pts.append, ws.append
         dh = 0.0
         length = 0.0
-        next_branch = rng.exponential(0.15 if depth < 2 else 0.22) + 0.05
-        maxlen = 2.6 if depth == 0 else (rng.uniform(0.35, 1.2) if orbit is not None else rng.uniform(0.12, 0.35))
+        next_branch = exponential(0.15 if depth < 2 else 0.22) + 0.05
+        maxlen = 2.6 if depth == 0 else (uniform(0.35, 1.2) if orbit is not None else uniform(0.12, 0.35))
+        shrink = 0.996 if depth == 0 else 0.993
         while True:
             if orbit:  # temporal arcade: follow v(s) = A tanh(s / B) away from the disc, around the fovea
-                sx = max(0.0, (x - eye.dx) * t)
-                slope = arc_a / arc_b / math.cosh(min(sx / arc_b, 20.0)) ** 2 - arc_c
+                sx = max(0.0, (x - dx) * t)
+                slope = arc_ab / cosh(min(sx / arc_b, 20.0)) ** 2 - arc_c
                 target = math.atan2(orbit * slope, t)
-                h += 0.3 * ((target - h + math.pi) % (2 * math.pi) - math.pi)
-            dh = 0.75 * dh + rng.normal(0, 0.045 * tortuosity)
+                h += 0.3 * ((target - h + pi) % two_pi - pi)
+            dh = 0.75 * dh + normal(0, turn_sd)
             h += dh
-            x += step * math.cos(h)
-            y += step * math.sin(h)
+            x += step * cos(h)
+            y += step * sin(h)
             length += step
-            w *= 0.996 if depth == 0 else 0.993
-            pts.append((x, y))
-            ws.append(w)
+            w *= shrink
+            add_pt((x, y))
+            add_w(w)
             if x * x + y * y > 1.08 or length > maxlen or w < minw:
                 break
-            if depth and (x - eye.fx) ** 2 + (y - eye.fy) ** 2 < (0.45 * eye.dd) ** 2:
+            if depth and (x - fx) ** 2 + (y - fy) ** 2 < fovea_r2:
                 break
             if length > next_branch and depth < 5:
-                next_branch = length + rng.exponential(0.14 + 0.06 * depth) + 0.05
-                wc = w * rng.uniform(0.4, 0.75)
+                next_branch = length + exponential(0.14 + 0.06 * depth) + 0.05
+                wc = w * uniform(0.4, 0.75)
                 w = (max(w ** 3 - wc ** 3, (w * 0.5) ** 3)) ** (1 / 3)
                 if wc >= minw:
-                    side = 1 if rng.random() < 0.5 else -1
+                    side = 1 if random() < 0.5 else -1
                     child = False
                     if orbit:  # arcade branches: mostly to the periphery, small ones towards the fovea
-                        rx, ry = x - eye.fx, y - eye.fy
-                        cross = math.cos(h) * ry - math.sin(h) * rx
-                        outward = rng.random() < 0.65
+                        rx, ry = x - fx, y - fy
+                        cross = cos(h) * ry - sin(h) * rx
+                        outward = random() < 0.65
                         side = (1 if cross > 0 else -1) * (1 if outward else -1)
                         if not outward:
                             wc *= 0.7
                             child = None  # short macular branch
-                    stack.append((kind, x, y, h + side * math.radians(rng.uniform(40, 75)), wc, child, depth + 1))
+                    stack.append((kind, x, y, h + side * math.radians(uniform(40, 75)), wc, child, depth + 1))
         if len(pts) > 1:
             vessels.append((kind, pts, ws))
     return vessels

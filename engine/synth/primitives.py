@@ -36,6 +36,33 @@ def blur(img, sigma):
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def rgb(x):
+    """An H x W map repeated into 3 channels (dtype kept): element-wise arithmetic with the image then
+    gives the values broadcasting ``x[..., None]`` gives, ~5x faster (numpy broadcasts a last axis of 1
+    pixel by pixel)."""
+    return cv2.merge([x, x, x])
+
+
+def tint(x, colour):
+    """``x[..., None] * colour`` (an H x W map times an RGB colour, both float32), channel by channel."""
+    return cv2.merge([x * colour[0], x * colour[1], x * colour[2]])
+
+
+def channel_max(img):
+    """img.max(axis=2), the same values: numpy reduces a 3-long last axis pixel by pixel, ~20x slower
+    than two element-wise maxima."""
+    return np.maximum(np.maximum(img[..., 0], img[..., 1]), img[..., 2])
+
+
+def channel_mean(img):
+    """img.mean(axis=2), bit for bit (sum in channel order, then numpy's divide by the count as an
+    integer scalar), without the slow reduction over a 3-long last axis."""
+    s = img[..., 0] + img[..., 1]
+    s += img[..., 2]
+    np.true_divide(s, np.intp(3), out=s, casting="unsafe")
+    return s
+
+
 def smooth_noise(rng, shape, cells, amp=1.0):
     """Smooth value noise: a small random grid up-sampled with bicubic interpolation."""
     h, w = shape

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import polar_noise, smooth_noise
+from engine.synth.primitives import polar_noise, rgb, smooth_noise, tint
 
 
 @register
@@ -64,7 +64,9 @@ class Choroid(Layer):
         n1 += smooth_noise(rng, (T, T), int(rng.integers(22, 34)), 1.0)
         ridge = np.exp(-(n1 ** 2) * 7.0)
         tmap = cv2.resize(tess * (ridge - 0.45) * np.clip(mr * 1.2, 0.3, 1.0), (S, S), interpolation=cv2.INTER_LINEAR)
-        canvas.img *= 1 + tmap[..., None] * np.array([0.6, 0.45, 0.3], np.float32)
+        gain = tint(tmap, np.array([0.6, 0.45, 0.3], np.float32))
+        gain += 1
+        canvas.img *= gain
         if myopia:
             canvas.mask("tessellation")[eye.fov] = 1
             canvas.add_finding("tessellation", "diffuse", "marked" if tess > 0.8 else "moderate")
@@ -83,4 +85,4 @@ class NerveFibres(Layer):
         dxp, dyp = eye.disc_px
         stri, mr, ang = polar_noise(rng, eye.S, dxp, dyp, eye.dd * eye.R, int(rng.integers(260, 420)), 6, 0.6, cv2.INTER_LINEAR)
         env = np.exp(-((mr - 1.6) ** 2) / 1.8) * (0.35 + 0.65 * np.abs(np.sin(ang)))
-        canvas.img *= 1 + eye.up((nfl * np.clip(stri, -2, 2) * env).astype(np.float32))[..., None]
+        canvas.img *= rgb(1 + eye.up((nfl * np.clip(stri, -2, 2) * env).astype(np.float32)))

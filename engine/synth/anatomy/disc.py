@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, box, ellipse
+from engine.synth.primitives import blur, box, channel_max, ellipse, rgb
 
 
 @register
@@ -103,9 +103,9 @@ class Disc(Layer):
         if tilt:
             canvas.mask("tilted_disc")[sl][disc_map > 0.5] = 1
             canvas.add_finding("tilted_disc", "optic disc", "moderate")
-        da = disc_map[..., None] * rng.uniform(0.8, 0.95)
-        sub[:] = sub * (1 - da) + disc_col * (sub.max(axis=2, keepdims=True) * 0.3 + 0.8) * da
-        ca = (cup_map * disc_map)[..., None] * rng.uniform(*p["glaucoma_cup_alpha" if glauc else "cup_alpha"])
+        da = rgb(disc_map * rng.uniform(0.8, 0.95))  # 3 channels: same values as [..., None], faster
+        sub[:] = sub * (1 - da) + disc_col * rgb(channel_max(sub) * 0.3 + 0.8) * da
+        ca = rgb((cup_map * disc_map) * rng.uniform(*p["glaucoma_cup_alpha" if glauc else "cup_alpha"]))
         sub[:] = sub * (1 - ca) + cup_col * ca
 
     def _ppa(self, eye, canvas, rng, sub, sl, disc_map, d_ax, ecc, ang, k, myopia):
@@ -119,7 +119,7 @@ class Disc(Layer):
         ppa_map = cv2.GaussianBlur(ppa_map, (k, k), 0) * (1 - disc_map)
         canvas.mask("peripapillary_atrophy")[sl][ppa_map > 0.4] = 1
         col = np.array([0.95, 0.78, 0.6], np.float32) * rng.uniform(0.85, 1.05)
-        a = ppa_map[..., None] * rng.uniform(0.5, 0.85)
+        a = rgb(ppa_map * rng.uniform(0.5, 0.85))
         sub[:] = sub * (1 - a) + col * a
         canvas.add_finding("peripapillary_atrophy", "temporal to the optic disc", "marked" if ext > d_ax else "mild")
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import SHIFT
+from engine.synth.primitives import SHIFT, channel_max
 
 
 def draw_tree(eye, vessels, vein, artery, reflex, widen=None, min_contrast=0.2):
@@ -18,7 +18,8 @@ def draw_tree(eye, vessels, vein, artery, reflex, widen=None, min_contrast=0.2):
         target = vein if kind == "vein" else artery
         arr = np.asarray(pts, np.float64)
         ipts = np.round(np.stack([eye.cx + arr[:, 0] * R, eye.cy + arr[:, 1] * R], 1) * mul).astype(np.int32)
-        wpx = np.asarray(ws) * R * (widen.get(id(pts), 1.0) if widen else 1.0)
+        # Python floats (same values): the run search below compares them one by one
+        wpx = (np.asarray(ws) * R * (widen.get(id(pts), 1.0) if widen else 1.0)).tolist()
         i, n = 0, len(ipts)
         while i < n - 1:
             j = i + 1
@@ -82,5 +83,5 @@ class VesselComposite(Layer):
         canvas.img *= absorb
         wire = canvas.maps.pop("wire", None)
         if wire is not None:
-            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * canvas.img.max(axis=2, keepdims=True))
+            canvas.blend(wire * 0.6, canvas.state["wire_colour"] * channel_max(canvas.img)[..., None])
         canvas.state["vessel_maps"] = (vv, va)

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, box
+from engine.synth.primitives import blur, box, rgb
 
 
 @register
@@ -22,7 +22,7 @@ class Eyelash(Layer):
         y0 = (eye.cy - R * rng.uniform(0.75, 1.0)) if top else (eye.cy + R * rng.uniform(0.75, 1.0))
         cv2.ellipse(lash, (int(eye.cx + rng.normal(0, 0.3) * R), int(y0)), (int(R * rng.uniform(0.4, 0.9)), int(R * rng.uniform(0.1, 0.3))),
                     rng.uniform(-15, 15), 0, 360, 1.0, -1)
-        canvas.img *= (1 - rng.uniform(0.4, 0.85) * blur(lash, R * 0.08))[..., None]
+        canvas.img *= rgb(1 - rng.uniform(0.4, 0.85) * blur(lash, R * 0.08))
 
 
 @register
@@ -54,7 +54,7 @@ class Sensor(Layer):
         S = eye.S
         nsig = self.p[eye.case.quality] * rng.uniform(0.5, 1.2)
         nz = cv2.resize(rng.standard_normal((S // 2, S // 2)).astype(np.float32), (S, S), interpolation=cv2.INTER_LINEAR)
-        canvas.img += (nz * nsig)[..., None]
+        canvas.img += rgb(nz * nsig)
 
 
 @register
@@ -66,7 +66,7 @@ class FieldEdge(Layer):
         edge = np.clip((1.0 - eye.radius) * (eye.R / 1.5), 0, 1)
         if eye.crop:
             edge = edge * eye.fov
-        canvas.img *= edge[..., None]
+        canvas.img *= rgb(edge)
 
 
 @register

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, smooth_noise
+from engine.synth.primitives import blur, channel_mean, smooth_noise, tint
 
 _UNEVEN = {"good": 0.08, "usable": 0.25, "reject": 0.5}
 
@@ -51,7 +51,7 @@ class Flare(Layer):
         a = rng.random() * 2 * math.pi
         d = uxl * math.cos(a) + uyl * math.sin(a)
         fl = (np.clip((rl - 0.75) * 4, 0, 1) * np.clip(d, 0, 1) ** 2 * rng.uniform(0.3, 0.9)).astype(np.float32)
-        canvas.img += eye.up(fl)[..., None] * np.array([0.6, 0.85, 0.95], np.float32)
+        canvas.img += tint(eye.up(fl), np.array([0.6, 0.85, 0.95], np.float32))
 
 
 @register
@@ -70,7 +70,7 @@ class MediaOpacity(Layer):
         veil = np.array([0.95, 0.85, 0.7], np.float32) * rng.uniform(0.6, 1.0)
         L = eye.low[0]
         vmap = eye.up(np.clip((0.12 + 0.63 * dens) * (0.8 + 0.3 * smooth_noise(rng, (L, L), 3, 1.0)), 0, 0.95))[..., None]
-        lumi = img.mean(axis=2, keepdims=True)
+        lumi = channel_mean(img)[..., None]
         canvas.img = img * (1 - vmap) + (veil * 0.8 + lumi * 0.4) * vmap
         canvas.mask(self.name)[eye.fov] = 1
         canvas.add_finding(self.name, "diffuse", "dense" if dens > 0.75 else ("moderate" if dens > 0.4 else "mild"))

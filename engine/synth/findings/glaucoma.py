@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import box, ellipse, polyline
+from engine.synth.primitives import box, ellipse, polyline, rgb
 
 
 @register
@@ -52,7 +52,7 @@ class GlaucomaSigns(Layer):
                 math.degrees(theta))
         m = cv2.GaussianBlur(m, (0, 0), max(0.6, r * 0.2))
         canvas.mask("rim_notch")[sl][m > 0.4] = 1
-        cup = np.array([1.0, 0.92, 0.72], np.float32) * sub.max(axis=(0, 1)).max() * 0.95
+        cup = np.array([1.0, 0.92, 0.72], np.float32) * sub.max() * 0.95
         a = m[..., None] * rng.uniform(0.5, 0.8)
         sub[:] = sub * (1 - a) + cup * a
         canvas.add_finding("rim_notch", "inferior rim" if math.sin(theta) > 0 else "superior rim", "focal")
@@ -102,5 +102,5 @@ class GlaucomaSigns(Layer):
         wedge = np.exp(-(dang / half) ** 4) * np.clip(dist - 1.0, 0, 1) * np.exp(-np.clip(dist - 4.0, 0, None) / 2.0)
         wedge = eye.up(wedge.astype(np.float32))
         canvas.mask("rnfl_defect")[(wedge > 0.5) & eye.fov] = 1
-        canvas.img *= 1 - (wedge * rng.uniform(0.06, 0.12))[..., None]
+        canvas.img *= rgb(1 - wedge * rng.uniform(0.06, 0.12))
         canvas.add_finding("rnfl_defect", "inferotemporal" if math.sin(theta) > 0 else "superotemporal", "wedge-shaped")

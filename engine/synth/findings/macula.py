@@ -10,7 +10,7 @@ import numpy as np
 from engine.synth.findings.common import blob
 from engine.synth.findings.dr import HardExudates
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import blur, box, ellipse, smooth_noise
+from engine.synth.primitives import blur, box, channel_mean, ellipse, smooth_noise
 
 
 @register
@@ -147,7 +147,7 @@ class CentralSerous(Layer):
         soft = cv2.GaussianBlur(tmp, (0, 0), max(0.7, r * R * 0.06))
         rim = np.clip(soft * (1 - soft) * 4, 0, 1)
         sub = canvas.img[sl]
-        lum = sub.mean(axis=2, keepdims=True)
+        lum = channel_mean(sub)[..., None]
         depth = rng.uniform(0.15, 0.35)
         sub[:] = sub * (1 - depth * soft[..., None]) + lum * (depth * 0.5) * soft[..., None]  # duller, greyer fluid
         sub += (rim * rng.uniform(0.04, 0.1))[..., None] * np.array([1.0, 0.95, 0.85], np.float32)
