@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import ellipse, smooth_noise
+from engine.synth.primitives import ellipse, rgb, smooth_noise
 
 
 def _hue_rotation(theta: float) -> np.ndarray:
@@ -93,7 +93,7 @@ class StructureAppearance(Layer):
         amp = rng.uniform(*self.p["texture"])
         if amp > 0:
             tex = 1 + amp * smooth_noise(rng, (S, S), int(rng.integers(4, 24)))
-            base *= tex.astype(np.float32)[..., None]
+            base *= rgb(tex.astype(np.float32))
 
         # each structure's detail: its own contrast and tint, blended by its soft map
         gain_map = np.ones((S, S, 3), np.float32) * self._gain(rng)  # retina texture and small detail
@@ -102,6 +102,5 @@ class StructureAppearance(Layer):
         lesions = _lesion_alpha(canvas)
         for alpha in ((np.clip(vessels[0] + vessels[1], 0, 1) if vessels else None), disc, cup, lesions):
             if alpha is not None:
-                a = alpha[..., None]
-                gain_map += a * (self._gain(rng) - gain_map)
+                gain_map += rgb(alpha) * (self._gain(rng) - gain_map)
         canvas.img = np.clip(base + detail * gain_map, 0, 1.3).astype(np.float32)
