@@ -11,6 +11,7 @@ from engine import PromptSet, VisionCLIPError
 from engine.adapt import Adapter, TextAnchor, encode_for, make_head
 from engine.adapt.stage import StageFeatures, encode_with_stage
 from tests.conftest import make_fundus
+from tests.test_adapt import tiny_model  # noqa: F401  (fixture: a tiny ViT model)
 
 CLASSES = ["normal", "glaucoma", "cataract"]
 THREE = PromptSet.from_dict({"name": "three", "classes": {c: [f"a fundus photograph of {c}"] for c in CLASSES}})
@@ -115,24 +116,11 @@ def test_grad_cam_explains_the_stage_adapters_score(default_model, images, featu
     assert json.dumps(res.probabilities)  # plain floats
 
 
-def test_default_method_is_clap_stage_where_the_tower_allows(default_model):
-    import copy
-    import warnings
-
-    import open_clip
-
-    from engine import VisionCLIP
+def test_default_method_is_clap_stage_where_the_tower_allows(default_model, tiny_model):
     from engine.adapt import default_method
 
     assert default_method(default_model) == "clap-stage"
-    cfg = copy.deepcopy(open_clip.get_model_config("ViT-B-16"))
-    cfg["embed_dim"] = 32
-    cfg["vision_cfg"].update(image_size=64, layers=1, width=64, head_width=32, patch_size=16)
-    cfg["text_cfg"].update(layers=1, width=32, heads=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        vit = VisionCLIP.from_config(cfg, pretrained_towers=False)
-    assert default_method(vit) == "clap"  # a ViT has no such stage: the embedding-only clap
+    assert default_method(tiny_model) == "clap"  # a ViT has no such stage: the embedding-only clap
 
 
 def test_cli_fits_and_uses_a_clap_stage_adapter_by_default(tmp_path, capsys, labelled_folder):

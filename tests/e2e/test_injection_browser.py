@@ -11,27 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
+from visionclip_app.local_server import CHROMIUM
 
-from .test_browser import EXAMPLE, choose, edit_cell, open_tab, shot, text_of, wait_text
+from .test_browser import EXAMPLE, app, choose, edit_cell, open_tab, shot, text_of, wait_text  # noqa: F401  (app: fixture)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
 PAYLOAD = "<img src=x onerror=alert(1)>"
 # every element an injected tag could become: the <img> itself, or anything carrying its handler
 INJECTED = "img[src='x'], [onerror]"
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("inject")
-    port = free_port()
-    (tmp / "apptmp").mkdir()
-    proc = start_app(port, tmp / "cases.db", tmp / "app.log", tmpdir=tmp / "apptmp")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/", proc)
-        yield {"url": f"http://127.0.0.1:{port}/"}
-    finally:
-        stop_app(proc)
 
 
 def assert_not_injected(page, dialogs: list, where: str) -> None:
