@@ -53,10 +53,10 @@ def plot(runs, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.2))
     for ax, (key, label) in zip(axes, COLUMNS):
-        for name, rows in runs:
+        for i, (name, rows) in enumerate(runs):
             pts = [(r["samples"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=name)
+            if pts:  # one colour per run in every panel, even where a run has no points
+                ax.plot(*zip(*pts), marker="o", label=name, color=f"C{i}")
         ax.set_title(label)
         ax.set_xlabel("samples seen")
     axes[0].legend(fontsize=7)
