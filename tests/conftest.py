@@ -7,6 +7,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 import pytest
+from pathlib import Path
+
 from PIL import Image, ImageDraw
 
 
@@ -57,3 +59,16 @@ def labelled_folder(tmp_path):
         rows.append(f"{name},{label}")
     (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     return tmp_path
+
+
+def forkserver_processes() -> set[int]:
+    """Pids of running multiprocessing fork servers and the workers they started (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"multiprocessing.forkserver" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found

@@ -247,3 +247,31 @@ def test_fast_channel_helpers_are_numpys_bit_for_bit():
     assert np.array_equal(rgb(m) * img, m[..., None] * img) and rgb(m.astype(np.float64)).dtype == np.float64
     colour = np.array([0.6, 0.45, 0.3], np.float32)
     assert np.array_equal(tint(m, colour), m[..., None] * colour)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to find the worker processes")
+def test_render_workers_end_when_the_writer_is_killed(tmp_path):
+    """A killed `visionclip synth` must not leave its forkserver pool rendering (pool workers see their
+    task pipe close; render workers of a training run need ExitWithParent, tested in test_train)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import forkserver_processes
+
+    before = forkserver_processes()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "synth", "--out", str(tmp_path / "out"), "--n", "5000",
+                             "--size", "96", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.tmp-*/images/*.png")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert forkserver_processes() - before, "the pool never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while (left := forkserver_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes left running after the writer was killed: {sorted(left)}"

@@ -20,7 +20,7 @@ from engine.factory import list_model_configs
 from engine.train.loss import SoftLabelClipLoss
 from engine.train.params import config_from_dict, load_config, parse_overrides
 
-from .conftest import make_fundus
+from .conftest import forkserver_processes, make_fundus
 
 TINY = {
     "image_size": 64,
@@ -518,27 +518,15 @@ def test_two_process_gloo_follows_single_process(tmp_path):
 
 
 
-def _forkserver_processes() -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"multiprocessing.forkserver" in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_render_workers_end_when_the_trainer_is_killed(tmp_path):
     """Forkserver render workers do not see their trainer die on their own (their parent is the fork
     server); a killed run must not leave them rendering."""
     cfg = write_config(tmp_path / "c.yaml", steps=40, workers=1, save_every=100)
-    before = _forkserver_processes()
+    before = forkserver_processes()
     r = train_killed_at(2, "--config", cfg, "--out", tmp_path / "run")
     assert r.returncode == -9, r.stderr
     deadline = time.monotonic() + 20
-    while (left := _forkserver_processes() - before) and time.monotonic() < deadline:
+    while (left := forkserver_processes() - before) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"processes left running after the trainer was killed: {sorted(left)}"
