@@ -70,8 +70,8 @@ def test_mask_loss_ignores_samples_without_masks():
 
 
 def test_mask_loss_needs_a_synthetic_source_and_a_real_layer(tmp_path):
-    with pytest.raises(VisionCLIPError, match="needs a synthetic source"):
-        config_from_dict({**TINY, "mask_loss_weight": 1.0, "sources": [{"type": "synfundus", "path": "x"}]})
+    with pytest.raises(VisionCLIPError, match="needs a synthetic or synfundus source"):
+        config_from_dict({**TINY, "mask_loss_weight": 1.0, "sources": [{"type": "csv", "path": "x"}]})
     cfg = config_from_dict({**TINY, "mask_loss_weight": 1.0, "mask_layer": "trunk.blockz.2"})
     with pytest.raises(VisionCLIPError, match="mask_layer 'trunk.blockz.2' is not a layer"):
         Trainer(cfg, tmp_path / "run", DistEnv())
@@ -98,3 +98,61 @@ def test_mask_head_learns_with_the_contrastive_loss_and_is_not_shipped(tmp_path)
     state = load_file(tmp_path / "on" / "checkpoints" / "step_0000006.state.safetensors")
     assert any(k.startswith("mask_head/") for k in state)  # kept for an exact resume
     assert VisionCLIP.load(tmp_path / "on" / "model.safetensors").is_trained
+
+
+@pytest.mark.parametrize("pipeline", ["v1", "v2"])
+def test_every_render_keeps_the_optic_disc_and_cup_as_structures(pipeline):
+    """Whole disc and cup masks in healthy eyes too (dense targets for the cup-to-disc ratio), kept
+    apart from the finding masks that the caption names."""
+    from engine.synth.render import render_fundus
+
+    cdr = {}
+    for cond in ("normal", "glaucoma"):
+        areas = []
+        for seed in range(4):
+            s = render_fundus(seed, 128, [cond], pipeline)
+            disc, cup = s.structures["optic_disc"], s.structures["optic_cup"]
+            assert disc.any() and cup.any() and not (cup & ~disc).any()  # the cup lies in the disc
+            assert "optic_disc" not in s.masks and "optic_disc" not in {f["name"] for f in s.findings}
+            areas.append(cup.sum() / disc.sum())
+        cdr[cond] = np.mean(areas)
+    assert cdr["glaucoma"] > 2 * cdr["normal"], cdr
+
+
+def test_synthetic_source_masks_follow_its_pipeline():
+    """get_with_masks renders with the source's pipeline (it once rendered v1 whatever was asked)."""
+    src = SyntheticSource(seed=3, size=96, pipeline="v2")
+    img, caption, _, masks = src.get_with_masks(1)
+    assert np.array_equal(np.asarray(img), np.asarray(src.get(1)[0])) and caption == src.get(1)[1]
+    assert masks[1].any() and masks[2].any()  # disc and cup channels from the structures
+
+
+def test_synth_folder_masks_train_as_the_generator_gives_them(tmp_path):
+    from engine.synth import generate_dataset
+    from engine.synth.render import render_fundus
+    from engine.synth.writer import load_structures
+    from engine.train.data import MixtureDataset, SynFundusFolder
+
+    folder = generate_dataset(tmp_path / "synth", 3, seed=5, size=64, progress=False, pipeline="v2")
+    src = SynFundusFolder(folder, captions="labels")
+    for i in range(3):
+        img, caption, key, masks = src.get_with_masks(i, draw=i)
+        assert (np.asarray(img), caption, key)[1:] == src.get(i, draw=i)[1:]
+        s = render_fundus(5 + i, 64, None, "v2")
+        assert np.array_equal(masks, mask_channels({**s.masks, **s.structures}, (64, 64)))
+    assert set(load_structures(folder / "masks" / "0.npz")) == {"optic_disc", "optic_cup"}
+    # a folder without masks (the real SynFundus-1M) trains, without the mask loss
+    (folder / "masks" / "1.npz").unlink()
+    (folder / "masks" / "2.npz").write_bytes(b"not a zip")
+    assert src.get_with_masks(1)[3] is None and src.get_with_masks(2)[3] is None
+    t = TrainTransform(FundusTransform(64), augment=False)
+    ds = MixtureDataset([src], np.array([1.0]), t, seed=0, with_masks=True)
+    items = [ds[g] for g in range(12)]
+    assert {len(it) for it in items} == {3, 4}  # 4: image, caption, key, masks
+    assert all(it[3].shape == (3, 64, 64) for it in items if len(it) == 4)
+
+
+def test_a_mask_head_on_a_frozen_layer_is_refused(tmp_path):
+    cfg = config_from_dict({**TINY, "mask_loss_weight": 1.0, "mask_layer": "trunk.blocks.0", "image_unlocked_groups": 1})
+    with pytest.raises(VisionCLIPError, match="mask_layer 'trunk.blocks.0' is frozen"):
+        Trainer(cfg, tmp_path / "run", DistEnv())

@@ -14,6 +14,7 @@ class Canvas:
         self.img: np.ndarray | None = None     # float32 RGB in [0, ~1], set by the background layer
         self.maps: dict[str, np.ndarray] = {}  # float32 S x S maps (lesion and vessel channels)
         self.masks: dict[str, np.ndarray] = {}
+        self.structures: dict[str, np.ndarray] = {}  # whole anatomical structures (optic disc, cup), in every render
         self.findings: list[dict] = []
         self.state: dict = {}                  # facts a layer leaves for later layers (e.g. disc geometry)
 
@@ -29,6 +30,14 @@ class Canvas:
         m = self.masks.get(name)
         if m is None:
             m = self.masks[name] = np.zeros((self.S, self.S), np.uint8)
+        return m
+
+    def structure(self, name: str) -> np.ndarray:
+        """The bool mask of anatomical structure ``name`` (e.g. "optic_disc"), created empty on first use.
+        Unlike finding masks these are drawn for healthy eyes too: dense targets for the cup-to-disc ratio."""
+        m = self.structures.get(name)
+        if m is None:
+            m = self.structures[name] = np.zeros((self.S, self.S), bool)
         return m
 
     def add_finding(self, name: str, location: str, severity: str) -> None:

@@ -25,7 +25,8 @@ GENERATOR_VERSIONS = {name: p.version for name, p in PIPELINES.items()}
 @dataclass
 class SyntheticFundus:
     image: np.ndarray
-    masks: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)          # finding name -> bool mask (what the caption names)
+    structures: dict = field(default_factory=dict)     # anatomy in every render: "optic_disc", "optic_cup"
     labels: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
     generator_version: str = GENERATOR_VERSION
@@ -79,4 +80,6 @@ def _finish(eye, canvas, version):
         if mb.any():
             masks[name] = mb
     findings = [f for f in canvas.findings if f["name"] in masks]
-    return SyntheticFundus(image=out, masks=masks, labels=lab, findings=findings, generator_version=version)
+    structures = {name: m & fov for name, m in canvas.structures.items()}
+    return SyntheticFundus(image=out, masks=masks, structures=structures, labels=lab, findings=findings,
+                           generator_version=version)

@@ -64,17 +64,22 @@ def pack_mask_bits(masks: list) -> np.ndarray:
     return planes
 
 
-def masks_npz_bytes(masks: dict) -> bytes:
+def masks_npz_bytes(masks: dict, structures: dict | None = None) -> bytes:
     """All finding masks of one image in one npz: ``names`` (bit order) and ``bits`` (bit k of
-    bits[k // 8] is mask names[k]), so k masks cost k/8 bytes a pixel before compression.
+    bits[k // 8] is mask names[k]), so k masks cost k/8 bytes a pixel before compression. The
+    anatomical structures (optic disc and cup, drawn in every render) go in the same file as
+    ``structure_names`` / ``structure_bits``, apart from the findings the caption names.
 
-    Read back with :func:`load_masks`."""
-    names = sorted(masks)
+    Read back with :func:`load_masks` and :func:`load_structures`."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        _zip_member(zf, "names.npy", np.array(names, dtype="U"))
-        if names:
-            _zip_member(zf, "bits.npy", pack_mask_bits([masks[n] for n in names]))
+        for prefix, group in (("", masks), ("structure_", structures)):
+            if group is None:
+                continue
+            names = sorted(group)
+            _zip_member(zf, prefix + "names.npy", np.array(names, dtype="U"))
+            if names:
+                _zip_member(zf, prefix + "bits.npy", pack_mask_bits([group[n] for n in names]))
     return buf.getvalue()
 
 
@@ -103,14 +108,25 @@ def _init_worker() -> None:
     keep_freed_buffers()
 
 
+def _unpack(z, prefix: str) -> dict:
+    names = [str(n) for n in z[prefix + "names"]] if prefix + "names" in z.files else []
+    if not names:
+        return {}
+    bits = np.unpackbits(z[prefix + "bits"], axis=0, count=len(names)).astype(bool)
+    return dict(zip(names, bits))
+
+
 def load_masks(path) -> dict:
     """{finding name: bool mask} from a masks/<idx>.npz written by :func:`generate_dataset`."""
     with np.load(path, allow_pickle=False) as z:
-        names = [str(n) for n in z["names"]]
-        if not names:
-            return {}
-        bits = np.unpackbits(z["bits"], axis=0, count=len(names)).astype(bool)
-    return dict(zip(names, bits))
+        return _unpack(z, "")
+
+
+def load_structures(path) -> dict:
+    """{structure name: bool mask} ("optic_disc", "optic_cup") from a masks/<idx>.npz; empty for
+    files written before the renderer kept them."""
+    with np.load(path, allow_pickle=False) as z:
+        return _unpack(z, "structure_")
 
 
 def _one(args):
@@ -121,7 +137,7 @@ def _one(args):
     with open(os.path.join(tmp, "images", idx + ".png"), "wb") as fh:
         fh.write(png_bytes(s.image))
     with open(os.path.join(tmp, "masks", idx + ".npz"), "wb") as fh:
-        fh.write(masks_npz_bytes(s.masks))
+        fh.write(masks_npz_bytes(s.masks, s.structures))
     rng = np.random.default_rng([seed, i, 11])
     return to_file_row(s.labels, build_caption(s.labels, s.findings, rng), s.findings,
                        getattr(s, "generator_version", None), idx, eye_side_zero)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 import logging
 from pathlib import Path
 
@@ -64,10 +65,10 @@ class SyntheticSource:
         from .masks import mask_channels
 
         st = self.stream
-        s = render_fundus(st.seed * 1_000_003 + i if st.seed else i, st.size, st.conditions)
+        s = render_fundus(st.seed * 1_000_003 + i if st.seed else i, st.size, st.conditions, st.pipeline)
         rng = np.random.default_rng([st.seed, i, 7])
         caption = build_caption(s.labels, s.findings, rng) if rng.random() < 0.8 else label_caption(s.labels, rng)
-        masks = mask_channels(s.masks, s.image.shape[:2])
+        masks = mask_channels({**s.masks, **s.structures}, s.image.shape[:2])
         return Image.fromarray(s.image), caption, class_key(s.labels, caption), masks
 
 
@@ -157,6 +158,26 @@ class SynFundusFolder:
         elif self.captions == "labels" or not caption:
             caption = build_caption(labels, None, rng)
         return load_image(path), caption, class_key(labels, caption)
+
+    def get_with_masks(self, i: int, draw: int | None = None):
+        """``get`` plus (3, H, W) lesion/disc/cup masks from the folder's masks/<idx>.npz, as
+        ``visionclip synth`` writes them; masks are None for an image without a readable mask file
+        of its size (the real SynFundus-1M has none), so the sample trains without the mask loss."""
+        from ..synth.writer import load_masks, load_structures
+        from .masks import mask_channels
+
+        image, caption, key = self.get(i, draw)
+        path = self.items[i % self.length][0]
+        npz = path.parent.parent / "masks" / f"{path.stem}.npz"
+        try:
+            found = {**load_masks(npz), **load_structures(npz)} if npz.is_file() else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            log.debug("%s: unreadable mask file (%s); trained without masks", npz, e)
+            found = None
+        shape = (image.height, image.width)
+        if found is None or any(m.shape != shape for m in found.values()):
+            return image, caption, key, None
+        return image, caption, key, mask_channels(found, shape)
 
 
 class CsvSource:
@@ -334,11 +355,14 @@ class MixtureDataset(torch.utils.data.Dataset):
         s, local = self.locate(g)
         try:
             src = self.sources[s]
+            folder = isinstance(src, SynFundusFolder)
             if self.with_masks and hasattr(src, "get_with_masks"):
-                img, caption, key, masks = src.get_with_masks(local)
-                image, masks = self.transform(img, index_seed(self.seed, g, 3), masks)
-                return image, caption, key, masks
-            img, caption, key = src.get(local, draw=g) if isinstance(src, SynFundusFolder) else src.get(local)
+                img, caption, key, masks = src.get_with_masks(local, draw=g) if folder else src.get_with_masks(local)
+                if masks is not None:
+                    image, masks = self.transform(img, index_seed(self.seed, g, 3), masks)
+                    return image, caption, key, masks
+                return self.transform(img, index_seed(self.seed, g, 3)), caption, key
+            img, caption, key = src.get(local, draw=g) if folder else src.get(local)
             return self.transform(img, index_seed(self.seed, g, 3)), caption, key
         except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
             log.debug("skipping sample %d: %s", g, e)

@@ -41,8 +41,8 @@ class TrainConfig:
     degrade: float = 0.0  # probability of each camera degradation (downscale, JPEG, noise), with augment
     mixstyle: float = 0.0  # probability that a batch's early-layer feature statistics are mixed (MixStyle)
     mixstyle_layers: list = field(default_factory=lambda: ["trunk.blocks.1", "trunk.blocks.2"])  # stride 4 and 8
-    mask_loss_weight: float = 0.0  # > 0: a head on mask_layer predicts the renders' lesion/disc/cup masks (synthetic sources)
-    mask_layer: str = "trunk.blocks.2"  # image-tower stage the mask head reads (EfficientNet-Lite0: stride 8)
+    mask_loss_weight: float = 0.0  # > 0: a head on mask_layer predicts the renders' lesion/disc/cup masks (generator, or synth folders' masks/)
+    mask_layer: str = "trunk.blocks.4"  # image-tower stage the mask head reads (EfficientNet-Lite0: stride 16, unlocked by the default recipe)
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -101,8 +101,8 @@ class TrainConfig:
             from engine.synth.pipeline import PIPELINES
             if self.val_pipeline not in PIPELINES:
                 raise VisionCLIPError(f"config: val_pipeline must be one of {', '.join(PIPELINES)}, not '{self.val_pipeline}'")
-        if self.mask_loss_weight > 0 and not any(isinstance(s, dict) and s.get("type") == "synthetic" for s in self.sources):
-            raise VisionCLIPError("config: mask_loss_weight needs a synthetic source (only the generator gives masks)")
+        if self.mask_loss_weight > 0 and not any(isinstance(s, dict) and s.get("type") in ("synthetic", "synfundus") for s in self.sources):
+            raise VisionCLIPError("config: mask_loss_weight needs a synthetic or synfundus source (only renders have masks)")
         for i, src in enumerate(self.sources):
             if not isinstance(src, dict) or src.get("type") not in SOURCE_TYPES:
                 raise VisionCLIPError(f"config: sources[{i}] needs a type, one of {', '.join(SOURCE_TYPES)}")

@@ -314,6 +314,11 @@ class Trainer:
         self.mask_head = None
         if cfg.mask_loss_weight > 0:
             self.mask_head = MaskHead.attach(self.model.visual, cfg.mask_layer, self.pre["image_size"]).to(env.device)
+            if not any(p.requires_grad for p in self.model.visual.get_submodule(cfg.mask_layer).parameters()):
+                # towers unlock from the top, so every layer before a frozen one is frozen too
+                raise VisionCLIPError(f"config: mask_layer '{cfg.mask_layer}' is frozen (image_unlocked_groups "
+                                      f"{cfg.image_unlocked_groups}): the mask loss would train only its own head; "
+                                      "choose a later layer or unlock more groups")
         self.step_module = self._wrap(ContrastiveStep(self.model, self.cached_text, self.mask_head))
         self.held_still = feature_parameters(self.model) if cfg.head_only_steps else []
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg, self.mask_head), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)

@@ -103,6 +103,9 @@ class Disc(Layer):
         if tilt:
             canvas.mask("tilted_disc")[sl][disc_map > 0.5] = 1
             canvas.add_finding("tilted_disc", "optic disc", "moderate")
+        disc_in = disc_map > 0.5  # drawn without a random draw: the image's streams are unchanged
+        canvas.structure("optic_disc")[sl] |= disc_in
+        canvas.structure("optic_cup")[sl] |= disc_in & (cup_map > 0.5)
         da = rgb(disc_map * rng.uniform(0.8, 0.95))  # 3 channels: same values as [..., None], faster
         sub[:] = sub * (1 - da) + disc_col * rgb(channel_max(sub) * 0.3 + 0.8) * da
         ca = rgb((cup_map * disc_map) * rng.uniform(*p["glaucoma_cup_alpha" if glauc else "cup_alpha"]))
