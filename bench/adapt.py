@@ -149,7 +149,9 @@ def main() -> None:
         prompt_set = prompt_set.subset(set(classes))
         y = np.array([prompt_set.classes.index(c) for c in classes])
         x = torch.as_tensor(cached["embeddings"]).float()
-        features = {"embedding": x, "embedding+stage5": torch.cat([x, torch.as_tensor(cached["stage5"]).float()], 1)}
+        features = {"embedding": x}  # every row layout a clap-stage head may read, from the cached stages
+        for stages in (("stage5",), ("stage4",), ("stage4", "stage5")):
+            features["+".join(("embedding", *stages))] = torch.cat([x, *(torch.as_tensor(cached[s]).float() for s in stages)], 1)
         anchor = TextAnchor.from_model(model, prompt_set)
         raw = kshot_curves(features, y, anchor, shots, args.draws, args.methods, params)
         curves = summarise(raw)

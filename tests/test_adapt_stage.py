@@ -27,20 +27,27 @@ def features(default_model, images):
     return encode_with_stage(default_model, images)
 
 
-def test_stage_features_are_the_embedding_and_the_pooled_block(default_model, images, features):
+def test_stage_features_are_the_embedding_and_the_pooled_blocks(default_model, images, features):
     d = default_model.encode_images(images[:1]).shape[1]
     torch.testing.assert_close(features[:, :d], default_model.encode_images(images), atol=1e-4, rtol=1e-4)
-    pooled = []
-    hook = default_model.network.visual.trunk.blocks[5].register_forward_hook(
-        lambda _m, _i, out: pooled.append(out.mean((2, 3))))
+    pooled = {4: [], 5: []}
+    hooks = [default_model.network.visual.trunk.blocks[b].register_forward_hook(
+        lambda _m, _i, out, b=b: pooled[b].append(out.mean((2, 3)))) for b in pooled]
     try:
         default_model.encode_images(images)
     finally:
-        hook.remove()
-    assert features.shape[1] == d + pooled[0].shape[1] == d + 192
-    torch.testing.assert_close(features[:, d:], torch.cat(pooled), atol=1e-4, rtol=1e-4)
+        for h in hooks:
+            h.remove()
+    assert features.shape[1] == d + 112 + 192  # [embedding | block 4 | block 5], the default stages
+    torch.testing.assert_close(features[:, d:], torch.cat([pooled[4][0], pooled[5][0]], 1), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(encode_for(default_model, images, "clap-stage"), features)
     assert encode_for(default_model, images, "clap").shape[1] == d
+    one = encode_with_stage(default_model, images, stages=[5])
+    torch.testing.assert_close(one, torch.cat([features[:, :d], features[:, d + 112:]], 1), atol=1e-4, rtol=1e-4)
+    with pytest.raises(VisionCLIPError, match="stage 9 is not a block"):
+        StageFeatures(default_model.network, [5, 9])
+    with pytest.raises(VisionCLIPError, match="must be block indices"):
+        make_head("clap-stage", stages="x5")
 
 
 def _toy(anchor: TextAnchor, n=40, f=24, seed=0):
@@ -76,8 +83,8 @@ def test_clap_stage_adapter_file_records_its_features(tmp_path, default_model, i
     adapter = Adapter.fit(default_model, features, labels, THREE, method="clap-stage", provenance={"source": "test"})
     path = adapter.save(tmp_path / "stage.safetensors")
     back = Adapter.load(path, default_model)
-    assert back.method == "clap-stage" and back.image_features == "embedding+stage5"
-    assert back.describe()["image_features"] == "embedding+stage5"
+    assert back.method == "clap-stage" and back.image_features == "embedding+stage4+stage5"
+    assert back.describe()["image_features"] == "embedding+stage4+stage5"
     torch.testing.assert_close(back.probabilities(back.encode(default_model, images)), adapter.probabilities(features))
     from safetensors.torch import load_file, save_file
 
@@ -92,6 +99,28 @@ def test_clap_stage_adapter_file_records_its_features(tmp_path, default_model, i
     save_file(tensors, str(tmp_path / "cut.safetensors"), metadata=read_header(path))
     with pytest.raises(VisionCLIPError, match="tensors are damaged"):
         Adapter.load(tmp_path / "cut.safetensors", default_model)
+
+
+def test_a_single_stage_adapter_file_still_loads(tmp_path, default_model, images, features):
+    """Files written when clap-stage read block 5 alone ({"stage": 5}) load and read that layout."""
+    from safetensors.torch import load_file, save_file
+
+    from engine.checkpoint import read_header
+
+    d = default_model.encode_images(images[:1]).shape[1]
+    single = torch.cat([features[:, :d], features[:, d + 112:]], 1)
+    labels = [CLASSES[i % 3] for i in range(6)]
+    adapter = Adapter.fit(default_model, single, labels, THREE, method="clap-stage", stages=[5])
+    path = adapter.save(tmp_path / "one.safetensors")
+    header = read_header(path)
+    params = json.loads(header["params"])
+    params["stage"] = params.pop("stages")[0]
+    header.update(params=json.dumps(params), image_features="embedding+stage5")
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=header)
+    old = Adapter.load(tmp_path / "old.safetensors", default_model)
+    assert old.image_features == "embedding+stage5" and old.head.stages == (5,)
+    torch.testing.assert_close(old.probabilities(old.encode(default_model, images)), adapter.probabilities(single),
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_clap_stage_needs_an_efficientnet_like_tower():
@@ -136,10 +165,10 @@ def test_cli_fits_and_uses_a_clap_stage_adapter_by_default(tmp_path, capsys, lab
     out = tmp_path / "mine.safetensors"
     code, stdout, err = run("adapt", "--data", labelled_folder, "--prompts", three, "--out", out)
     assert code == 0 and "clap-stage adapter" in stdout, err
-    assert Adapter.load(out).image_features == "embedding+stage5"
+    assert Adapter.load(out).image_features == "embedding+stage4+stage5"
     images = sorted((labelled_folder / "img").glob("*.png"))
     code, stdout, err = run("predict", *images[:3], "--adapter", out, "--json", "--transductive", "balanced")
     doc = json.loads(stdout)
     assert code == 0 and doc["adapter"]["method"] == "clap-stage" and len(doc["results"]) == 3, err
     code, stdout, err = run("eval", "--data", labelled_folder, "--adapter", out, "--bootstrap", "0", "--json")
-    assert code == 0 and json.loads(stdout)["adapter"]["image_features"] == "embedding+stage5", err
+    assert code == 0 and json.loads(stdout)["adapter"]["image_features"] == "embedding+stage4+stage5", err

@@ -40,8 +40,7 @@ def encode_for(model, images, head: "FewShotAdapter | Adapter | str") -> torch.T
     ``model.encode_images``, or for ``clap-stage`` the rows [embedding | pooled stage features]."""
     head = make_head(head) if isinstance(head, str) else getattr(head, "head", head)
     if isinstance(head, ClapStage):
-        return encode_with_stage(model, list(images) if isinstance(images, (list, tuple)) else [images],
-                                 int(head.params["stage"]))
+        return encode_with_stage(model, list(images) if isinstance(images, (list, tuple)) else [images], head.stages)
     return model.encode_images(images)
 
 
@@ -49,7 +48,7 @@ def default_method(model) -> str:
     """The method measured best (docs/adapters.md): ``clap-stage`` where the image tower has the mid-level
     stage it reads (the shipped EfficientNet-Lite0), else ``clap``."""
     try:
-        StageFeatures(model.network, int(ClapStage.default_params()["stage"]))
+        StageFeatures(model.network, ClapStage.default_params()["stages"])
     except VisionCLIPError:
         return "clap"
     return "clap-stage"

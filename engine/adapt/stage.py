@@ -24,7 +24,18 @@ from torch import nn
 from ..errors import VisionCLIPError
 from .base import FewShotAdapter, check_support, class_counts, single_thread
 
-DEFAULT_STAGE = 5
+DEFAULT_STAGES = (4, 5)
+
+
+def as_stages(stages) -> tuple[int, ...]:
+    """Stage indices, ascending and distinct, from an int or a list."""
+    try:
+        out = sorted({int(s) for s in ([stages] if isinstance(stages, (int, np.integer)) else stages)})
+    except (TypeError, ValueError):
+        raise VisionCLIPError(f"clap-stage stages must be block indices, not {stages!r}") from None
+    if not out:
+        raise VisionCLIPError("clap-stage needs at least one stage of the image tower")
+    return tuple(out)
 
 
 def _trunk(network: nn.Module) -> nn.Module:
@@ -37,39 +48,45 @@ def _trunk(network: nn.Module) -> nn.Module:
 
 
 class StageFeatures(nn.Module):
-    """forward(images) -> (N, D + F): the normalised image embedding and the average-pooled output of
-    ``trunk.blocks[stage]``, in one pass written out block by block (no hooks, so a forward in another
-    thread never mixes in)."""
+    """forward(images) -> (N, D + F): the normalised image embedding and the average-pooled outputs of
+    ``trunk.blocks[s]`` for each of ``stages`` (ascending), in one pass written out block by block (no
+    hooks, so a forward in another thread never mixes in)."""
 
-    def __init__(self, network: nn.Module, stage: int = DEFAULT_STAGE):
+    def __init__(self, network: nn.Module, stages=DEFAULT_STAGES):
         super().__init__()
         self.visual = network.visual if hasattr(network, "visual") else network
         self.trunk = _trunk(self.visual)
-        if not 0 <= int(stage) < len(self.trunk.blocks):
-            raise VisionCLIPError(f"stage {stage} is not a block of this image tower (0..{len(self.trunk.blocks) - 1})")
-        self.stage = int(stage)
+        self.stages = as_stages(stages)
+        bad = [s for s in self.stages if not 0 <= s < len(self.trunk.blocks)]
+        if bad:
+            raise VisionCLIPError(f"stage {bad[0]} is not a block of this image tower (0..{len(self.trunk.blocks) - 1})")
+
+    @property
+    def first_layer(self) -> str:
+        """The earliest stage read: every path to the adapted score passes through it (Grad-CAM's layer)."""
+        return f"trunk.blocks.{self.stages[0]}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         t = self.trunk
         x = t.bn1(t.conv_stem(images))
-        pooled = None
+        pooled = []
         for i, block in enumerate(t.blocks):
             x = block(x)
-            if i == self.stage:
-                pooled = x.float().mean((2, 3))
+            if i in self.stages:
+                pooled.append(x.float().mean((2, 3)))
         embedding = self.visual.head(t.forward_head(t.bn2(t.conv_head(x))))
-        return torch.cat([F.normalize(embedding.float(), dim=-1), pooled], dim=-1)
+        return torch.cat([F.normalize(embedding.float(), dim=-1), *pooled], dim=-1)
 
 
 @torch.inference_mode()
-def encode_with_stage(model, images: Sequence, stage: int = DEFAULT_STAGE, batch_size: int = 32) -> torch.Tensor:
+def encode_with_stage(model, images: Sequence, stages=DEFAULT_STAGES, batch_size: int = 32) -> torch.Tensor:
     """(N, D + F) rows ``[normalised embedding | pooled stage features]`` for ``images`` (paths, PIL images,
     (3, S, S) tensors), float32 on the CPU; the embedding part equals ``model.encode_images``."""
     if not isinstance(images, (list, tuple)):
         images = [images]
     if not images:
         raise VisionCLIPError("no images given")
-    wrapper = StageFeatures(model.network, stage)
+    wrapper = StageFeatures(model.network, stages)
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([model.image_tensor(im) for im in images[start:start + batch_size]]).to(model.device)
@@ -80,13 +97,23 @@ def encode_with_stage(model, images: Sequence, stage: int = DEFAULT_STAGE, batch
 class ClapStage(FewShotAdapter):
     method = "clap-stage"
 
+    def __init__(self, **params):
+        if "stage" in params:  # files written before several stages were read: {"stage": 5}
+            params["stages"] = [params.pop("stage")]
+        super().__init__(**params)
+        self.params["stages"] = list(as_stages(self.params["stages"]))
+
     @classmethod
     def default_params(cls) -> dict:
-        return {"stage": DEFAULT_STAGE, "strength": 10.0, "shots_power": 5.0, "min_lambda": 0.05, "max_iter": 100}
+        return {"stages": list(DEFAULT_STAGES), "strength": 10.0, "shots_power": 5.0, "min_lambda": 0.05, "max_iter": 100}
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        return tuple(self.params["stages"])
 
     @property
     def image_features(self) -> str:
-        return f"embedding+stage{int(self.params['stage'])}"
+        return "embedding+" + "+".join(f"stage{s}" for s in self.stages)
 
     def prepare(self, features) -> torch.Tensor:
         """Normalise the embedding part only; the stage part is standardised by the fitted statistics."""
@@ -94,7 +121,7 @@ class ClapStage(FewShotAdapter):
         x = x.float()
         d = self.anchor.embeddings.shape[1]
         if x.ndim != 2 or x.shape[1] <= d:
-            raise VisionCLIPError(f"the clap-stage adapter needs image features [embedding | stage{self.params['stage']}] "
+            raise VisionCLIPError(f"the clap-stage adapter needs image features [{self.image_features.replace('+', ' | ')}] "
                                   f"wider than {d}, not shape {tuple(x.shape)} (encode with engine.adapt.encode_for)")
         return torch.cat([F.normalize(x[:, :d], dim=-1), x[:, d:]], dim=-1)
 

@@ -224,12 +224,12 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
 
     wrapper = None
     if adapter is not None and adapter.image_features != "embedding":
-        # clap-stage's score reads a mid-level stage as well as the embedding: explain it at that stage, which
-        # both paths pass through (the last stage would see the zero-shot part only)
+        # clap-stage's score reads mid-level stages as well as the embedding: explain it at the earliest
+        # of them, which every path passes through (the last stage would see the zero-shot part only)
         from ..adapt.stage import StageFeatures
 
-        wrapper = StageFeatures(model.network, int(adapter.head.params["stage"]))
-        layers = layers or [f"trunk.blocks.{wrapper.stage}"]
+        wrapper = StageFeatures(model.network, adapter.head.stages)
+        layers = layers or [wrapper.first_layer]
     img = load_image(image)
     prepared = model.transform.prepare(img)
     raw, embedding = cam_map(model.network, prepared.tensor, tgt, method, layers=layers, wrapper=wrapper)
