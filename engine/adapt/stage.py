@@ -2,14 +2,14 @@
 
 The projected embedding of a model trained on synthetic renders alone keeps little of what tells real
 photographs apart (a probe on it, fitted on half of eyedisease_dev, reaches 0.67 balanced accuracy);
-the pooled output of an intermediate stage of the tower (EfficientNet-Lite0's block 5, 192 channels,
-stride 16) keeps more of the ImageNet initialisation and reaches 0.75 (docs/adapters.md). The head
+the pooled outputs of intermediate stages of the tower (EfficientNet-Lite0's blocks 4 and 5, 112 and 192
+channels) keep more of the ImageNet initialisation and reach 0.76 (docs/adapters.md). The head
 ``clap-stage`` is CLAP's residual written on those features: ``logits = log p_zs(c | x) + z . V_c``,
 z the stage features standardised by the support set, so V = 0 is exactly the zero-shot classifier,
 and each class is pulled back toward it with ``strength * lambda_c / n_c**power * ||V_c||^2``
 (lambda_c the mean zero-shot probability of the true class on c's support images).
 
-Its input is one row per image, ``[normalised embedding (D) | pooled stage features (F)]``, from
+Its input is one row per image, ``[normalised embedding (D) | pooled features of each stage, ascending]``, from
 :func:`encode_with_stage`; :class:`StageFeatures` computes the same row differentiably (Grad-CAM).
 """
 from __future__ import annotations
