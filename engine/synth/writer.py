@@ -116,17 +116,22 @@ def _unpack(z, prefix: str) -> dict:
     return dict(zip(names, bits))
 
 
+def load_mask_file(path) -> tuple[dict, dict]:
+    """({finding name: bool mask}, {structure name: bool mask}) from one masks/<idx>.npz written by
+    :func:`generate_dataset`, read once; the structures are empty in files written before the
+    renderer kept them."""
+    with np.load(path, allow_pickle=False) as z:
+        return _unpack(z, ""), _unpack(z, "structure_")
+
+
 def load_masks(path) -> dict:
     """{finding name: bool mask} from a masks/<idx>.npz written by :func:`generate_dataset`."""
-    with np.load(path, allow_pickle=False) as z:
-        return _unpack(z, "")
+    return load_mask_file(path)[0]
 
 
 def load_structures(path) -> dict:
-    """{structure name: bool mask} ("optic_disc", "optic_cup") from a masks/<idx>.npz; empty for
-    files written before the renderer kept them."""
-    with np.load(path, allow_pickle=False) as z:
-        return _unpack(z, "structure_")
+    """{structure name: bool mask} ("optic_disc", "optic_cup") from a masks/<idx>.npz."""
+    return load_mask_file(path)[1]
 
 
 def _one(args):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import zipfile
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,14 +163,14 @@ class SynFundusFolder:
         """``get`` plus (3, H, W) lesion/disc/cup masks from the folder's masks/<idx>.npz, as
         ``visionclip synth`` writes them; masks are None for an image without a readable mask file
         of its size (the real SynFundus-1M has none), so the sample trains without the mask loss."""
-        from ..synth.writer import load_masks, load_structures
+        from ..synth.writer import load_mask_file
         from .masks import mask_channels
 
         image, caption, key = self.get(i, draw)
         path = self.items[i % self.length][0]
         npz = path.parent.parent / "masks" / f"{path.stem}.npz"
         try:
-            found = {**load_masks(npz), **load_structures(npz)} if npz.is_file() else None
+            found = {k: v for group in load_mask_file(npz) for k, v in group.items()} if npz.is_file() else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             log.debug("%s: unreadable mask file (%s); trained without masks", npz, e)
             found = None
