@@ -59,7 +59,7 @@ def draw_support(y: np.ndarray, pool: np.ndarray, k, rng) -> np.ndarray:
 
 
 def fit_predict(method: str, x, y: np.ndarray, support: np.ndarray, test: np.ndarray, anchor, **params):
-    """``x``: one tensor, or {image_features: tensor} (clap-stage reads [embedding | stage5])."""
+    """``x``: one tensor, or {image_features: tensor} (clap-stage reads [embedding | stage4 | stage5] by default)."""
     head = make_head(method, **params)
     x = x[head.image_features] if isinstance(x, dict) else x
     head.fit(x[support], y[support], anchor)
