@@ -23,6 +23,7 @@ EXTERNAL_COMMANDS = {
     "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
     "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
     "adapt": ("engine.adapt.cli", "fit a few-shot adapter on a labelled folder or on reviewed cases"),
+    "average": ("engine.train.average", "average the weights of models fine-tuned from the same start (model soup)"),
 }
 
 
