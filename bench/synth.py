@@ -23,6 +23,7 @@ import time
 from multiprocessing import get_context
 
 
+from engine.preprocess import disc_centre, square_crop
 from engine.synth.render import render_fundus
 
 
@@ -171,33 +172,9 @@ def write_speed(n, size, workers=1, render_per_core=None, pipeline=None, repeat=
     return written_per_core
 
 
-def _disc_centre(img):
-    """(y, x) of the brightest blurred spot away from the border: the optic disc in a fundus photograph."""
-    import cv2
-    import numpy as np
-
-    h, w = img.shape[:2]
-    lum = cv2.GaussianBlur(img.astype(np.float32).mean(axis=2), (0, 0), max(2.0, w / 60))
-    inner = np.zeros_like(lum)
-    m = int(0.12 * w)
-    inner[m:h - m, m:w - m] = lum[m:h - m, m:w - m]
-    return np.unravel_index(int(inner.argmax()), inner.shape)
-
-
-def _crop(img, y, x, frac, out):
-    """Square crop of side frac * width round (y, x) (zero-padded at the border), resized to out px."""
-    import cv2
-    import numpy as np
-
-    half = int(frac * img.shape[1] / 2)
-    pad = np.pad(img, ((half, half), (half, half), (0, 0)))
-    tile = pad[y:y + 2 * half, x:x + 2 * half]
-    return tile if out is None else cv2.resize(tile, (out, out), interpolation=cv2.INTER_AREA)
-
-
 def _disc_crop(img, frac=0.3, out=120):
     """Crop round the optic disc, same rule for real and synthetic images so both are seen at the same scale."""
-    return _crop(img, *_disc_centre(img), frac, out)
+    return square_crop(img, *disc_centre(img), frac, out)
 
 
 def _fovea_centre(img):
@@ -211,7 +188,7 @@ def _fovea_centre(img):
     lit = lum > max(8.0, 0.35 * float(np.median(lum[lum > 8])) if (lum > 8).any() else 8.0)
     ys, xs = np.nonzero(lit)
     cy, cx = (ys.mean(), xs.mean()) if ys.size else (h / 2, w / 2)
-    dy, dx = _disc_centre(img)
+    dy, dx = disc_centre(img)
     yy, xx = np.mgrid[0:h, 0:w]
     dist = np.hypot(yy - dy, xx - dx)
     ok = lit & (np.hypot(yy - cy, xx - cx) < 0.28 * w) & (dist > 0.2 * w) & (dist < 0.5 * w) & \
@@ -240,11 +217,11 @@ def macula_sheet(path="docs/macula_crops.png", real="../shared/eval/eyedisease_d
     def real_tiles(label, k, seed):
         paths = random.Random(seed).sample([p for p, lab in rows if lab == label], k)
         ims = [np.asarray(load_image(p).convert("RGB").resize((size, size), Image.BICUBIC)) for p in paths]
-        return [_crop(im, *_fovea_centre(im), frac, None) for im in ims]
+        return [square_crop(im, *_fovea_centre(im), frac, None) for im in ims]
 
     def syn_tiles(pipe, k):
         ims = [render_fundus(500 + i, size, ["dr"], pipe).image for i in range(k)]
-        return [_crop(im, *_fovea_centre(im), frac, None) for im in ims]
+        return [square_crop(im, *_fovea_centre(im), frac, None) for im in ims]
 
     dr = real_tiles("diabetic retinopathy", 2 * n, 2024)
     sheet_rows = [("real normal", real_tiles("normal", n, 2024)), ("real DR", dr[:n]), ("real DR", dr[n:])]

@@ -46,7 +46,10 @@ TASKS = {
     "eyedisease": {"folder": EVAL_DIR / "eyedisease_dev",
                    "classes": ["normal", "diabetic retinopathy", "glaucoma", "cataract"]},
     "palm": {"folder": EVAL_DIR / "palm_dev", "classes": ["normal", "pathologic myopia"], "positive": "pathologic myopia"},
+    # glaucoma against normal alone: with --view disc, what the renders' discs teach
+    "glaucoma": {"folder": EVAL_DIR / "eyedisease_dev", "classes": ["normal", "glaucoma"], "positive": "glaucoma"},
 }
+DISC_VIEW = {"field_px": 400, "fraction": 0.3, "out_px": 160}  # the rule of docs/disc_crops.png
 CACHE_DIR = REPO / "data" / "tstr_features"
 FEATURE_VERSION = "effl0-imagenet-fundustransform-v1"  # bump when the feature recipe changes
 
@@ -90,14 +93,30 @@ def extract_features(net, transform, images, batch_size: int = 32) -> np.ndarray
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, net.num_features))
 
 
-def _file_key(path: Path, feature_size: int, crop: bool = True) -> str:
+def disc_view(image) -> np.ndarray:
+    """The optic disc region of a photograph or render: the fundus cropped to its box, resized to a
+    common field size, then a square round the disc (one rule for real and synthetic images)."""
+    from PIL import Image
+
+    from engine.preprocess import disc_centre, fundus_box, load_image, square_crop
+
+    img = image if isinstance(image, Image.Image) else (Image.fromarray(image) if isinstance(image, np.ndarray) else load_image(image))
+    rgb = np.asarray(img.convert("RGB"))
+    left, top, right, bottom = fundus_box(rgb)
+    side = DISC_VIEW["field_px"]
+    field = np.asarray(Image.fromarray(rgb[top:bottom, left:right]).resize((side, side), Image.BILINEAR))
+    return square_crop(field, *disc_centre(field), DISC_VIEW["fraction"], DISC_VIEW["out_px"])
+
+
+def _file_key(path: Path, feature_size: int, crop: bool = True, view: str = "fundus") -> str:
     h = hashlib.sha1(path.read_bytes()).hexdigest()
-    return f"{FEATURE_VERSION}-{feature_size}{'' if crop else '-nocrop'}-{h}"
+    return f"{FEATURE_VERSION}-{feature_size}{'' if crop else '-nocrop'}{'' if view == 'fundus' else '-' + view}-{h}"
 
 
-def real_features(net, transform, paths: list[Path], feature_size: int, cache_dir: Path | None = CACHE_DIR) -> np.ndarray:
+def real_features(net, transform, paths: list[Path], feature_size: int, cache_dir: Path | None = CACHE_DIR,
+                  view: str = "fundus") -> np.ndarray:
     """Features of real photographs, computed once per file content and cached as .npy under cache_dir."""
-    keys = [_file_key(p, feature_size, getattr(transform, "crop", True)) for p in paths]
+    keys = [_file_key(p, feature_size, getattr(transform, "crop", True), view) for p in paths]
     feats: list = [None] * len(paths)
     todo = []
     for i, k in enumerate(keys):
@@ -107,7 +126,8 @@ def real_features(net, transform, paths: list[Path], feature_size: int, cache_di
         else:
             todo.append(i)
     if todo:
-        new = extract_features(net, transform, [paths[i] for i in todo])
+        images = [paths[i] for i in todo]
+        new = extract_features(net, transform, [disc_view(p) for p in images] if view == "disc" else images)
         for i, v in zip(todo, new):
             feats[i] = v
             if cache_dir:
@@ -194,16 +214,19 @@ def cross_validated(X, y, classes, positive=None, folds: int = 5, C: float = 1.0
 # ------------------------------------------------------------------------------ run
 def run_task(name: str, spec: dict, net, args) -> dict:
     classes, positive = spec["classes"], spec.get("positive")
-    transform = make_transform(args.feature_size, crop=not args.no_crop)
+    # a disc tile has no dark surround to crop to: it is only resized
+    transform = make_transform(args.feature_size, crop=not args.no_crop and args.view == "fundus")
     t0 = time.time()
     paths, y_real = read_real_folder(spec["folder"], classes)
-    X_real = real_features(net, transform, paths, args.feature_size, None if args.no_cache else Path(args.cache_dir))
+    X_real = real_features(net, transform, paths, args.feature_size, None if args.no_cache else Path(args.cache_dir), args.view)
     t1 = time.time()
     images, y_syn = render_images(classes, args.n_per_class, args.size, args.seed, args.pipeline)
+    if args.view == "disc":
+        images = [disc_view(im) for im in images]
     t2 = time.time()
     X_syn = extract_features(net, transform, images)
     t3 = time.time()
-    result = {"task": name, "folder": str(spec["folder"]), "n_synthetic": int(len(y_syn)),
+    result = {"task": name, "view": args.view, "folder": str(spec["folder"]), "n_synthetic": int(len(y_syn)),
               "tstr": fit_and_score(X_syn, y_syn, X_real, y_real, classes, positive, args.C),
               "seconds": {"real_features": round(t1 - t0, 1), "render": round(t2 - t1, 1),
                           "synthetic_features": round(t3 - t2, 1)}}
@@ -216,7 +239,7 @@ def format_result(r: dict) -> str:
     """Compact table: one line per probe, then the confusion matrices."""
     classes = r["tstr"]["classes"]
     short = [c[:10] for c in classes]
-    lines = [f"== {r['task']} ({r['tstr']['n']} real, {r['n_synthetic']} synthetic; {r['seconds']})"]
+    lines = [f"== {r['task']}{'' if r.get('view', 'fundus') == 'fundus' else ', ' + r['view'] + ' view'} ({r['tstr']['n']} real, {r['n_synthetic']} synthetic; {r['seconds']})"]
     head = f"{'probe':<16}{'BA':>6}{'AUC':>7}" + "".join(f"{s:>12}" for s in short)
     lines.append(head)
     for label, key in (("TSTR", "tstr"), ("real 5-fold CV", "real_probe_cv5")):
@@ -243,6 +266,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-crop", action="store_true",
                     help="pad the whole frame instead of cropping to the fundus (framing then leaks the source)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--view", choices=("fundus", "disc"), default="fundus",
+                    help="whole fundus, or a crop round the optic disc of every real and synthetic image")
     ap.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     ap.add_argument("--tasks", default="eyedisease,palm", help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--pipeline", default=None, help="renderer pipeline name (passed to render_fundus only when given)")

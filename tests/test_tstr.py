@@ -88,3 +88,25 @@ def test_end_to_end_on_tiny_renders_and_a_fake_real_folder(tmp_path, monkeypatch
     monkeypatch.setattr(tstr, "extract_features", lambda net, tr, images, batch_size=32: seen.append(images) or real_extract(net, tr, images))
     tstr.main(argv)
     assert all(not isinstance(im, Path) for batch in seen for im in batch)
+
+
+def test_disc_view_crops_round_the_optic_disc_by_one_rule_for_files_and_arrays(tmp_path):
+    from .conftest import make_fundus
+
+    photo = make_fundus(size=(320, 240))  # pale disc right of centre, on an orange field with a black surround
+    photo.save(tmp_path / "eye.png")
+    tile = tstr.disc_view(tmp_path / "eye.png")
+    side = tstr.DISC_VIEW["out_px"]
+    assert tile.shape == (side, side, 3)
+    centre = tile[side // 2 - 8:side // 2 + 8, side // 2 - 8:side // 2 + 8].mean(axis=(0, 1))
+    assert centre[1] > 150 and centre[1] > tile.mean(axis=(0, 1))[1]  # the pale disc (G 200) fills the middle
+    assert np.array_equal(tile, tstr.disc_view(np.asarray(photo)))  # a render (array) gets the same crop
+    other = photo.transpose(Image.FLIP_LEFT_RIGHT)  # disc on the left now: the crop follows it
+    mirrored = tstr.disc_view(np.asarray(other)).astype(int)
+    assert np.abs(mirrored - tile[:, ::-1]).mean() < 5  # the same tile, mirrored (to a pixel at vessel edges)
+
+
+def test_disc_view_features_are_cached_apart_from_whole_fundus_features(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"same bytes")
+    keys = {tstr._file_key(tmp_path / "a.png", 224, view=v) for v in ("fundus", "disc")}
+    assert len(keys) == 2
