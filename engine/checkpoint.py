@@ -189,6 +189,17 @@ def read_header(path: str | Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint a path names: the file itself, or a model folder's first .safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors"))
+        if not found:
+            raise VisionCLIPError(f"no .safetensors checkpoint in folder {path}")
+        return found[0]
+    return path
+
+
 def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
     """Return (state_dict, config or None, metadata) from a checkpoint file."""
     path = Path(path)

@@ -58,12 +58,7 @@ class VisionCLIP:
         """Load a checkpoint; with no path, the shipped default model (see engine.resources)."""
         if path is None:
             path = default_model_path()
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(path.glob("*.safetensors"))
-            if not found:
-                raise VisionCLIPError(f"no .safetensors checkpoint in folder {path}")
-            path = found[0]
+        path = ckpt.checkpoint_file(path)
         state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle)
         if config is None:
             network, config = create_model(metadata.get("config_name", DEFAULT_MODEL_CONFIG), pretrained_towers=False)

@@ -83,12 +83,14 @@ def test_models_that_cannot_be_averaged_are_refused(tmp_path, two_parts, untrain
                                                  "initial_weights": {"image": "something else"}})
     unrecorded = tmp_path / "unrecorded.safetensors"
     save_checkpoint(unrecorded, state, config, {**{k: v for k, v in meta.items() if k != "model_id"}, "training_data": {}})
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [([str(a), str(other_input)], "another architecture or preprocessing than model 1 (vision_cfg)"),
              ([str(a), str(other_start)], "different initial weights"),
              ([str(a), str(unrecorded)], "does not record how many real patient images"),
              ([str(a)], "at least two models"),
              ([str(a), str(tmp_path / "missing.safetensors")], "not found"),
-             ([str(a), str(tmp_path)], "holds 5 .safetensors files")]
+             ([str(a), str(empty)], "no .safetensors checkpoint in folder")]
     for models, message in cases:
         assert cli(["average", *models, "--out", str(tmp_path / "x.safetensors")]) == 2, models
         err = capsys.readouterr().err.strip()

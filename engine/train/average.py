@@ -16,21 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_file, load_checkpoint, save_checkpoint
 from ..errors import VisionCLIPError
 
 # Preprocessing that may differ between the parts; averaged like the weights (it is a colour mean).
 AVERAGED_PREPROCESS_KEYS = ("colour_target",)
-
-
-def _checkpoint_file(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():  # a model folder such as assets/model
-        files = sorted(path.glob("*.safetensors"))
-        if len(files) != 1:
-            raise VisionCLIPError(f"{path} holds {len(files)} .safetensors files; name the one to average")
-        return files[0]
-    return path
 
 
 def normalised_weights(weights: list[float] | None, n: int) -> list[float]:
@@ -125,7 +115,7 @@ def average_checkpoints(paths: list[str | Path], weights: list[float] | None = N
     if len(paths) < 2:
         raise VisionCLIPError("give at least two models to average")
     w = normalised_weights(weights, len(paths))
-    loaded = [load_checkpoint(_checkpoint_file(p)) for p in paths]
+    loaded = [load_checkpoint(checkpoint_file(p)) for p in paths]
     for p, (_, cfg, _) in zip(paths, loaded):
         if cfg is None:
             raise VisionCLIPError(f"{p} has no embedded model config")
