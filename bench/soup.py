@@ -77,7 +77,11 @@ def greedy(models: list[str], benches: dict, eval_root: Path, tmp: Path) -> tupl
         if row["syn mean"] >= best:
             soup, best = trial, row["syn mean"]
     rows = {}
-    for name, members in (("first alone", [order[0]]), ("greedy: " + " + ".join(soup), soup), ("uniform, all", order)):
+    candidates = {"first alone": [order[0]], "greedy: " + " + ".join(soup): soup, "uniform, all": order}
+    for name, members in candidates.items():
+        if name != "first alone" and members == [order[0]]:  # the greedy soup kept nothing: same model
+            rows[name] = rows["first alone"]
+            continue
         model = averaged(members, [1.0] * len(members), tmp / "soup.safetensors")
         rows[name] = report(name, model, score(model, benches, eval_root))
     return rows, "greedy: " + " + ".join(soup)
