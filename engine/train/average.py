@@ -42,9 +42,11 @@ def _comparable(config: dict) -> dict:
 
 def _average_config(configs: list[dict], weights: list[float]) -> dict:
     first = configs[0]
+    reference = _comparable(first)
     for i, cfg in enumerate(configs[1:], start=2):
-        if _comparable(cfg) != _comparable(first):
-            differing = sorted(k for k in set(cfg) | set(first) if _comparable(cfg).get(k) != _comparable(first).get(k))
+        other = _comparable(cfg)
+        if other != reference:
+            differing = sorted(k for k in set(other) | set(reference) if other.get(k) != reference.get(k))
             raise VisionCLIPError(f"model {i} has another architecture or preprocessing than model 1 ({', '.join(differing)})")
     pre = dict(first.get("preprocess_cfg", {}))
     for key in AVERAGED_PREPROCESS_KEYS:
