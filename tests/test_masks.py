@@ -10,7 +10,8 @@ from engine import VisionCLIP, VisionCLIPError
 from engine.preprocess import FundusTransform
 from engine.train.data import SyntheticSource, TrainTransform, collate
 from engine.train.distributed import DistEnv
-from engine.train.masks import MASK_CHANNELS, mask_channels, mask_loss
+from engine.train.masks import (MASK_CHANNELS, load_mask_head, mask_channels, mask_loss, predict_masks,
+                                structure_scores)
 from engine.train.params import config_from_dict
 from engine.train.train import Trainer
 
@@ -98,6 +99,30 @@ def test_mask_head_learns_with_the_contrastive_loss_and_is_not_shipped(tmp_path)
     state = load_file(tmp_path / "on" / "checkpoints" / "step_0000006.state.safetensors")
     assert any(k.startswith("mask_head/") for k in state)  # kept for an exact resume
     assert VisionCLIP.load(tmp_path / "on" / "model.safetensors").is_trained
+    # the trained head reads back from the state file onto the step's model, and predicts as it did
+    model = VisionCLIP.load(tmp_path / "on" / "checkpoints" / "step_0000006.safetensors")
+    head = load_mask_head(model, tmp_path / "on")
+    for k, v in on.mask_head.state_dict().items():
+        assert torch.equal(head.state_dict()[k].cpu(), v.cpu()), k
+    maps = predict_masks(model, head, [make_fundus(seed=s) for s in range(3)], batch_size=2)
+    assert maps.shape[:2] == (3, len(MASK_CHANNELS)) and 0 <= maps.min() and maps.max() <= 1
+    with pytest.raises(VisionCLIPError, match="holds no mask head"):
+        load_mask_head(VisionCLIP.load(tmp_path / "off" / "model.safetensors"), tmp_path / "off")
+    with pytest.raises(VisionCLIPError, match="no checkpoint at step 5 "):
+        load_mask_head(model, tmp_path / "on", step=5)
+
+
+def test_structure_scores_grade_the_cup_the_disc_and_lesions():
+    maps = torch.zeros(2, len(MASK_CHANNELS), 20, 20)
+    disc, cup, lesion = (MASK_CHANNELS.index(c) for c in ("disc", "cup", "lesion"))
+    maps[:, disc, 8:12, 8:12] = 1.0  # the same disc, 16 cells
+    maps[0, cup, 9:11, 9:11] = 0.5   # a small faint cup: soft area 2
+    maps[1, cup, 9:12, 9:12] = 1.0   # a large cup: area 9
+    maps[1, lesion, :2, :] = 1.0
+    s = structure_scores(maps)
+    assert s["cup_to_disc"].tolist() == pytest.approx([2 / 16, 9 / 16])
+    assert s["disc_area"].tolist() == pytest.approx([16 / 400] * 2)
+    assert s["lesion_area"].tolist() == pytest.approx([0, 40 / 400])
 
 
 @pytest.mark.parametrize("pipeline", ["v1", "v2"])

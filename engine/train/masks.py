@@ -100,3 +100,54 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | N
         return per_sample.mean()
     valid = valid.float()
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+# --- reading a trained head -------------------------------------------------------------------
+def load_mask_head(model, run_dir, step: int | None = None) -> MaskHead:
+    """The mask head a run trained, tapped onto ``model`` (the run's model at the same step).
+
+    The head lives only in the run's training state, so it is read from
+    ``checkpoints/step_N.state.safetensors`` (the newest complete pair when ``step`` is None).
+    """
+    import json
+    from pathlib import Path
+
+    from .checkpoints import TrainingState, checkpoint_paths, complete_checkpoints
+
+    run_dir = Path(run_dir)
+    steps = complete_checkpoints(run_dir)
+    if step is None and not steps:
+        raise VisionCLIPError(f"{run_dir} holds no complete checkpoint")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise VisionCLIPError(f"{run_dir} holds no checkpoint at step {step} (it has {', '.join(map(str, steps)) or 'none'})")
+    weights = TrainingState.read(checkpoint_paths(run_dir, step)[1]).module_state("mask_head")
+    if not weights:
+        raise VisionCLIPError(f"the checkpoint at step {step} holds no mask head: the run was started without mask_loss_weight")
+    layer = json.loads((run_dir / "config.json").read_text()).get("mask_layer") or "trunk.blocks.4"
+    head = MaskHead.attach(model.network.visual, layer, model.image_size).to(model.device)
+    head.load_state_dict(weights)
+    return head.eval()
+
+
+@torch.inference_mode()
+def predict_masks(model, head: MaskHead, images, batch_size: int = 16) -> torch.Tensor:
+    """(N, 3, h, w) probabilities of the head's channels (``MASK_CHANNELS``) at its stage's resolution."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([model.image_tensor(im) for im in images[start:start + batch_size]]).to(model.device)
+        model.network.encode_image(batch)
+        out.append(torch.sigmoid(head.from_tapped().float()).cpu())
+    return torch.cat(out)
+
+
+def structure_scores(maps: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image, from (N, 3, h, w) mask probabilities: the cup-to-disc area ratio (soft areas, so a
+    disc a few cells wide still gives a graded ratio), the disc area and the lesion area, both as
+    fractions of the map."""
+    lesion, disc, cup = (maps[:, MASK_CHANNELS.index(c)].flatten(1) for c in MASK_CHANNELS)
+    return {
+        "cup_to_disc": (cup.sum(1) / disc.sum(1).clamp(min=1e-6)).numpy(),
+        "disc_area": disc.mean(1).numpy(),
+        "lesion_area": lesion.mean(1).numpy(),
+    }
