@@ -134,6 +134,21 @@ def test_bad_pipeline_and_layer_parameters_are_clear_errors():
         SyntheticFundusStream(size=64, pipeline="v9")
 
 
+def test_with_params_overrides_one_layer_and_keeps_its_other_settings():
+    """v2-ppa-myopic: v2 where only myopic and glaucomatous discs carry peripapillary atrophy."""
+    v2, trial = PIPELINES["v2"], PIPELINES["v2-ppa-myopic"]
+    disc = {name: dict(e[1]) for p in (v2, trial) for e in p.layers if not isinstance(e, str) and e[0] == "disc"
+            for name in [p.name]}
+    assert disc["v2-ppa-myopic"].pop("p_ppa_normal") == 0.0 and disc["v2"].pop("p_ppa_normal") > 0
+    assert disc["v2-ppa-myopic"] == disc["v2"] and trial.case == v2.case
+    ppa = {name: sum("peripapillary_atrophy" in render_fundus(s, 96, ["normal"], name).masks for s in range(30))
+           for name in ("v2", "v2-ppa-myopic")}
+    assert ppa["v2"] > 0 and ppa["v2-ppa-myopic"] == 0, ppa
+    assert "peripapillary_atrophy" in render_fundus(0, 96, ["pathologic_myopia"], trial).masks
+    with pytest.raises(VisionCLIPError, match="no layer 'dsic'"):
+        v2.with_params("dsic", {"p_ppa_normal": 0.0}, name="typo")
+
+
 def test_stream_samples_carry_the_generator_version():
     s = SyntheticFundusStream(seed=0, size=64, length=1, pipeline="v2").sample(0)
     assert s["generator_version"] == "2.0-v2"

@@ -42,6 +42,15 @@ class Pipeline:
         keep = [e for e in self.layers if (e if isinstance(e, str) else e[0]) not in names]
         return Pipeline(f"{self.name}-without-{'-'.join(names)}", keep, self.case)
 
+    def with_params(self, layer: str, params: dict, name: str) -> "Pipeline":
+        """A copy with some of one layer's parameters overridden (on top of this pipeline's own)."""
+        names = [e if isinstance(e, str) else e[0] for e in self.layers]
+        if layer not in names:
+            raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {layer!r} to set parameters of.")
+        i = names.index(layer)
+        old = {} if isinstance(self.layers[i], str) else self.layers[i][1]
+        return Pipeline(name, self.layers[:i] + [(layer, {**old, **params})] + self.layers[i + 1:], self.case)
+
     def with_layer(self, entry, before: str, name: str) -> "Pipeline":
         """A copy with one more layer (a name or (name, overrides)) inserted before layer ``before``."""
         names = [e if isinstance(e, str) else e[0] for e in self.layers]
@@ -95,6 +104,9 @@ PIPELINES: dict[str, Pipeline] = {
     # issue 25 lever 1: half the renders get each structure's colour and contrast drawn at random
     # (engine/synth/randomisation/appearance.py), before the camera and media layers
     "v2-appearance": _V2.with_layer(("structure_appearance", {"p": 0.5}), before="illumination", name="v2-appearance"),
+    # issue 25 trial 41: v2 with v1's rule that only myopic and glaucomatous discs carry peripapillary
+    # atrophy (every v2 run lost pathologic-myopia AUC on real photographs; v1 alone on renderer 2.0 did not)
+    "v2-ppa-myopic": _V2.with_params("disc", {"p_ppa_normal": 0.0}, name="v2-ppa-myopic"),
 }
 DEFAULT_PIPELINE = "v1"  # the shipped model was trained on v1 renders
 
