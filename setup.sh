@@ -13,4 +13,4 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: install Debian's chromium for the browser test (apt-get install chromium)" >&2
   fi
 fi
-echo "setup: done. Start the app: python launch.py   Run the tests: python -m pytest -q"
+echo "setup: done. Start the app: python launch.py   Run the tests: python -m pytest -q -n 2 --dist loadfile"
