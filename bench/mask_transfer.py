@@ -50,7 +50,6 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
 def synthetic_rows(model, head, conditions: list[str], n_per_class: int, pipeline: str) -> tuple[dict, dict, np.ndarray]:
     """Predicted and true-mask scores of held-out renders, and each render's condition."""
     images, truths, labels = [], [], []
-    side = None
     for c, cond in enumerate(conditions):
         for i in range(n_per_class):
             s = render_fundus(HELD_OUT_SEED + 1000 * c + i, model.image_size, [cond], pipeline)
@@ -58,8 +57,7 @@ def synthetic_rows(model, head, conditions: list[str], n_per_class: int, pipelin
             truths.append(torch.from_numpy(mask_channels({**s.masks, **s.structures}, s.image.shape[:2])))
             labels.append(cond)
     maps = predict_masks(model, head, images)
-    side = maps.shape[-2:]
-    truth = F.adaptive_avg_pool2d(torch.stack(truths).float(), side)
+    truth = F.adaptive_avg_pool2d(torch.stack(truths).float(), maps.shape[-2:])
     return structure_scores(maps), structure_scores(truth), np.array(labels)
 
 

@@ -9,11 +9,15 @@ kept in the run's training state (for exact resume) and never in the model file.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import VisionCLIPError
+from .checkpoints import TrainingState, checkpoint_paths, complete_checkpoints
 
 MASK_CHANNELS = ("lesion", "disc", "cup")
 # The renderer marks the disc and the cup only where they are abnormal; "optic_disc"/"optic_cup"
@@ -109,11 +113,6 @@ def load_mask_head(model, run_dir, step: int | None = None) -> MaskHead:
     The head lives only in the run's training state, so it is read from
     ``checkpoints/step_N.state.safetensors`` (the newest complete pair when ``step`` is None).
     """
-    import json
-    from pathlib import Path
-
-    from .checkpoints import TrainingState, checkpoint_paths, complete_checkpoints
-
     run_dir = Path(run_dir)
     steps = complete_checkpoints(run_dir)
     if step is None and not steps:
