@@ -178,7 +178,10 @@ def test_bad_upload_shows_one_line_error_and_app_keeps_serving(app, browser, tmp
     shot(page, "08_bad_upload")
     # still serving: pick an example from the gallery and analyse it
     page.locator("button.gallery-item").nth(4).click()  # sorted: amd, cataract, dr, glaucoma, hypertensive, normal
-    page.locator("#image-in img").first.wait_for(state="visible", timeout=30_000)
+    # the bad upload leaves a broken <img> that is already "visible": wait for the example to have pixels,
+    # or Analyse may run on the bad file again under load
+    page.wait_for_function("() => { const i = document.querySelector('#image-in img'); return i && i.naturalWidth > 0; }",
+                           timeout=30_000)
     page.locator("#analyse-btn").click()
     wait_text(page, "#analyse-status", "Predicted")
     page.locator("#overlay-out img").first.wait_for(state="visible", timeout=30_000)
