@@ -28,6 +28,10 @@ class Pipeline:
         """The condition keys this pipeline's cases are drawn from, in CONDITIONS order (DR brings DME)."""
         return [c for c in CONDITIONS if c in ("normal", "dr", "dme") or c in self.case.other]
 
+    @property
+    def layer_names(self) -> list[str]:
+        return [e if isinstance(e, str) else e[0] for e in self.layers]
+
     def build(self) -> list[Layer]:
         out = []
         for entry in self.layers:
@@ -39,12 +43,12 @@ class Pipeline:
 
     def without(self, *names: str) -> "Pipeline":
         """A copy without some layers (experiments, tests of layer independence)."""
-        keep = [e for e in self.layers if (e if isinstance(e, str) else e[0]) not in names]
+        keep = [e for e, name in zip(self.layers, self.layer_names) if name not in names]
         return Pipeline(f"{self.name}-without-{'-'.join(names)}", keep, self.case)
 
     def with_params(self, layer: str, params: dict, name: str) -> "Pipeline":
         """A copy with some of one layer's parameters overridden (on top of this pipeline's own)."""
-        names = [e if isinstance(e, str) else e[0] for e in self.layers]
+        names = self.layer_names
         if layer not in names:
             raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {layer!r} to set parameters of.")
         i = names.index(layer)
@@ -53,7 +57,7 @@ class Pipeline:
 
     def with_layer(self, entry, before: str, name: str) -> "Pipeline":
         """A copy with one more layer (a name or (name, overrides)) inserted before layer ``before``."""
-        names = [e if isinstance(e, str) else e[0] for e in self.layers]
+        names = self.layer_names
         if before not in names:
             raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {before!r} to insert before.")
         i = names.index(before)
