@@ -32,8 +32,9 @@ from engine import VisionCLIP
 from engine.evaluate import read_labels
 from engine.synth.benchmark import HELD_OUT_SEED
 from engine.synth.render import render_fundus
-from engine.train.checkpoints import checkpoint_paths, complete_checkpoints
-from engine.train.masks import load_mask_head, mask_channels, predict_masks, structure_scores
+from engine.errors import VisionCLIPError
+from engine.train.checkpoints import checkpoint_paths
+from engine.train.masks import checkpoint_step, load_mask_head, mask_channels, predict_masks, structure_scores
 
 # (score, positive condition, real folder, real positive label); negatives are normal eyes throughout
 FINDINGS = (
@@ -74,13 +75,14 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="+", default=["v1", "v2"])
     ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "eval"))
     args = ap.parse_args()
-    step = args.step if args.step is not None else (complete_checkpoints(Path(args.run)) or [None])[-1]
-    if step is None:
-        raise SystemExit(f"{args.run} holds no complete checkpoint")
-    model = VisionCLIP.load(checkpoint_paths(Path(args.run), step)[0])
-    head = load_mask_head(model, args.run, step)
+    try:
+        step = checkpoint_step(args.run, args.step)
+        model = VisionCLIP.load(checkpoint_paths(Path(args.run), step)[0])
+        head = load_mask_head(model, args.run, step)
+    except VisionCLIPError as e:
+        raise SystemExit(f"mask_transfer: error: {e}") from None
     conditions = ["normal"] + [cond for _, cond, _, _ in FINDINGS]
-    print(f"{args.run} step {step}; held-out renders: {args.n_per_class} per condition, seed {HELD_OUT_SEED}\n")
+    print(f"{args.run} step {step}; held-out renders: {args.n_per_class} per condition, seed {HELD_OUT_SEED}\n", flush=True)
     print("| score | finding vs normal | " + " | ".join(f"{p} renders (oracle)" for p in args.pipelines) + " | real | real folder |")
     print("|---|---|" + "---|" * len(args.pipelines) + "---|---|")
     synthetic = {p: synthetic_rows(model, head, conditions, args.n_per_class, p) for p in args.pipelines}

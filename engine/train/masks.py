@@ -107,6 +107,17 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | N
 
 
 # --- reading a trained head -------------------------------------------------------------------
+def checkpoint_step(run_dir, step: int | None = None) -> int:
+    """``step`` if the run holds a complete checkpoint pair there; with None, its newest one."""
+    steps = complete_checkpoints(Path(run_dir))
+    if step is None and not steps:
+        raise VisionCLIPError(f"{run_dir} holds no complete checkpoint")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise VisionCLIPError(f"{run_dir} holds no checkpoint at step {step} (it has {', '.join(map(str, steps)) or 'none'})")
+    return step
+
+
 def load_mask_head(model, run_dir, step: int | None = None) -> MaskHead:
     """The mask head a run trained, tapped onto ``model`` (the run's model at the same step).
 
@@ -114,12 +125,7 @@ def load_mask_head(model, run_dir, step: int | None = None) -> MaskHead:
     ``checkpoints/step_N.state.safetensors`` (the newest complete pair when ``step`` is None).
     """
     run_dir = Path(run_dir)
-    steps = complete_checkpoints(run_dir)
-    if step is None and not steps:
-        raise VisionCLIPError(f"{run_dir} holds no complete checkpoint")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise VisionCLIPError(f"{run_dir} holds no checkpoint at step {step} (it has {', '.join(map(str, steps)) or 'none'})")
+    step = checkpoint_step(run_dir, step)
     weights = TrainingState.read(checkpoint_paths(run_dir, step)[1]).module_state("mask_head")
     if not weights:
         raise VisionCLIPError(f"the checkpoint at step {step} holds no mask head: the run was started without mask_loss_weight")
@@ -144,7 +150,7 @@ def structure_scores(maps: torch.Tensor) -> dict[str, np.ndarray]:
     """Per image, from (N, 3, h, w) mask probabilities: the cup-to-disc area ratio (soft areas, so a
     disc a few cells wide still gives a graded ratio), the disc area and the lesion area, both as
     fractions of the map."""
-    lesion, disc, cup = (maps[:, MASK_CHANNELS.index(c)].flatten(1) for c in MASK_CHANNELS)
+    lesion, disc, cup = maps.flatten(2).unbind(1)  # MASK_CHANNELS order
     return {
         "cup_to_disc": (cup.sum(1) / disc.sum(1).clamp(min=1e-6)).numpy(),
         "disc_area": disc.mean(1).numpy(),
