@@ -111,6 +111,13 @@ PIPELINES: dict[str, Pipeline] = {
     # issue 25 trial 41: v2 with v1's rule that only myopic and glaucomatous discs carry peripapillary
     # atrophy (every v2 run lost pathologic-myopia AUC on real photographs; v1 alone on renderer 2.0 did not)
     "v2-ppa-myopic": _V2.with_params("disc", {"p_ppa_normal": 0.0}, name="v2-ppa-myopic"),
+    # issue 25 trial 43: v2 with every rule that a myopia reading could lean on set back to v1's (no
+    # choroidal texture outside myopia, v1's near-round healthy discs, atrophy only where v1 draws it)
+    "v2-myopia-v1": _V2.with_params("disc", {"p_ppa_normal": 0.0, "ecc": (0.88, 1.0)}, name="v2-myopia-v1")
+                       .with_params("choroid", {"texture": 0.0}, name="v2-myopia-v1"),
+    # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
+    # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
+    "v1-v2disc": V1.with_params("disc", dict(_V2.layers[_V2.layer_names.index("disc")][1]), name="v1-v2disc"),
 }
 DEFAULT_PIPELINE = "v1"  # the shipped model was trained on v1 renders
 
