@@ -152,14 +152,11 @@ def test_with_params_overrides_one_layer_and_keeps_its_other_settings():
 def test_v2_myopia_v1_sets_back_only_the_myopia_rules():
     """v2-myopia-v1: v2 with v1's choroid and healthy-disc rules; both overrides kept, nothing else changed."""
     v2, trial = PIPELINES["v2"], PIPELINES["v2-myopia-v1"]
-
-    def params(p, layer):
-        return dict(next(e[1] for e in p.layers if not isinstance(e, str) and e[0] == layer))
-    d2, dt = params(v2, "disc"), params(trial, "disc")
+    d2, dt = v2.layer_params("disc"), trial.layer_params("disc")
     assert dt.pop("ecc") == (0.88, 1.0) and dt.pop("p_ppa_normal") == 0.0
     d2.pop("ecc"), d2.pop("p_ppa_normal")
     assert dt == d2 and trial.case == v2.case
-    assert params(trial, "choroid")["texture"] == 0.0 < params(v2, "choroid")["texture"]
+    assert trial.layer_params("choroid")["texture"] == 0.0 < v2.layer_params("choroid")["texture"]
     rest = [[e for e, n in zip(p.layers, p.layer_names) if n not in ("disc", "choroid")] for p in (v2, trial)]
     assert rest[0] == rest[1]
     # a myopic eye's tessellation does not depend on the texture rule: same pixels in both pipelines
@@ -170,8 +167,7 @@ def test_v2_myopia_v1_sets_back_only_the_myopia_rules():
 def test_v1_v2disc_is_v1_with_only_the_disc_of_v2():
     """v1-v2disc: v1's layers and cases with v2's disc parameters; the other layers draw the same."""
     v1, v2, trial = PIPELINES["v1"], PIPELINES["v2"], PIPELINES["v1-v2disc"]
-    disc = trial.layers[trial.layer_names.index("disc")][1]
-    assert disc == v2.layers[v2.layer_names.index("disc")][1]
+    assert trial.layer_params("disc") == v2.layer_params("disc")
     assert trial.layer_names == v1.layer_names and trial.case == v1.case
     a, b = (render_fundus(5, 128, ["normal"], p) for p in (v1, trial))
     # disc drawn differently (v2 sizes discs 0.7-1.0), same eye and field otherwise

@@ -32,6 +32,13 @@ class Pipeline:
     def layer_names(self) -> list[str]:
         return [e if isinstance(e, str) else e[0] for e in self.layers]
 
+    def layer_params(self, layer: str) -> dict:
+        """The parameter overrides this pipeline gives one layer (empty when it keeps the defaults)."""
+        if layer not in self.layer_names:
+            raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {layer!r} to set parameters of.")
+        entry = self.layers[self.layer_names.index(layer)]
+        return {} if isinstance(entry, str) else dict(entry[1])
+
     def build(self) -> list[Layer]:
         out = []
         for entry in self.layers:
@@ -48,11 +55,8 @@ class Pipeline:
 
     def with_params(self, layer: str, params: dict, name: str) -> "Pipeline":
         """A copy with some of one layer's parameters overridden (on top of this pipeline's own)."""
-        names = self.layer_names
-        if layer not in names:
-            raise VisionCLIPError(f"Pipeline {self.name!r} has no layer {layer!r} to set parameters of.")
-        i = names.index(layer)
-        old = {} if isinstance(self.layers[i], str) else self.layers[i][1]
+        old = self.layer_params(layer)  # one-line error for a layer the pipeline lacks
+        i = self.layer_names.index(layer)
         return Pipeline(name, self.layers[:i] + [(layer, {**old, **params})] + self.layers[i + 1:], self.case)
 
     def with_layer(self, entry, before: str, name: str) -> "Pipeline":
@@ -117,7 +121,7 @@ PIPELINES: dict[str, Pipeline] = {
                        .with_params("choroid", {"texture": 0.0}, name="v2-myopia-v1"),
     # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
     # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
-    "v1-v2disc": V1.with_params("disc", dict(_V2.layers[_V2.layer_names.index("disc")][1]), name="v1-v2disc"),
+    "v1-v2disc": V1.with_params("disc", _V2.layer_params("disc"), name="v1-v2disc"),
 }
 DEFAULT_PIPELINE = "v1"  # the shipped model was trained on v1 renders
 
