@@ -14,6 +14,7 @@ from .dicom import DICOM_EXTENSIONS, has_dicom_magic
 from .errors import VisionCLIPError
 from .preprocess import load_image_with_meta
 from .prompts import PromptSet
+from .screening import hierarchical_prediction, screen
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", *DICOM_EXTENSIONS})
 
@@ -64,10 +65,18 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+def screening_result(screening, i: int) -> dict:
+    """One photograph's screening decision as results report it."""
+    return {"decision": screening.decision(i), "p_abnormal": float(screening.p_abnormal[i]),
+            "threshold": screening.threshold}
+
+
 def predict_files(model, files: Sequence[str | os.PathLike], prompt_set: PromptSet, batch_size: int = 32,
                   progress: Callable[[int, int], None] | None = None) -> Iterator[dict]:
-    """Per file, in order: ``{"image", "predicted", "probabilities"[, "subclass_probabilities"][,
-    "laterality"]}`` or ``{"image", "error"}``. Files are decoded and encoded ``batch_size`` at a
+    """Per file, in order: ``{"image", "predicted", "screening", "probabilities"[, "subclass_probabilities"][,
+    "laterality"]}`` or ``{"image", "error"}``. ``screening`` (engine.screening; absent for a set
+    without a normal class) is normal or finding with P(abnormal); ``predicted`` is then normal or the
+    most probable condition. Files are decoded and encoded ``batch_size`` at a
     time; ``progress(done, total)`` is called after each file's result."""
     if batch_size < 1:
         raise VisionCLIPError(f"batch size must be at least 1, not {batch_size}")
@@ -87,12 +96,15 @@ def predict_files(model, files: Sequence[str | os.PathLike], prompt_set: PromptS
                 result["error"] = str(e)
             results.append(result)
         if tensors:
-            class_probs, subs = model.class_and_subclass_probabilities(
-                model.encode_images(tensors, batch_size=batch_size), prompt_set)
-            for result, row, sub_row in zip(scored, class_probs, subs):
-                probs = dict(zip(prompt_set.classes, map(float, row)))
-                result["predicted"] = max(probs, key=probs.get)
-                result["probabilities"] = probs
+            embeddings = model.encode_images(tensors, batch_size=batch_size)
+            class_probs, subs = model.class_and_subclass_probabilities(embeddings, prompt_set)
+            screening = screen(model, embeddings, prompt_set, class_probs)
+            predicted = hierarchical_prediction(class_probs.numpy(), prompt_set.classes, screening)
+            for i, (result, row, sub_row) in enumerate(zip(scored, class_probs, subs)):
+                result["predicted"] = predicted[i]
+                if screening is not None:
+                    result["screening"] = screening_result(screening, i)
+                result["probabilities"] = dict(zip(prompt_set.classes, map(float, row)))
                 if prompt_set.has_subclasses:  # what each grouped class's probability is made of
                     result["subclass_probabilities"] = dict(zip(prompt_set.scored_names(), map(float, sub_row)))
         for result in results:

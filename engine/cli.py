@@ -54,7 +54,7 @@ def _tqdm_progress(desc: str):
     return update
 
 
-PREDICT_CSV_FIELDS = ["image", "predicted", "laterality", "error"]
+PREDICT_CSV_FIELDS = ["image", "screening", "p_abnormal", "predicted", "laterality", "error"]
 
 
 def _open_predict_csv(path: str, classes: list[str]):
@@ -94,7 +94,7 @@ def cmd_predict(args) -> int:
                                progress=lambda done, total: bar.update(1)):
             results.append(r)
             if csv_writer:  # written as it comes: an interrupted run keeps what it scored
-                csv_writer.writerow({**r, **r.get("probabilities", {})})
+                csv_writer.writerow({**r, **_screening_columns(r), **r.get("probabilities", {})})
                 csv_file.flush()
             if not args.json:
                 bar.write(_predict_line(r, args.top), file=sys.stdout)
@@ -112,12 +112,19 @@ def cmd_predict(args) -> int:
     return 0 if summary["predicted"] else 2
 
 
+def _screening_columns(r: dict) -> dict:
+    s = r.get("screening")
+    return {"screening": s["decision"], "p_abnormal": f"{s['p_abnormal']:.4f}"} if s else {}
+
+
 def _predict_line(r: dict, top: int) -> str:
     if "error" in r:
         return f"{r['image']}: error: {r['error']}"
     ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:top]
     eye = f" [{r['laterality']}]" if "laterality" in r else ""
-    return f"{r['image']}{eye}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranked)
+    s = r.get("screening")
+    lead = f"{s['decision'].upper()} (P(abnormal) {s['p_abnormal']:.3f}); " if s else ""
+    return f"{r['image']}{eye}: {lead}" + ", ".join(f"{c} {p:.3f}" for c, p in ranked)
 
 
 def cmd_eval(args) -> int:

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 from .errors import VisionCLIPError
 from .resources import asset_dir
+from .screening import ScreeningRule
 
 PRESET_DIR = asset_dir("prompts")  # the installed package's copy, else the checkout's assets/prompts
 DEFAULT_PRESET = "screening"
@@ -31,7 +32,7 @@ class PromptSet:
     """An ordered, validated mapping of class names to prompt texts."""
 
     def __init__(self, classes: Mapping[str, Iterable[str] | str | Mapping], name: str = "", description: str = "",
-                 ordered: bool = False):
+                 ordered: bool = False, screening: ScreeningRule | None = None):
         self.ordered = bool(ordered)  # classes form a grading scale (quadratic kappa applies)
         if not isinstance(classes, Mapping) or not classes:
             raise VisionCLIPError("prompt set is empty: give at least one class with one prompt")
@@ -63,6 +64,9 @@ class PromptSet:
         n_scored = len(self.scored_groups())
         if n_scored > MAX_CLASSES:
             raise VisionCLIPError(f"prompt set has {n_scored} classes and subclasses; the limit is {MAX_CLASSES}")
+        if screening is not None:
+            screening.check(self.classes)
+        self.screening = screening  # engine.screening: how the set answers "normal or a finding?"
 
     # --- mapping-like access -------------------------------------------------------------
     @property
@@ -85,7 +89,7 @@ class PromptSet:
         return [(k, list(v)) for k, v in self._classes.items()]
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, PromptSet) and self.to_dict() == other.to_dict()
+        return isinstance(other, PromptSet) and self.to_dict() == other.to_dict() and self.screening == other.screening
 
     def __repr__(self) -> str:
         return f"PromptSet({self.name or 'unnamed'}: {len(self)} classes)"
@@ -118,9 +122,22 @@ class PromptSet:
         return {k: (self.subclasses(k) if k in self._subclasses else list(v)) for k, v in self._classes.items()}
 
     def subset(self, classes: Iterable[str]) -> "PromptSet":
-        """The same prompts for the given classes only, in this set's order."""
+        """The same prompts for the given classes only, in this set's order; the screening rule stays
+        while its normal class does, without the excluded classes that are gone."""
         wanted = set(classes)
-        return PromptSet({k: v for k, v in self.to_dict().items() if k in wanted}, self.name, self.description, self.ordered)
+        return PromptSet({k: v for k, v in self.to_dict().items() if k in wanted}, self.name, self.description, self.ordered,
+                         self._screening_within(wanted))
+
+    def with_screening(self, screening: ScreeningRule | None) -> "PromptSet":
+        return PromptSet(self.to_dict(), self.name, self.description, self.ordered, screening)
+
+    def _screening_within(self, classes: set[str]) -> ScreeningRule | None:
+        rule = self.screening
+        lowered = {c.lower() for c in classes}
+        if rule is None or rule.normal.lower() not in lowered:
+            return None
+        return ScreeningRule(rule.normal, tuple(c for c in rule.excluded if c.lower() in lowered), rule.thresholds,
+                             rule.calibration)
 
     def class_lookup(self, label: str) -> str | None:
         """The class matching a label case- and space-insensitively, if any."""
@@ -135,12 +152,15 @@ class PromptSet:
         doc = {"name": self.name, "description": self.description, "classes": self.to_dict()}
         if self.ordered:
             doc["ordered"] = True
+        if self.screening is not None:
+            doc["screening"] = self.screening.to_dict()
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
     @property
     def sha256(self) -> str:
-        """Hash of the classes and prompts only (not name/description): what decides predictions."""
-        canonical = json.dumps(self.to_dict(), sort_keys=False, ensure_ascii=False, separators=(",", ":"))
+        """Hash of the classes, prompts and screening rule (not name/description): what decides predictions."""
+        doc = self.to_dict() if self.screening is None else {"classes": self.to_dict(), "screening": self.screening.to_dict()}
+        canonical = json.dumps(doc, sort_keys=False, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def save(self, path: str | Path) -> Path:
@@ -155,8 +175,9 @@ class PromptSet:
         if not isinstance(doc, Mapping):
             raise VisionCLIPError("prompt set must be a JSON object mapping class names to lists of prompts")
         if "classes" in doc and isinstance(doc["classes"], Mapping):
+            screening = ScreeningRule.from_dict(doc["screening"]) if doc.get("screening") is not None else None
             return cls(doc["classes"], name=str(doc.get("name") or name), description=str(doc.get("description") or ""),
-                       ordered=bool(doc.get("ordered", False)))
+                       ordered=bool(doc.get("ordered", False)), screening=screening)
         return cls(doc, name=name)
 
     @classmethod
