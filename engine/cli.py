@@ -23,6 +23,7 @@ EXTERNAL_COMMANDS = {
     "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
     "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
     "adapt": ("engine.adapt.cli", "fit a few-shot adapter on a labelled folder or on reviewed cases"),
+    "calibrate": ("engine.screening_cli", "fix a prompt set's screening threshold for a model on healthy synthetic renders"),
     "average": ("engine.train.average", "average the weights of models fine-tuned from the same start (model soup)"),
 }
 
@@ -135,6 +136,9 @@ def cmd_eval(args) -> int:
 
     prompt_set = load_prompt_set(args.prompts)
     model = load_model(args)
+    if args.screening:
+        from .screening_cli import print_screening_gauge
+        return print_screening_gauge(model, args.data, prompt_set, args.bootstrap, args.batch_size, args.json)
     result = evaluate(model, args.data, prompt_set, all_classes=args.all_classes,
                       progress=_tqdm_progress("evaluating"), batch_size=args.batch_size,
                       predictions_csv=args.predictions, bootstrap=args.bootstrap,
@@ -192,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
     p.add_argument("--all-classes", action="store_true", help="keep prompt-set classes absent from the labels")
+    p.add_argument("--screening", action="store_true", help="the screening gauge instead: specificity, sensitivity "
+                   "and AUC of P(abnormal), per condition too, with all the set's classes (needs 'normal' labels)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", metavar="FILE.png", help="write the confusion matrix")
     p.add_argument("--predictions", metavar="FILE.csv", help="write each image's probabilities")

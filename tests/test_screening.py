@@ -150,3 +150,34 @@ def test_calibration_writes_this_models_threshold_from_healthy_renders(untrained
     ps = calibrate(untrained_model, PromptSet(CLASSES), n=8, seed=5)
     t = ps.screening.thresholds[untrained_model.model_id]
     assert 0 < t < 1 and "8 healthy synthetic renders" in ps.screening.calibration
+
+
+def test_cli_predict_leads_with_the_decision_and_eval_screening_prints_the_gauge(tmp_path, labelled_folder):
+    from .test_cli import run_cli
+
+    r = run_cli("predict", labelled_folder / "img", "--csv", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "(P(abnormal) " in first and (": NORMAL" in first or ": FINDING" in first)
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["image", "screening", "p_abnormal"]
+
+    r = run_cli("eval", "--data", labelled_folder, "--screening", "--json", "--bootstrap", "50")
+    assert r.returncode == 0, r.stderr
+    gauge = json.loads(r.stdout)
+    assert gauge["n_healthy"] == 2 and gauge["n_diseased"] == 4
+    assert {"specificity", "sensitivity", "auc", "auc glaucoma", "auc cataract"} <= set(gauge)
+
+
+def test_cli_calibrate_writes_a_loadable_calibrated_set_and_refuses_bad_values(tmp_path):
+    from .test_cli import run_cli
+
+    out = tmp_path / "calibrated.json"
+    r = run_cli("calibrate", "--prompts", "glaucoma", "--n", "10", "--out", out)
+    assert r.returncode == 0, r.stderr
+    ps = PromptSet.from_json(out)
+    assert len(ps.screening.thresholds) == 1
+    r = run_cli("calibrate", "--n", "3", "--out", out)
+    assert r.returncode == 2 and r.stderr.strip().startswith("visionclip: error:") and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("calibrate", "--specificity", "1.5", "--out", tmp_path / "x.json")
+    assert r.returncode == 2 and "specificity" in r.stderr
