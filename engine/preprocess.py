@@ -120,9 +120,20 @@ def fundus_mask(rgb: np.ndarray, threshold: float | None = None) -> np.ndarray:
     """Boolean mask of the illuminated field of view: pixels brighter than the dark surround."""
     # The red channel is bright across the retina and near zero in the camera's surround.
     lum = rgb[..., 0].astype(np.float32) * 0.6 + rgb[..., 1].astype(np.float32) * 0.4
-    if threshold is None:
-        threshold = max(12.0, 0.1 * float(np.percentile(lum, 99)))
-    return lum > threshold
+    return lum > (fov_threshold(lum) if threshold is None else threshold)
+
+
+def fov_threshold(lum: np.ndarray) -> float:
+    """The level between the camera's surround and the fundus, relative to this photograph's own
+    levels: a fixed floor cut the field of view of an under-exposed but complete photograph."""
+    bright = float(np.percentile(lum, 99))
+    surround = float(np.percentile(lum, 5))  # a framed photograph's surround is well over 5% of it
+    if surround > 0.2 * bright:  # no dark surround: the fundus fills the frame
+        return max(12.0, 0.1 * bright)
+    return surround + max(SURROUND_NOISE, 0.1 * (bright - surround))
+
+
+SURROUND_NOISE = 4.0  # 0-255: sensor and JPEG noise on the black surround stays below this
 
 
 def fundus_box(rgb: np.ndarray) -> tuple[int, int, int, int]:

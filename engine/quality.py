@@ -3,9 +3,10 @@
 ``assess_quality(image)`` computes four simple, documented statistics on a 512 px (longest side)
 grey-level copy of the image and compares each with a fixed threshold:
 
-* ``fov_fraction``  - fraction of pixels inside the fundus field of view. The field of view is the set of
-  pixels brighter than a dark-background threshold (``FOV_LEVEL`` on the 0-255 red+green mean, the
-  channels that carry fundus signal). A well-framed fundus photo fills roughly 50-80 % of the frame;
+* ``fov_fraction``  - fraction of pixels inside the fundus field of view, the mask the model's
+  preprocessing uses (``engine.preprocess.fundus_mask``: brighter than the photograph's own dark surround,
+  so an under-exposed photograph keeps its whole field of view and is reported as under-exposed, not as
+  badly framed). A well-framed fundus photo fills roughly 50-80 % of the frame;
   below ``MIN_FOV`` the image is probably not a fundus photograph or is badly framed.
 * ``mean_brightness`` - mean grey level (0-1) inside the field of view. Below ``MIN_BRIGHTNESS`` is
   under-exposed; above ``MAX_BRIGHTNESS`` is over-exposed / washed out.
@@ -26,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .preprocess import fundus_mask
+
 WORK_SIDE = 512
-FOV_LEVEL = 20.0        # 0-255, on mean(R, G)
 MIN_FOV = 0.25
 MIN_BRIGHTNESS = 0.08
 MAX_BRIGHTNESS = 0.85
@@ -58,8 +60,7 @@ def assess_quality(image: Image.Image) -> dict:
         im.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)
     rgb = np.asarray(im, dtype=np.float32)
     grey = rgb.mean(axis=2)
-    signal = rgb[..., :2].mean(axis=2)
-    fov = signal > FOV_LEVEL
+    fov = fundus_mask(rgb)
     fov_fraction = float(fov.mean())
 
     reasons: list[str] = []

@@ -80,3 +80,18 @@ def test_calibration_on_the_synthetic_generator():
     assert n >= 15
     assert flagged <= max(1, n // 10), (flagged, n)
     assert blurred_caught >= 0.8 * n, (blurred_caught, n)
+
+
+@pytest.mark.parametrize("gain", [0.3, 0.15])
+def test_a_dark_but_complete_photograph_is_under_exposed_with_its_field_of_view_intact(gain):
+    from engine.preprocess import fundus_mask
+    from engine.resources import asset_dir
+
+    rgb = np.asarray(Image.open(asset_dir("examples") / "synthetic_normal_11.png").convert("RGB"), dtype=np.float32)
+    noise = np.random.default_rng(0).normal(0, 1, rgb.shape)
+    dark = np.clip(rgb * gain + noise, 0, 255).astype(np.uint8)
+    reference = fundus_mask(rgb.astype(np.uint8))
+    assert (fundus_mask(dark) & reference).sum() / reference.sum() > 0.97
+    q = assess_quality(Image.fromarray(dark))
+    assert any(r.startswith("Under-exposed") for r in q["reasons"])
+    assert not any("field of view" in r for r in q["reasons"]), q["reasons"]
