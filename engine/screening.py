@@ -106,6 +106,8 @@ def decision_set(prompt_set, rule: ScreeningRule):
     """The prompt set the decision's softmax runs over: normal and the classes that count."""
     excluded = {c.lower() for c in rule.excluded}
     kept = [c for c in prompt_set.classes if c.lower() not in excluded]
+    if len(kept) < 2:  # every condition excluded: nothing left to decide with, so all classes count
+        return prompt_set
     return prompt_set.subset(kept)
 
 
@@ -118,7 +120,8 @@ def screen(model, image_embeddings: torch.Tensor, prompt_set, class_probs: torch
     decide = decision_set(prompt_set, rule)
     normal = prompt_set.class_lookup(rule.normal)
     p_abnormal = 1 - model.probabilities(image_embeddings, decide)[:, decide.classes.index(normal)].numpy()
-    threshold = rule.thresholds.get(model.model_id)
+    # a threshold holds for the decision it was calibrated on, not for the fallback of a set without conditions
+    threshold = rule.thresholds.get(model.model_id) if len(decide) < len(prompt_set) or not rule.excluded else None
     if threshold is None:  # not calibrated for this model: top-1 over the whole set
         if class_probs is None:
             class_probs = model.probabilities(image_embeddings, prompt_set)

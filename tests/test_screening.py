@@ -181,3 +181,11 @@ def test_cli_calibrate_writes_a_loadable_calibrated_set_and_refuses_bad_values(t
     assert r.returncode == 2 and r.stderr.strip().startswith("visionclip: error:") and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("calibrate", "--specificity", "1.5", "--out", tmp_path / "x.json")
     assert r.returncode == 2 and "specificity" in r.stderr
+
+
+def test_a_rule_that_excludes_every_condition_falls_back_to_top1_over_all_classes():
+    ps = PromptSet({"normal": ["healthy"], "glaucoma": ["cup"]}, screening=ScreeningRule("normal", ("glaucoma",), {"m": 0.3}))
+    emb = torch.tensor([[0.5, 0.0, 1.0]])
+    s = screen(FixedModel(), emb, ps)
+    assert s.threshold is None and s.finding.tolist() == [True]  # glaucoma is top-1
+    assert 0 < s.p_abnormal[0] < 1

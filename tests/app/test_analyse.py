@@ -28,7 +28,35 @@ def test_analyse_returns_probabilities_overlay_and_state(ctx, analysed):
     assert a.predicted_label == predicted and a.probabilities == probs and len(a.image_sha256) == 64
     assert a.saliency_method == "gradcam" and a.saliency_class == predicted
     assert state.quality["gradable"] is True and quality_md == h.QUALITY_OK_MD
-    assert f"Predicted **{predicted}**" in status
+    assert ("Screening: **NORMAL**" if predicted == "normal" else f"most probable condition **{predicted}**") in status
+    assert "top-1: no threshold" in status  # a three-class table has no calibrated screening rule
+
+
+def test_the_default_preset_in_the_table_screens_with_its_calibrated_threshold(ctx, fundus_path):
+    from engine import load_preset
+
+    preset = load_preset("screening")
+    table = h.table_from_prompt_set(preset)
+    table.iloc[0, 1] = "an edited normal prompt"  # edited prompts keep the rule
+    ps = h.prompt_set_from_table(table)
+    assert ps.screening == preset.screening
+    status, probs, *_, state = h.analyse(ctx, fundus_path, table, "gradcam", 0.5, None)
+    assert "fixed on healthy synthetic renders" in status and "P(abnormal)" in status
+    assert state.analysis.predicted_label == "normal" or "most probable condition" in status
+    fewer = h.prompt_set_from_table(table[table.iloc[:, 0] != "glaucoma"])
+    assert fewer.screening is None  # not the default set any more: top-1
+
+
+def test_screening_headline_leads_with_the_decision():
+    import numpy as np
+    from engine.screening import Screening
+
+    probs = {"normal": 0.2, "glaucoma": 0.7, "cataract": 0.1}
+    normal = Screening(np.array([0.04]), np.array([False]), 0.055, "normal")
+    assert h.screening_headline(normal, "normal", probs).startswith("Screening: **NORMAL** (P(abnormal) 4.0%; threshold 5.5%")
+    finding = Screening(np.array([0.9]), np.array([True]), None, "normal")
+    line = h.screening_headline(finding, "glaucoma", probs)
+    assert "**FINDING**" in line and "most probable condition **glaucoma** (70.0%)" in line and "top-1" in line
 
 
 def test_reanalyse_after_prompt_edit_reencodes_only_the_new_prompt(ctx, fundus_path, analysed):

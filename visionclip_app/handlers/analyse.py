@@ -14,6 +14,7 @@ import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
+from engine.screening import Screening, hierarchical_prediction, screen
 from engine.saliency import DETAIL, DETAIL_METHODS, SLOW_METHODS, explain
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import TARGETS as SALIENCY_TARGETS
@@ -120,18 +121,19 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
 
 
 def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requested: str | None,
-                       probabilities: dict[str, float]) -> str:
+                       probabilities: dict[str, float], predicted: str | None = None) -> str:
     """The class to explain: the reviewer's choice while they work on the same image (a prompt edit keeps it),
-    the new prediction when the image changed."""
-    predicted = max(probabilities, key=probabilities.get)
+    the new prediction (top-1 unless given) when the image changed."""
+    predicted = predicted or max(probabilities, key=probabilities.get)
     same_image = previous is None or previous.analysis.image_sha256 == image_sha256
     return requested if same_image and requested in probabilities else predicted
 
 
 def _score(ctx: AppContext, image: Image.Image, ps: PromptSet, adapter=None
-           ) -> tuple[dict[str, float], list[tuple], int, dict[str, float] | None]:
+           ) -> tuple[dict[str, float], list[tuple], int, dict[str, float] | None, Screening | None]:
     """(class probabilities, (class, subclass, probability) per scored group, prompts the text tower truncated,
-    zero-shot probabilities when ``adapter`` gave the first ones, else None)."""
+    zero-shot probabilities when ``adapter`` gave the first ones, else None, and the zero-shot screening
+    decision when the set has a normal class and no adapter is used, else None)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ctx.model_lock:
@@ -140,12 +142,25 @@ def _score(ctx: AppContext, image: Image.Image, ps: PromptSet, adapter=None
             embedding = features[:, :adapter.head.anchor.embeddings.shape[1]] if adapter is not None else features
             class_probs, sub_probs = ctx.model.class_and_subclass_probabilities(embedding, ps)
             adapted = adapter.probabilities(features)[0] if adapter is not None else None
+            screening = screen(ctx.model, embedding, ps, class_probs) if adapter is None else None
     probs = dict(zip(ps.classes, map(float, class_probs[0])))
     subs = [(c, sub, float(p)) for (c, sub, _), p in zip(ps.scored_groups(), sub_probs[0])]
     n_truncated = sum("truncated" in str(w.message) for w in caught)
     if adapted is None:
-        return probs, subs, n_truncated, None
-    return dict(zip(adapter.classes, map(float, adapted))), subs, n_truncated, probs
+        return probs, subs, n_truncated, None, screening
+    return dict(zip(adapter.classes, map(float, adapted))), subs, n_truncated, probs, None
+
+
+def screening_headline(screening: Screening | None, predicted: str, probs: dict[str, float]) -> str:
+    """The answer the Analyse tab leads with: normal or a finding with P(abnormal), then which condition."""
+    if screening is None:
+        return f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%})."
+    how = (f"threshold {screening.threshold:.1%}, fixed on healthy synthetic renders" if screening.threshold is not None
+           else "top-1: no threshold calibrated for this model")
+    if not screening.finding[0]:
+        return f"Screening: **NORMAL** (P(abnormal) {screening.p_abnormal[0]:.1%}; {how})."
+    return (f"Screening: **FINDING** (P(abnormal) {screening.p_abnormal[0]:.1%}; {how}); most probable condition "
+            f"**{md_text(predicted)}** ({probs[predicted]:.1%}).")
 
 
 def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, opacity: float,
@@ -168,12 +183,12 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         return (error_status(e), *empty)
     t0 = time.perf_counter()
     try:
-        probs, sub_probs, n_truncated, zero_shot = _score(ctx, image, ps, adapter)
+        probs, sub_probs, n_truncated, zero_shot, screening = _score(ctx, image, ps, adapter)
     except VisionCLIPError as e:
         return (error_status(e), *empty)
-    predicted = max(probs, key=probs.get)
+    predicted = hierarchical_prediction([list(probs.values())], list(probs), screening)[0]
     sha = hashlib.sha256(data).hexdigest()
-    cls = saliency_class_for(previous, sha, saliency_class, probs)
+    cls = saliency_class_for(previous, sha, saliency_class, probs, predicted)
     overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter)
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
@@ -186,8 +201,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None,
         adapter=adapter_json(adapter_record, zero_shot))
     state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
-    notes = [f"Predicted **{md_text(predicted)}** ({probs[predicted]:.1%}) with {len(ps)} classes in {elapsed:.2f} s"
-             f" · model `{ctx.model.model_id}`."]
+    notes = [screening_headline(screening, predicted, probs),
+             f"{len(ps)} classes in {elapsed:.2f} s · model `{ctx.model.model_id}`."]
     if zero_shot is not None:  # short: one_line keeps 300 characters
         state = dataclasses.replace(state, adapter=adapter, zero_shot=zero_shot, adapter_name=adapter_record["file"])
         zs_top = max(zero_shot, key=zero_shot.get)

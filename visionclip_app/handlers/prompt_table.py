@@ -90,7 +90,20 @@ def prompt_set_from_table(table: Any) -> PromptSet:
     n_scored = len(ps.scored_groups())
     if n_scored > APP_MAX_CLASSES:
         raise UserError(f"Too many subclasses ({n_scored}); the limit is {APP_MAX_CLASSES}.")
-    return ps
+    return with_default_screening(ps)
+
+
+def with_default_screening(ps: PromptSet) -> PromptSet:
+    """The table holds classes and prompts only: a set that keeps every class of the default preset screens
+    with that preset's rule (its calibrated threshold), edited prompts included; any other set screens top-1."""
+    try:
+        preset = load_preset(DEFAULT_PRESET)
+    except VisionCLIPError:
+        return ps
+    present = {c.lower() for c in ps.classes}
+    if preset.screening is None or not all(c.lower() in present for c in preset.classes):
+        return ps
+    return ps.with_screening(preset.screening)
 
 
 def add_prompt_row(table: Any) -> pd.DataFrame:
