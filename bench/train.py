@@ -1,6 +1,6 @@
 """Training throughput and peak memory: our loop against open_clip's own training entry.
 
-    python bench/train.py [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3] [--allocator]
+    python -m bench.train [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3] [--allocator]
 
 For each model, runs (each in a fresh subprocess, a few steps only):
 
