@@ -139,6 +139,7 @@ def test_bad_set_overrides(tmp_path, items, message):
         load_config(write_config(tmp_path / "c.yaml"), parse_overrides(items))
 
 
+@pytest.mark.slow
 def test_set_on_the_command_line_reaches_the_run(tmp_path):
     r = train_cli("--config", write_config(tmp_path / "c.yaml", steps=1), "--out", tmp_path / "run", "--set", "steps=2",
                   "--set", "lr=0.001")
@@ -386,6 +387,7 @@ def straight_and_resumed(cfg: Path, tmp_path: Path) -> tuple[dict, dict]:
     return load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
     a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5), tmp_path)
     assert a.keys() == b.keys()
@@ -399,6 +401,7 @@ def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
     assert model.is_trained and model.metadata["training_data"]["real_patient_images"] == 0
 
 
+@pytest.mark.slow
 def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_path):
     """The EMA is restored on resume (else the final weights differ), and is what ships."""
     a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9, head_only_steps=1), tmp_path)
@@ -408,12 +411,14 @@ def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_pat
     assert not torch.allclose(a[head].float(), raw[head].float(), atol=1e-4)  # the average shipped, not the last step
 
 
+@pytest.mark.slow
 def test_resume_with_ema_added_to_a_run_without_one_is_a_one_line_error(tmp_path):
     assert train_cli("--config", write_config(tmp_path / "a.yaml", steps=2), "--out", tmp_path / "run").returncode == 0
     r = train_cli("--config", write_config(tmp_path / "b.yaml", steps=4, ema_decay=0.9), "--out", tmp_path / "run", "--resume")
     assert r.returncode == 2 and "holds no weight average" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_head_only_steps_hold_the_towers_still(tmp_path):
     from engine.factory import create_model
     from engine.train.train import feature_parameters
@@ -433,6 +438,7 @@ def test_head_only_steps_hold_the_towers_still(tmp_path):
     assert not torch.equal(step[0]["visual.head.proj.weight"], step[1]["visual.head.proj.weight"])
 
 
+@pytest.mark.slow
 def test_local_contrast_setting_is_saved_with_the_model(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", steps=1, local_contrast=True)
     r = train_cli("--config", cfg, "--out", tmp_path / "run")
@@ -442,6 +448,7 @@ def test_local_contrast_setting_is_saved_with_the_model(tmp_path):
     assert not VisionCLIP.from_config("visionclip-effl0-minilm").transform.local_contrast
 
 
+@pytest.mark.slow
 def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_model(tmp_path):
     from engine.preprocess import FundusTransform
     from engine.train.data import mean_fundus_colour
@@ -457,6 +464,7 @@ def test_colour_normalise_measures_the_training_colour_and_saves_it_with_the_mod
     assert VisionCLIP.from_config("visionclip-effl0-minilm").transform.colour_target is None
 
 
+@pytest.mark.slow
 def test_colour_target_added_to_a_trained_model_keeps_its_weights(tmp_path):
     from engine.preprocess import FundusTransform
     from engine.train.data import mean_fundus_colour
@@ -481,6 +489,7 @@ def test_colour_normalise_modes_decide_whether_training_images_are_normalised():
     assert training_preprocess(config_from_dict({"colour_normalise": "both"}), pre)["colour_target"] == [0.5, 0.3, 0.2]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", lr=1.0e30, warmup_steps=0, grad_clip=0.0, save_every=1, steps=6)
     r = train_cli("--config", cfg, "--out", tmp_path / "run")
@@ -494,6 +503,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_follows_single_process(tmp_path):
     """Same global batch and seed: 2 ranks x 4 samples track 1 rank x 8 within 0.1% (float reduction order)."""
     single = write_config(tmp_path / "single.yaml", steps=3, batch_size=8, augment=False)
@@ -512,6 +522,7 @@ def test_two_process_gloo_follows_single_process(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+@pytest.mark.slow
 def test_render_workers_end_when_the_trainer_is_killed(tmp_path):
     """Forkserver render workers do not see their trainer die on their own (their parent is the fork
     server); a killed run must not leave them rendering."""
