@@ -93,8 +93,10 @@ def main():
             layer_times(n, size, a.pipeline)
     if a.json:
         import json
+
+        from bench.common import load_average, machine
         with open(a.json, "w") as fh:
-            json.dump(figures, fh, indent=2)
+            json.dump({**figures, "machine": machine(), "load_average": load_average()}, fh, indent=2)
 
 
 
