@@ -81,8 +81,7 @@ log "train: exit $TRAIN_RC after $(( $(date +%s) - t0 )) s"
 python - "$RUN" "$SIZE" "$PEAK_TFLOPS" <<'EOF' | tee -a "$OUT/gpu_run.log"
 import json, statistics, sys
 from pathlib import Path
-sys.path.insert(0, "bench")
-from train import train_flops_per_sample  # bench/train.py: 3 x forward FLOPs of what a step runs
+from bench.train import train_flops_per_sample  # 3 x forward FLOPs of what a step runs
 
 run, size, peak = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"samples_per_s"' in l]
