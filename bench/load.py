@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load test of the VisionCLIP app: concurrent gradio_client users against a real ``python launch.py``.
 
-    python -m bench.load                       # 8 clients x 50 rounds (issue 24 target)
+    python -m bench.load                       # 8 clients x 50 rounds (the load target)
     python -m bench.load --clients 2 --rounds 2 --json out.json
 
 Starts the app on 127.0.0.1 (a free port, a temporary case log), then each client repeats: analyse an

@@ -134,7 +134,7 @@ BENCHES = {
     "load": ("bench.load", ["--clients", "8", "--rounds", "5"], rows_load),
     "adapt": ("bench.adapt", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200", "--no-transductive"], rows_adapt),
 }
-# --full-load: the size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
+# --full-load: the load target's size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
 FULL_LOAD = ["--clients", "8", "--rounds", "50", "--overload", "100"]
 
 
