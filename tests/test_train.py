@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -44,6 +45,24 @@ def write_config(path: Path, **overrides) -> Path:
 def train_cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "engine.cli", "train", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def train_run(request, monkeypatch, capsys):
+    """``visionclip train`` for runs that stop before training: in this process (fast tier) or a fresh one."""
+    if request.param == "subprocess":
+        return train_cli
+    from engine import memory
+    from engine.train import main as train_main
+
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: None)  # no process-wide malloc tuning in the worker
+
+    def run(*args, **_):
+        capsys.readouterr()
+        code = train_main.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
 def metrics(run: Path) -> list[dict]:
@@ -184,20 +203,20 @@ def _csv_dataset(tmp_path: Path, n: int, corrupt: int = 0) -> Path:
         (lambda t: ["--out", t / "run", "--eval-data", t / "nowhere"], "no labels.csv"),
     ],
 )
-def test_bad_run_folders(tmp_path, make_args, message):
+def test_bad_run_folders(train_run, tmp_path, make_args, message):
     (tmp_path / "afile").write_text("x")
     cfg = write_config(tmp_path / "c.yaml")
-    r = train_cli("--config", cfg, *make_args(tmp_path))
+    r = train_run("--config", cfg, *make_args(tmp_path))
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
 
 
-def test_missing_data_and_batch_larger_than_dataset(tmp_path):
+def test_missing_data_and_batch_larger_than_dataset(train_run, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", sources=[{"type": "synfundus", "path": str(tmp_path / "absent")}])
-    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    r = train_run("--config", cfg, "--out", tmp_path / "run")
     assert r.returncode == 2 and "no labels.csv" in r.stderr
     csv_path = _csv_dataset(tmp_path, 3)
     cfg = write_config(tmp_path / "c2.yaml", sources=[{"type": "csv", "path": str(csv_path)}], batch_size=8)
-    r = train_cli("--config", cfg, "--out", tmp_path / "run2")
+    r = train_run("--config", cfg, "--out", tmp_path / "run2")
     assert r.returncode == 2 and "larger than the dataset" in r.stderr
 
 
@@ -297,7 +316,7 @@ def test_synfundus_layout_source(tmp_path):
     assert caption_again == caption  # a draw is reproducible
 
 
-def test_synfundus_source_missing_column_stops_training_in_one_line(tmp_path):
+def test_synfundus_source_missing_column_stops_training_in_one_line(train_run, tmp_path):
     from engine.synth.schema import SYNFUNDUS_COLUMNS
 
     root = tmp_path / "syn"
@@ -306,7 +325,7 @@ def test_synfundus_source_missing_column_stops_training_in_one_line(tmp_path):
     header = [c for c in SYNFUNDUS_COLUMNS if c != "is_pm"]
     (root / "labels.csv").write_text(",".join(header) + "\n" + ",".join("0" for _ in header) + "\n")
     cfg = write_config(tmp_path / "c.yaml", sources=[{"type": "synfundus", "path": str(root), "eye_side_zero": "left"}])
-    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    r = train_run("--config", cfg, "--out", tmp_path / "run")
     assert r.returncode == 2 and "lacks SynFundus-1M column(s) is_pm" in r.stderr and "Traceback" not in r.stderr
     assert "unknown keys" not in r.stderr  # eye_side_zero is a synfundus option
 
