@@ -49,9 +49,10 @@ def train_cli(*args, env=None, timeout=300):
 
 @pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
 def train_run(request, monkeypatch, capsys):
-    """``visionclip train`` for runs that stop before training: in this process (fast tier) or a fresh one."""
+    """``visionclip train``: in this process (the fast tier; short runs) or in a fresh one (the full suite)."""
     if request.param == "subprocess":
-        return train_cli
+        yield train_cli
+        return
     from engine import memory
     from engine.train import main as train_main
 
@@ -62,7 +63,9 @@ def train_run(request, monkeypatch, capsys):
         code = train_main.main([str(a) for a in args])
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-    return run
+    rng = torch.get_rng_state()
+    yield run
+    torch.set_rng_state(rng)  # training seeds torch: later tests in this worker see what they would have
 
 
 def metrics(run: Path) -> list[dict]:
@@ -457,10 +460,10 @@ def test_head_only_steps_hold_the_towers_still(tmp_path):
     assert not torch.equal(step[0]["visual.head.proj.weight"], step[1]["visual.head.proj.weight"])
 
 
-@pytest.mark.slow
-def test_local_contrast_setting_is_saved_with_the_model(tmp_path):
+def test_local_contrast_setting_is_saved_with_the_model(train_run, tmp_path):
+    """One training step end to end (in process in the fast tier): the loop, saving, the model file."""
     cfg = write_config(tmp_path / "c.yaml", steps=1, local_contrast=True)
-    r = train_cli("--config", cfg, "--out", tmp_path / "run")
+    r = train_run("--config", cfg, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     model = VisionCLIP.load(tmp_path / "run" / "model.safetensors")
     assert model.transform.local_contrast  # inference preprocesses as training did
