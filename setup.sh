@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-python3 -m pip install --quiet -e ".[test]"
+python3 -m pip install --quiet -e ".[all,test]"
 if ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
@@ -13,4 +13,4 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: install Debian's chromium for the browser test (apt-get install chromium)" >&2
   fi
 fi
-echo "setup: done. Start the app: python launch.py   Run the tests: python -m pytest -q -n 2 --dist loadfile"
+echo "setup: done. Start the app: python launch.py   Fast tests: python -m pytest -m \"not slow\" -q -n 2 --dist loadfile   All tests: python -m pytest -q -n 2 --dist loadfile"

@@ -1,6 +1,6 @@
 """k-shot curves of the few-shot adapters and the gain of label-free (transductive) calibration.
 
-    python bench/adapt.py [--draws 10] [--shots 1 2 4 8 16 all] [--json data/adapt_bench.json]
+    python -m bench.adapt [--draws 10] [--shots 1 2 4 8 16 all] [--json data/adapt_bench.json]
 
 On eyedisease_dev (prompt set eyedisease_grouped) and palm_dev (palm), per draw: a stratified half of
 the folder is the pool the support images are drawn from (k per class, or the whole half for "all"),
@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from adapt_cache import DEFAULT_FOLDERS, load_or_encode_trunk  # noqa: E402
-from engine import VisionCLIP, load_preset  # noqa: E402
-from engine.adapt import TRANSDUCTIVE_METHODS, TextAnchor, calibrate, make_head  # noqa: E402
-from engine.evaluate import paired_bootstrap_difference  # noqa: E402
+from bench.adapt_cache import DEFAULT_FOLDERS, load_or_encode_trunk
+from bench.common import best_of
+from engine import VisionCLIP, load_preset
+from engine.adapt import TRANSDUCTIVE_METHODS, TextAnchor, calibrate, make_head
+from engine.evaluate import paired_bootstrap_difference
 
 PROMPTS = {"eyedisease_dev": "eyedisease_grouped", "palm_dev": "palm"}
 METHODS = ("zero-shot", "linear-probe", "blend", "clap", "clap-stage")
@@ -111,13 +106,10 @@ def fit_times(x, y, anchor, n: int = 100, repeats: int = 3) -> dict:
     idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=n // len(np.unique(y)), replace=True) for c in np.unique(y)])
     out = {}
     for m in METHODS:
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
+        def fit(m=m):
             head = make_head(m)
             head.fit((x[head.image_features] if isinstance(x, dict) else x)[idx], y[idx], anchor)
-            best = min(best, time.perf_counter() - t)
-        out[m] = best
+        out[m] = best_of(fit, repeats)
     return out
 
 

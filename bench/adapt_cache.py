@@ -1,6 +1,6 @@
 """Encode the eval folders once with the default model and keep the embeddings in data/ (ignored).
 
-    python bench/adapt_cache.py [--data ../shared/eval/eyedisease_dev ../shared/eval/palm_dev]
+    python -m bench.adapt_cache [--data ../shared/eval/eyedisease_dev ../shared/eval/palm_dev]
 
 bench/adapt.py reads these files; the images are never encoded twice for one model. With ``--trunk``,
 also the image tower's pooled features before the projection head (``trunk``, 1280-d for
@@ -10,16 +10,14 @@ EfficientNet-Lite0) and of two intermediate stages (``stage4``, ``stage5``), for
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from bench.common import EVAL_ROOT, REPO
 
-CACHE_DIR = ROOT / "data" / "adapt_cache"
-DEFAULT_FOLDERS = [ROOT.parent / "shared" / "eval" / "eyedisease_dev", ROOT.parent / "shared" / "eval" / "palm_dev"]
+CACHE_DIR = REPO / "data" / "adapt_cache"
+DEFAULT_FOLDERS = [EVAL_ROOT / "eyedisease_dev", EVAL_ROOT / "palm_dev"]
 
 
 def cache_path(folder: Path, model_id: str) -> Path:

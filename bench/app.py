@@ -1,6 +1,6 @@
 """Benchmark the app in a real browser (Debian chromium via Playwright); prints, does not assert.
 
-  python bench/app.py [--runs 5] [--size 1024]
+  python -m bench.app [--runs 5] [--size 1024]
 
 1. start-up to first page: from spawning ``python launch.py`` to the Analyse button being visible in the browser
    (targets: < 20 s on 2 CPU cores);
@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import load_average, machine
 from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app
 
 
@@ -88,14 +89,14 @@ def main(argv=None) -> int:
             first, rest = times[0], times[1:] or times
             print(f"Analyse press to results:      first {first:5.2f} s, median of next {len(rest)}: "
                   f"{statistics.median(rest):5.2f} s (min {min(rest):.2f}, max {max(rest):.2f})   (target < 1.5 s)")
-            import os
             if args.json:
                 import json
                 Path(args.json).write_text(json.dumps({
                     "bench": "app", "startup_s": startup, "analyse_first_s": first,
-                    "analyse_median_s": statistics.median(rest), "runs": args.runs, "size": args.size}, indent=2))
+                    "analyse_median_s": statistics.median(rest), "runs": args.runs, "size": args.size,
+                    "machine": machine(), "load_average": load_average()}, indent=2))
             print(f"photograph: {args.size}x{args.size} px JPEG; browser: {CHROMIUM} headless; "
-                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+                  f"{machine()}, load average {load_average()} at the end")
         finally:
             stop_app(proc)
             browser.close()

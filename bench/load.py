@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Load test of the VisionCLIP app: concurrent gradio_client users against a real ``python launch.py``.
 
-    python bench/load.py                       # 8 clients x 50 rounds (issue 24 target)
-    python bench/load.py --clients 2 --rounds 2 --json out.json
+    python -m bench.load                       # 8 clients x 50 rounds (the load target)
+    python -m bench.load --clients 2 --rounds 2 --json out.json
 
 Starts the app on 127.0.0.1 (a free port, a temporary case log), then each client repeats: analyse an
 image, recompute the saliency map, save a review; every fifth round it also searches the Cases tab and
@@ -17,8 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,9 +27,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, free_port, load_average, machine, percentile
+
 # Endpoint names the app gives its events (branch `app`); the second and later names are the automatic
 # names of older builds, found by discovery when the stable one is absent.
 ENDPOINTS = {
@@ -43,12 +41,6 @@ ENDPOINTS = {
 }
 # Values by parameter name (synonyms included); a parameter not named here takes its default.
 METHOD, TARGET = "gradcam", "softmax"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(db: Path, port: int, extra: list[str], timeout: float = 600) -> subprocess.Popen:
@@ -98,10 +90,6 @@ def arguments(api: dict, endpoint: str, values: dict) -> list:
         else:
             args.append(None)
     return args
-
-
-def percentile(xs: list[float], q: float) -> float | None:
-    return float(np.percentile(xs, q)) if xs else None
 
 
 class Run:
@@ -258,7 +246,7 @@ def main(argv=None) -> int:
     all_lat = [x for v in run.latency.values() for x in v]
     report = {
         "bench": "load", "clients": args.clients, "rounds": args.rounds, "endpoints": eps,
-        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)", "app_startup_s": round(startup_s, 1),
+        "machine": machine(), "load_average": load_average(), "app_startup_s": round(startup_s, 1),
         "wall_s": round(wall, 1), "requests": len(all_lat) + len(run.failures),
         "throughput_rps": round(len(all_lat) / wall, 3) if wall else None,
         "saves_per_min": round(60 * len(run.saved) / wall, 2) if wall else None,

@@ -1,6 +1,6 @@
 """Zero-shot results of a model for its model card: held-out synthetic data and the real eval folders.
 
-    python bench/model_card.py [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440] \
+    python -m bench.model_card [--model assets/model] [--eval-root ../shared/eval] [--synthetic-n 440] \
         [--versus OTHER_MODEL]
 
 Prints Markdown tables (balanced accuracy against chance with its 95% bootstrap interval, AUC per
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 
+from bench.common import EVAL_ROOT
 from engine import VisionCLIP, load_preset
 from engine.evaluate import compare_results, embed_folder, evaluate
 from engine.memory import keep_freed_memory
@@ -66,7 +67,7 @@ def table(title: str, command: str, r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "eval"))
+    ap.add_argument("--eval-root", default=str(EVAL_ROOT))
     ap.add_argument("--synthetic-n", type=int, default=440)
     ap.add_argument("--size", type=int, default=None, help="synthetic render side (default: the model's input size)")
     ap.add_argument("--versus", default=None, metavar="MODEL", help="another model to compare with, image by image")

@@ -1,22 +1,22 @@
 #!/usr/bin/env python
-"""Run every benchmark under bench/ with short settings and write PERFORMANCE.md (one table).
+"""Run every benchmark under bench/ with short settings and write PERFORMANCE.md in full (one table).
 
-    python bench/run_all.py                 # all benches present, then PERFORMANCE.md
-    python bench/run_all.py --dry-run       # list what would run, run nothing
-    python bench/run_all.py --only synth load --out /tmp/perf.md
+    python -m bench.run_all                 # all benches, then PERFORMANCE.md
+    python -m bench.run_all --dry-run       # list what would run, run nothing
+    python -m bench.run_all --only synth load --out /tmp/perf.md
 
 Each bench writes its figures with ``--json FILE``; this script reads them and puts each figure beside its
-target and, where the bench measured one in the same run, its peer (as a ratio). Machine, date and commit
-head the report. A bench whose script is missing is listed as skipped; one that fails is listed with its
-exit status. Figures from a loaded machine are noisy: run this on a quiet one.
+target and, where the bench measured one in the same run, its peer (as a ratio). The commit, date, machine
+(no host name or path) and the load average before and after head the report; nothing in the file is
+written by hand, so a rerun replaces all of it. A bench that fails is listed with its exit status.
+Figures from a loaded machine are noisy: run this on a quiet one, at a clean commit.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_EVAL = REPO.parent / "shared" / "eval" / "eyedisease_dev"
+from bench.common import REPO, commit, load_average, machine, ratio
 
 
 def _mean(xs):
@@ -50,11 +49,6 @@ def rows_inference(j):
 def rows_synth(j):
     return [(f"render {size} px, per core", v["img_per_s_per_core"], "img/s", None, None, None, True)
             for size, v in j.get("sizes", {}).items()]
-
-
-def rows_realism(j):
-    return [("FD(synthetic, real half)", j.get("fd_half"), "", "lower; floor = real vs real",
-             "real half A vs half B (floor)", j.get("fd_floor"), False)]
 
 
 def rows_saliency(j):
@@ -129,33 +123,18 @@ def rows_adapt(j):
     return out
 
 
-def rows_tstr(j):
-    out = []
-    for r in j.get("results", []):
-        ref = r.get("real_probe_cv5", {})
-        out.append((f"{r['task']}: train on {r['n_synthetic']} synthetic, test on real, balanced accuracy",
-                    r["tstr"]["balanced_accuracy"], "", "> chance", "probe trained on real (5-fold CV)",
-                    ref.get("balanced_accuracy"), True))
-        if "auc" in r["tstr"]:
-            out.append((f"{r['task']}: same, AUC", r["tstr"]["auc"], "", "> 0.5", "probe trained on real (5-fold CV)",
-                        ref.get("auc"), True))
-    return out
-
-
-# name -> (script, short arguments, rows); the JSON path is appended as ``--json FILE``.
+# name -> (module, short arguments, rows); the JSON path is appended as ``--json FILE``.
 BENCHES = {
-    "inference": ("inference.py", ["--runs", "5"], rows_inference),
-    "synth": ("synth.py", ["--n", "8", "--sizes", "256", "512"], rows_synth),
-    "realism": ("realism.py", ["--n", "60", "--size", "256", "--real", str(REAL_EVAL)], rows_realism),
-    "saliency": ("saliency.py", ["--n", "2", "--road", "0", "--sanity", "1", "--repeats", "2", "--skip-scorecam"],
+    "inference": ("bench.inference", ["--runs", "5"], rows_inference),
+    "synth": ("bench.synth", ["--n", "8", "--sizes", "256", "512"], rows_synth),
+    "saliency": ("bench.saliency", ["--n", "2", "--road", "0", "--sanity", "1", "--repeats", "2", "--skip-scorecam"],
                  rows_saliency),
-    "train": ("train.py", ["--steps", "2", "--warmup", "1", "--data-n", "32"], rows_train),
-    "app": ("app.py", ["--runs", "3"], rows_app),
-    "load": ("load.py", ["--clients", "8", "--rounds", "5"], rows_load),
-    "adapt": ("adapt.py", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200", "--no-transductive"], rows_adapt),
-    "tstr": ("tstr.py", ["--n-per-class", "30", "--size", "256", "--real-probe"], rows_tstr),
+    "train": ("bench.train", ["--steps", "2", "--warmup", "1", "--data-n", "32"], rows_train),
+    "app": ("bench.app", ["--runs", "3"], rows_app),
+    "load": ("bench.load", ["--clients", "8", "--rounds", "5"], rows_load),
+    "adapt": ("bench.adapt", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200", "--no-transductive"], rows_adapt),
 }
-# --full-load: the issue's size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
+# --full-load: the load target's size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
 FULL_LOAD = ["--clients", "8", "--rounds", "50", "--overload", "100"]
 
 
@@ -164,33 +143,11 @@ def arguments(name: str, full_load: bool = False) -> list[str]:
 
 
 def command(name: str, json_path: Path, full_load: bool = False) -> list[str]:
-    return [sys.executable, str(REPO / "bench" / BENCHES[name][0]), *arguments(name, full_load), "--json", str(json_path)]
+    return [sys.executable, "-m", BENCHES[name][0], *arguments(name, full_load), "--json", str(json_path)]
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}, {platform.system()}"
-
-
-def commit() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+def present(name: str) -> bool:
+    return importlib.util.find_spec(BENCHES[name][0]) is not None
 
 
 def fmt(v) -> str:
@@ -201,25 +158,21 @@ def fmt(v) -> str:
     return str(v)
 
 
-def ratio(value, peer, higher_is_better) -> str:
-    if not isinstance(value, (int, float)) or not isinstance(peer, (int, float)) or not peer:
-        return "-"
-    return f"{value / peer:.2f} ({'higher' if higher_is_better else 'lower'} is better)"
-
-
-def render(results: list[dict], full_load: bool = False) -> str:
+def render(results: list[dict], full_load: bool = False, load_before: float | None = None) -> str:
+    regenerate = "python -m bench.run_all" + (" --full-load" if full_load else "")
     lines = ["# Performance", "",
-             f"- Machine: {machine()}",
-             f"- Date (UTC): {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')}",
+             f"Written in full by `{regenerate}`; do not edit by hand (a rerun replaces the whole file).", "",
              f"- Commit: {commit()}",
-             f"- Load average at the end: {os.getloadavg()[0]:.1f} (figures from a loaded machine are noisy; the "
-             "ratios against a peer measured in the same run are the robust ones)",
-             "- Regenerate: `python bench/run_all.py" + (" --full-load" if full_load else "") + "` (each bench's own "
-             "command is in the last column)", "",
+             f"- Date (UTC): {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')}",
+             f"- Machine: {machine()}",
+             f"- Load average (1 min): {load_before if load_before is not None else '-'} before, "
+             f"{load_average() if load_average() is not None else '-'} after. Above the CPU count, absolute "
+             "times are noisy; the ratios against a peer measured in the same run are the robust figures.",
+             "- Each bench's own command is in the last column.", "",
              "| bench | figure | value | unit | target | peer (same run) | peer value | ratio | command |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        cmd = "`" + " ".join(["python", f"bench/{BENCHES[r['name']][0]}", *arguments(r["name"], full_load)]) + "`"
+        cmd = "`" + " ".join(["python", "-m", BENCHES[r["name"]][0], *arguments(r["name"], full_load)]) + "`"
         if r["status"] != "ok":
             lines.append(f"| {r['name']} | {r['status']} | - | - | - | - | - | - | {cmd} |")
             continue
@@ -231,19 +184,15 @@ def render(results: list[dict], full_load: bool = False) -> str:
 
 
 def run_one(name: str, work: Path, timeout: float, full_load: bool = False, reuse: bool = False) -> dict:
-    script = REPO / "bench" / BENCHES[name][0]
     out = work / f"{name}.json"
     if reuse and out.is_file():  # figures of an earlier run_all into the same --work folder
         return {"name": name, "status": "ok", "rows": BENCHES[name][2](json.loads(out.read_text())), "reused": True}
-    if not script.is_file():
-        return {"name": name, "status": f"skipped: bench/{script.name} not present", "rows": []}
-    if name == "realism" and not REAL_EVAL.is_dir():
-        return {"name": name, "status": f"skipped: no real photographs at {REAL_EVAL}", "rows": []}
+    if not present(name):
+        return {"name": name, "status": f"skipped: {BENCHES[name][0]} not present", "rows": []}
     out.unlink(missing_ok=True)  # a failed run must not show an earlier run's figures
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(command(name, out, full_load), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.run(command(name, out, full_load), cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"name": name, "status": f"timed out after {timeout:.0f} s", "rows": []}
     (work / f"{name}.log").write_text(proc.stdout + proc.stderr)
@@ -273,16 +222,16 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
         for name in names:
-            present = (REPO / "bench" / BENCHES[name][0]).is_file()
-            print(f"{name:10s} " + (" ".join(command(name, work / f"{name}.json", args.full_load)) if present
-                                    else f"skipped: bench/{BENCHES[name][0]} not present"))
+            print(f"{name:10s} " + (" ".join(command(name, work / f"{name}.json", args.full_load)) if present(name)
+                                    else f"skipped: {BENCHES[name][0]} not present"))
         return 0
+    load_before = load_average()
     results = []
     for name in names:
         print(f"running {name} ...", flush=True)
         results.append(run_one(name, work, args.timeout, args.full_load, args.reuse))
         print(f"  {results[-1]['status']}" + (f" in {results[-1].get('seconds')} s" if "seconds" in results[-1] else ""))
-    Path(args.out).write_text(render(results, args.full_load), encoding="utf-8")
+    Path(args.out).write_text(render(results, args.full_load, load_before), encoding="utf-8")
     print(f"wrote {args.out} (logs and JSON in {work})")
     return 0
 

@@ -7,11 +7,11 @@ and where the writer's time per image goes.
 
 On a shared machine use --repeat 3: each figure is then the best of 3 runs (other jobs only ever slow a run down).
 
-Usage: python bench/synth.py [--n 40] [--sizes 256 512 1024] [--workers 1] [--pipeline v1|v2] [--repeat 1] [--layers]
-       python bench/synth.py --gallery   # writes docs/synthetic_gallery.png (v1 and v2 side by side)
-       python bench/synth.py --discs     # writes docs/disc_crops.png (real disc crops beside synthetic ones)
-       python bench/synth.py --macula    # writes docs/macula_crops.png (real DR macular crops beside synthetic ones)
-       python bench/synth.py --examples  # writes the app's examples, assets/examples/ (+ captions.json)
+Usage: python -m bench.synth [--n 40] [--sizes 256 512 1024] [--workers 1] [--pipeline v1|v2] [--repeat 1] [--layers]
+       python -m bench.synth --gallery   # writes docs/synthetic_gallery.png (v1 and v2 side by side)
+       python -m bench.synth --discs     # writes docs/disc_crops.png (real disc crops beside synthetic ones)
+       python -m bench.synth --macula    # writes docs/macula_crops.png (real DR macular crops beside synthetic ones)
+       python -m bench.synth --examples  # writes the app's examples, assets/examples/ (+ captions.json)
 """
 import argparse
 import os
@@ -93,8 +93,10 @@ def main():
             layer_times(n, size, a.pipeline)
     if a.json:
         import json
+
+        from bench.common import load_average, machine
         with open(a.json, "w") as fh:
-            json.dump(figures, fh, indent=2)
+            json.dump({**figures, "machine": machine(), "load_average": load_average()}, fh, indent=2)
 
 
 

@@ -1,6 +1,6 @@
 """Training throughput and peak memory: our loop against open_clip's own training entry.
 
-    python bench/train.py [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3] [--allocator]
+    python -m bench.train [--models effl0,rn50[,vitb16]] [--batch-size 32] [--warmup 1] [--steps 3] [--allocator]
 
 For each model, runs (each in a fresh subprocess, a few steps only):
 
@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import REPO as ROOT, load_average, machine
 
 MODELS = {
     # key: (model config, our freezing settings, open_clip freezing flags)
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(x) for x in args.resolutions.split(",")] if args.resolutions else []
     data = Path(args.data) if args.data else synth_folder(work, args.data_n, max([256, *sizes]))
-    print(f"device: {torch.cuda.get_device_name(0) if gpu else f'cpu ({os.cpu_count()} cores)'}; batch {args.batch_size}, "
+    print(f"{machine()}, load average {load_average()}; batch {args.batch_size}, "
           f"{args.image_size} px, {args.warmup} warm-up + {args.steps} measured steps; work dir {work}", flush=True)
 
     if args.resolutions:

@@ -6,7 +6,7 @@ back to the kernel when it is freed, so the next step maps it again and the kern
 that page-fault work took more CPU time than the convolutions. Serving large blocks from the heap
 and never trimming it keeps those pages: 1.93x the samples/s of the default settings for the default
 model at batch 64 and 320 px on 2 cores, for a peak RSS of 4.5 GB instead of 3.4 GB (the heap keeps
-freed blocks that a later, larger request cannot reuse); `python bench/train.py --allocator`.
+freed blocks that a later, larger request cannot reuse); `python -m bench.train --allocator`.
 `visionclip train`, `eval` and `predict` call it on CPU; the app does not (it would hold its peak
 memory between requests).
 """

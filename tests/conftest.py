@@ -18,6 +18,17 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests (tests/e2e: Chromium against a served app) are slow as a folder: the fast tier,
+    `pytest -m "not slow"`, leaves them to the full suite."""
+    for item in items:
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def default_model():
     from engine import VisionCLIP

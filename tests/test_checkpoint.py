@@ -63,6 +63,7 @@ def test_absurd_safetensors_header_is_refused_before_it_is_read(tmp_path, declar
         ckpt.read_header(path)
 
 
+@pytest.mark.slow  # training subprocesses
 def test_corrupt_latest_checkpoint_at_resume_falls_back_to_the_previous_one(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", steps=4, save_every=2, pretrained_towers=False)
     assert train_cli("--config", cfg, "--out", tmp_path / "run").returncode == 0
@@ -79,6 +80,7 @@ def test_corrupt_latest_checkpoint_at_resume_falls_back_to_the_previous_one(tmp_
     assert VisionCLIP.load(tmp_path / "run" / "model.safetensors").metadata["training_data"]["steps"] == 5
 
 
+@pytest.mark.slow  # training subprocesses
 def test_resume_with_no_readable_checkpoint_is_a_one_line_error(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", steps=2, save_every=1, pretrained_towers=False)
     assert train_cli("--config", cfg, "--out", tmp_path / "run").returncode == 0

@@ -1,7 +1,10 @@
-"""The CLI in a subprocess, as a user runs it: JSON output, one-line errors, exit codes."""
+"""The CLI as a user runs it: JSON output, one-line errors, exit codes. Each test runs the command in
+process (the fast tier: the default model loaded once) and, in the full suite, in a subprocess too."""
 import json
 import subprocess
 import sys
+import types
+import warnings
 
 import pytest
 
@@ -12,6 +15,33 @@ def run_cli(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def cli(request, monkeypatch, capsys):
+    """``cli(*args)`` -> (returncode, stdout, stderr), in this process or in a fresh one."""
+    if request.param == "subprocess":
+        return run_cli
+    from engine import cli as engine_cli
+    from engine import memory
+    from engine.model import VisionCLIP
+
+    default_model = request.getfixturevalue("default_model")
+    load = VisionCLIP.load.__func__
+    monkeypatch.setattr(VisionCLIP, "load", classmethod(
+        lambda cls, path=None, *a, **k: default_model if path is None else load(cls, path, *a, **k)))
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: None)  # no process-wide malloc tuning in the test worker
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
+
+    def run(*args, timeout=None):
+        capsys.readouterr()
+        try:
+            code = engine_cli.main([str(a) for a in args])
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code or 0
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
+
+
 def test_help_lists_commands():
     r = run_cli("--help")
     assert r.returncode == 0
@@ -19,16 +49,16 @@ def test_help_lists_commands():
         assert cmd in r.stdout
 
 
-def test_predict_and_eval_json(tmp_path, labelled_folder):
+def test_predict_and_eval_json(cli, tmp_path, labelled_folder):
     img = tmp_path / "eye.png"
     make_fundus().save(img)
-    r = run_cli("predict", img, "--json", "--prompts", "glaucoma")
+    r = cli("predict", img, "--json", "--prompts", "glaucoma")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out["results"][0]["probabilities"]) == {"normal", "glaucoma"}
     assert "subclass_probabilities" not in out["results"][0]
 
-    r = run_cli("predict", img, "--json", "--prompts", "eyedisease_grouped")
+    r = cli("predict", img, "--json", "--prompts", "eyedisease_grouped")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)["results"][0]
     subs = result["subclass_probabilities"]
@@ -36,12 +66,12 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
     dr = sum(p for name, p in subs.items() if name.startswith("diabetic retinopathy > "))
     assert dr == pytest.approx(result["probabilities"]["diabetic retinopathy"], abs=1e-5)
 
-    r = run_cli("eval", "--data", labelled_folder, "--json", "--plot", tmp_path / "cm.png")
+    r = cli("eval", "--data", labelled_folder, "--json", "--plot", tmp_path / "cm.png")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["n"] == 6 and set(res) >= {"balanced_accuracy", "mean_auc", "kappa", "confusion_matrix", "ci95"}
     assert (tmp_path / "cm.png").exists()
-    r = run_cli("eval", "--data", labelled_folder)
+    r = cli("eval", "--data", labelled_folder)
     assert r.returncode == 0 and "balanced_accuracy" in r.stdout and "(95% CI " in r.stdout
 
 
@@ -58,21 +88,21 @@ def test_predict_and_eval_json(tmp_path, labelled_folder):
          "unknown target layer 'trunk.nope'"),
     ],
 )
-def test_bad_input_is_one_line_error(tmp_path, setup, args, message):
+def test_bad_input_is_one_line_error(cli, tmp_path, setup, args, message):
     img = tmp_path / "eye.png"
     make_fundus().save(img)
     setup(tmp_path)
-    r = run_cli(*[a.format(d=tmp_path, img=img) for a in args])
+    r = cli(*[a.format(d=tmp_path, img=img) for a in args])
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
     assert message in (r.stderr + r.stdout)
 
 
-def test_explain_lesion_detail_writes_overlay(tmp_path):
+def test_explain_lesion_detail_writes_overlay(cli, tmp_path):
     img = tmp_path / "eye.png"
     make_fundus().save(img)
     out = tmp_path / "map.png"
-    r = run_cli("explain", img, "--class", "diabetic retinopathy", "--method", "gradcam-elementwise", "--layers", "detail",
+    r = cli("explain", img, "--class", "diabetic retinopathy", "--method", "gradcam-elementwise", "--layers", "detail",
                 "--out", out)
     assert r.returncode == 0, r.stderr
     from PIL import Image
@@ -80,7 +110,7 @@ def test_explain_lesion_detail_writes_overlay(tmp_path):
     assert Image.open(out).size == Image.open(img).size
 
 
-def test_predict_folder_writes_csv_json_and_a_summary_and_skips_bad_files(tmp_path):
+def test_predict_folder_writes_csv_json_and_a_summary_and_skips_bad_files(cli, tmp_path):
     import csv
 
     import numpy as np
@@ -94,7 +124,7 @@ def test_predict_folder_writes_csv_json_and_a_summary_and_skips_bad_files(tmp_pa
     write_dicom(root / "sub" / "eye.dcm", np.asarray(make_fundus(seed=3)), ImageLaterality="L")
     (root / "broken.png").write_bytes((root / "a.png").read_bytes()[:200])
     (root / "notes.txt").write_text("not an image")
-    r = run_cli("predict", root, "--recursive", "--json", "--csv", tmp_path / "out.csv", "--batch-size", "2",
+    r = cli("predict", root, "--recursive", "--json", "--csv", tmp_path / "out.csv", "--batch-size", "2",
                 "--prompts", "glaucoma")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -111,5 +141,5 @@ def test_predict_folder_writes_csv_json_and_a_summary_and_skips_bad_files(tmp_pa
     assert rows[3]["laterality"] == "L" and rows[3]["predicted"] in ("normal", "glaucoma")
 
     (tmp_path / "empty").mkdir()
-    r = run_cli("predict", tmp_path / "empty")
+    r = cli("predict", tmp_path / "empty")
     assert r.returncode == 2 and "no image files found" in r.stderr and "--recursive" in r.stderr

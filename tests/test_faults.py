@@ -102,6 +102,7 @@ class Spawner:
         self.proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_loses_no_acknowledged_review(tmp_path):
     db = tmp_path / "cases.db"
     spawner = Spawner(db)

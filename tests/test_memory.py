@@ -10,15 +10,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 MALLOC_PROBE = """
 import ctypes, sys
-import torch
-from engine.memory import keep_freed_memory
+import importlib.util
+import numpy as np  # not torch, and engine/memory.py read alone: the probe is about glibc, and starts in a second
+spec = importlib.util.spec_from_file_location("memory", "engine/memory.py")
+memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(memory)
+keep_freed_memory = memory.keep_freed_memory
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 info = ctypes.CDLL("libc.so.6").mallinfo2
 info.restype = MallInfo2
 tuned = keep_freed_memory() if sys.argv[1] == "tuned" else False
-x = torch.ones(50_000_000, dtype=torch.uint8)  # a 50 MB activation-sized buffer
+x = np.ones(50_000_000, dtype=np.uint8)  # a 50 MB activation-sized buffer
 mapped = info().hblkhd  # bytes in blocks mmapped on their own (handed back to the kernel when freed)
 del x
 print(tuned, mapped, info().arena)  # arena: heap bytes the process keeps after the free

@@ -250,6 +250,7 @@ def test_fast_channel_helpers_are_numpys_bit_for_bit():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to find the worker processes")
+@pytest.mark.slow
 def test_render_workers_end_when_the_writer_is_killed(tmp_path):
     """A killed `visionclip synth` must not leave its forkserver pool rendering (pool workers see their
     task pipe close; render workers of a training run need ExitWithParent, tested in test_train)."""

@@ -84,8 +84,10 @@ class SyntheticFundusStream(torch.utils.data.IterableDataset):
         if not isinstance(seed, int) or seed < 0:
             raise VisionCLIPError(f"Seed must be a non-negative integer, got {seed!r}.")
         parse_conditions(conditions)
-        get_pipeline(pipeline)  # an unknown pipeline is a clear error now, not in a worker later
-        self.pipeline = pipeline
+        # an unknown pipeline is a clear error now, not in a worker later; a name travels to workers as the
+        # Pipeline itself, so one registered at run time (research/) renders in spawned workers too
+        self.pipeline = get_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+        get_pipeline(self.pipeline)
         self.seed, self.size, self.transform = seed, size, transform
         self.conditions, self.length = conditions, length
 

@@ -1,5 +1,7 @@
 """Named rendering pipelines: an ordered list of layer names with parameter overrides, plus the
-case sampler's options. A trial is a new entry here (or a config naming one), not an edit of a layer."""
+case sampler's options. The library names the two renderers users choose between (v1, the shipped
+model's, and v2); a variant is a Pipeline derived from them (``with_params``, ``with_layer``) and, to be
+chosen by name (``--pipeline``, ``val_pipeline``), added with ``register_pipeline``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -78,8 +80,8 @@ V1 = Pipeline("v1", _ANATOMY + _FINDINGS + ["csc", "lesion_composite"] + _CAMERA
 
 
 def _v2() -> Pipeline:
-    """Realism where the diagnosis lives (issue 20 part 2): normal discs vary and glaucoma is told by
-    the cup's shape and rim, not brightness; early DR faint and small; CSC; choroidal texture."""
+    """Realism where the diagnosis lives: normal discs vary and glaucoma is told by the cup's shape and
+    rim, not brightness; early DR faint and small; CSC; choroidal texture."""
     over = {
         "disc": {"size": (0.7, 1.0), "rim_colours": ((1.0, 0.6, 0.48), (1.0, 0.84, 0.5)), "rim_brightness": (0.85, 1.12),
                  "ecc": (0.82, 0.98), "cup_alpha": (0.4, 0.85), "glaucoma_cup_alpha": (0.4, 0.85),
@@ -105,25 +107,17 @@ def _v2() -> Pipeline:
     return Pipeline("v2", layers, case)
 
 
-_V2 = _v2()
-PIPELINES: dict[str, Pipeline] = {
-    "v1": V1,
-    "v2": _V2,
-    # issue 25 lever 1: half the renders get each structure's colour and contrast drawn at random
-    # (engine/synth/randomisation/appearance.py), before the camera and media layers
-    "v2-appearance": _V2.with_layer(("structure_appearance", {"p": 0.5}), before="illumination", name="v2-appearance"),
-    # issue 25 trial 41: v2 with v1's rule that only myopic and glaucomatous discs carry peripapillary
-    # atrophy (every v2 run lost pathologic-myopia AUC on real photographs; v1 alone on renderer 2.0 did not)
-    "v2-ppa-myopic": _V2.with_params("disc", {"p_ppa_normal": 0.0}, name="v2-ppa-myopic"),
-    # issue 25 trial 43: v2 with every rule that a myopia reading could lean on set back to v1's (no
-    # choroidal texture outside myopia, v1's near-round healthy discs, atrophy only where v1 draws it)
-    "v2-myopia-v1": _V2.with_params("disc", {"p_ppa_normal": 0.0, "ecc": (0.88, 1.0)}, name="v2-myopia-v1")
-                       .with_params("choroid", {"texture": 0.0}, name="v2-myopia-v1"),
-    # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
-    # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
-    "v1-v2disc": V1.with_params("disc", _V2.layer_params("disc"), name="v1-v2disc"),
-}
+PIPELINES: dict[str, Pipeline] = {"v1": V1, "v2": _v2()}
 DEFAULT_PIPELINE = "v1"  # the shipped model was trained on v1 renders
+
+
+def register_pipeline(pipeline: Pipeline) -> Pipeline:
+    """Make a pipeline choosable by its name; a name already taken by another pipeline is an error."""
+    known = PIPELINES.get(pipeline.name)
+    if known is not None and known is not pipeline:
+        raise VisionCLIPError(f"A renderer pipeline named {pipeline.name!r} is already registered.")
+    PIPELINES[pipeline.name] = pipeline
+    return pipeline
 
 
 def get_pipeline(pipeline) -> Pipeline:

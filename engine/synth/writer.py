@@ -21,6 +21,7 @@ import numpy as np
 from engine.errors import VisionCLIPError
 from engine.synth.captions import build_caption
 from engine.synth.dataset import worker_start_method
+from engine.synth.pipeline import get_pipeline
 from engine.synth.render import render_fundus
 from engine.synth.schema import LABEL_COLUMNS, check_eye_side_zero, parse_conditions, to_file_row
 
@@ -192,6 +193,8 @@ def generate_dataset(out_dir, n, seed=0, size=512, workers=1, conditions=None, p
     try:
         os.makedirs(os.path.join(tmp, "images"))
         os.makedirs(os.path.join(tmp, "masks"))
+        if isinstance(pipeline, str):  # workers get the Pipeline itself: one registered at run time renders too
+            pipeline = get_pipeline(pipeline)
         jobs = [(i, seed, size, conditions, tmp, pipeline, eye_side_zero) for i in range(n)]
         from tqdm import tqdm
         bar = tqdm(total=n, desc="synth", unit="img", disable=not progress)

@@ -231,6 +231,7 @@ def no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode in (0, 2), (proc.returncode, err[-2000:])
 
 
+@pytest.mark.slow  # a CLI subprocess over the whole corpus; in process, the fast tier runs explain on every file
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
 def test_cli_predict_whole_corpus_in_one_process(corpus, per_file_corpus, as_json):
     # JSON: every file; text (the same code, printed): the per-file set, hostile names included.
@@ -270,6 +271,7 @@ def write_labels(folder: Path, entries: list[dict]) -> None:
             w.writerow([os.path.relpath(e["path"], folder), "normal"])
 
 
+@pytest.mark.slow  # a CLI subprocess over the whole corpus
 def test_cli_eval_on_the_corpus_folder(corpus, tmp_path):
     folder = Path(corpus[0]["path"]).parent
     write_labels(folder, corpus)

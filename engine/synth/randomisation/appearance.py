@@ -1,4 +1,4 @@
-"""Structure-level appearance randomisation (SynthSeg-style, issue 25 lever 1).
+"""Structure-level appearance randomisation (SynthSeg-style).
 
 SynthSeg trains on images rendered from label maps with every structure's intensity drawn at random,
 so that only shape and geometry stay constant. Here, with probability ``p``, each structure (background,

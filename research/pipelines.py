@@ -1,0 +1,27 @@
+"""The renderer variants of the training trials (research/experiments.md), registered by name so that
+`python -m research synth --pipeline NAME` and a trial config's `val_pipeline` can choose them.
+Importing ``research`` registers them; the library itself names only v1 and v2."""
+from __future__ import annotations
+
+from engine.synth.pipeline import PIPELINES, register_pipeline
+
+V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
+
+TRIAL_PIPELINES = [
+    # issue 25 lever 1: half the renders get each structure's colour and contrast drawn at random
+    # (engine/synth/randomisation/appearance.py), before the camera and media layers
+    V2.with_layer(("structure_appearance", {"p": 0.5}), before="illumination", name="v2-appearance"),
+    # issue 25 trial 41: v2 with v1's rule that only myopic and glaucomatous discs carry peripapillary
+    # atrophy (every v2 run lost pathologic-myopia AUC on real photographs; v1 alone on renderer 2.0 did not)
+    V2.with_params("disc", {"p_ppa_normal": 0.0}, name="v2-ppa-myopic"),
+    # issue 25 trial 43: v2 with every rule that a myopia reading could lean on set back to v1's (no
+    # choroidal texture outside myopia, v1's near-round healthy discs, atrophy only where v1 draws it)
+    V2.with_params("disc", {"p_ppa_normal": 0.0, "ecc": (0.88, 1.0)}, name="v2-myopia-v1")
+      .with_params("choroid", {"texture": 0.0}, name="v2-myopia-v1"),
+    # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
+    # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
+    V1.with_params("disc", V2.layer_params("disc"), name="v1-v2disc"),
+]
+
+for _pipeline in TRIAL_PIPELINES:
+    register_pipeline(_pipeline)
