@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench.common import EVAL_ROOT
 from engine import VisionCLIP, load_prompt_set
 from engine.evaluate import embed_folder, read_labels
 from engine.screening_metrics import (paired_mean_auc_difference, paired_screening_difference, score_folder,
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model to gauge (default: the shipped one)")
     ap.add_argument("--versus", default=None, help="baseline model (default: the same model under the top-1 rule)")
-    ap.add_argument("--eval-root", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "eval"))
+    ap.add_argument("--eval-root", default=str(EVAL_ROOT))
     ap.add_argument("--prompts", default="screening")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=32)
