@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 CARD = REPO / "assets" / "model" / "MODEL_CARD.md"
 EXPERIMENTS = REPO / "research" / "experiments.md"
 # what a clinician or an ethics board reads, in this order
-CARD_SECTIONS = ["Summary", "What it is", "Training data: 100% synthetic", "Intended use and out of scope",
+CARD_SECTIONS = ["Summary", "Screening: normal or a finding", "What it is", "Training data: 100% synthetic", "Intended use and out of scope",
                  "Results (zero-shot)", "Limitations", "What an adapter changes", "How to reproduce"]
 
 
