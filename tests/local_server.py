@@ -1,4 +1,5 @@
-"""Run the app as a child process on a free local port, for browser tests and the app benchmark."""
+"""Test harness: run the app as a child process on a free local port (browser tests, bench/app.py), and
+``free_port``, the one helper for a free local port (distributed training tests, served-app tests)."""
 from __future__ import annotations
 
 import os
