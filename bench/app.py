@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from bench.common import load_average, machine
-from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app
+from bench.common import free_port
+from tests.local_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
 
 
 def main(argv=None) -> int:

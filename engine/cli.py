@@ -14,7 +14,7 @@ import warnings
 
 from . import __version__
 from .adapt.cli import add_adapter_argument, add_transductive_argument
-from .cli_args import add_model_arguments
+from .cli_args import add_model_arguments, load_model
 from .errors import VisionCLIPError
 
 # Subcommands that live beside their library code: module with add_arguments(parser) and run(args).
@@ -22,20 +22,10 @@ EXTERNAL_COMMANDS = {
     "synth": ("engine.synth.cli", "generate synthetic fundus photographs with captions and lesion masks"),
     "train": ("engine.train.main", "contrastive pretraining on synthetic data (also under torchrun)"),
     "explain": ("engine.saliency.cli", "Grad-CAM saliency of one class for an image"),
-    "adapt": ("engine.adapt.cli", "fit a few-shot adapter on a labelled folder or on reviewed cases"),
+    "adapt": ("engine.adapt.cli", "fit a few-shot adapter on a labelled folder"),
     "calibrate": ("engine.screening_cli", "fix a prompt set's screening threshold for a model on healthy synthetic renders"),
     "average": ("engine.train.average", "average the weights of models fine-tuned from the same start (model soup)"),
 }
-
-
-def load_model(args):
-    from .memory import keep_freed_memory
-    from .model import VisionCLIP
-
-    model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
-    if model.device.type == "cpu":
-        keep_freed_memory()  # batches of images otherwise fault their activation buffers in again
-    return model
 
 
 def _tqdm_progress(desc: str):

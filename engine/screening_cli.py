@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .cli import load_model
+    from .cli_args import load_model
     from .prompts import load_prompt_set
     from .screening import calibrate
 

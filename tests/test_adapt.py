@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from engine import PromptSet, VisionCLIP, VisionCLIPError
 from engine.adapt import Adapter, TextAnchor, calibrate, make_head
-from engine.adapt.cases import read_reviewed_cases
 from engine.adapt.transductive import em_priors, equal_marginals, transclip
 from tests.conftest import make_fundus
+from visionclip_app.store import read_reviewed_cases
 
 CLASSES = ["normal", "glaucoma", "cataract"]
 THREE = PromptSet({"normal": ["a healthy retina"], "glaucoma": ["a large optic cup"], "cataract": ["a blurry hazy fundus"]})
@@ -296,6 +296,15 @@ def run_cli(capsys, *argv):
     return code, out.out, out.err
 
 
+def run_app_cli(capsys, *argv):
+    """``python -m visionclip_app ARGV``: the app owns the case log, so ``adapt --cases`` is its command."""
+    from visionclip_app.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def test_cli_adapt_predict_eval_explain_end_to_end(tmp_path, capsys, labelled_folder, model_file):
     three = tmp_path / "three.json"
     THREE.save(three)
@@ -335,8 +344,8 @@ def test_cli_adapt_from_cases_and_its_errors(tmp_path, capsys, case_db, model_fi
     three = tmp_path / "three.json"
     THREE.save(three)
     out = tmp_path / "cases.safetensors"
-    code, stdout, err = run_cli(capsys, "adapt", "--cases", case_db[0], "--prompts", three, "--model", model_file,
-                                "--method", "blend", "--out", out)
+    code, stdout, err = run_app_cli(capsys, "adapt", "--cases", case_db[0], "--prompts", three, "--model", model_file,
+                                    "--method", "blend", "--out", out)
     assert code == 0, err
     assert "thumbnails" in stdout and "256 px" in stdout
     adapter = Adapter.load(out)
@@ -352,6 +361,7 @@ def test_cli_adapt_from_cases_and_its_errors(tmp_path, capsys, case_db, model_fi
         (["--data", labelled_folder, "--prompts", tmp_path / "four.json", "--all-classes"], "class 'myopia' has no examples"),
         (["--data", labelled_folder, "--out", tmp_path / "x.pt"], "must end in .safetensors"),
         (["--data", labelled_folder, "--reviewer", "ann"], "--reviewer goes with --cases"),
+        (["--cases", case_db[0]], "python -m visionclip_app adapt --cases"),  # the engine never reads the log
     ):
         argv = [*argv, "--model", model_file] + ([] if "--out" in argv else ["--out", tmp_path / "y.safetensors"])
         code, _, err = run_cli(capsys, "adapt", *argv)

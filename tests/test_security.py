@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import stat
 import time
 import urllib.error
@@ -20,6 +19,8 @@ from engine import prompts as engine_prompts
 from visionclip_app import cli as app_cli
 from visionclip_app.paths import PathRefused, resolve_under_root
 from visionclip_app.store import CaseRecord, CaseStore
+
+from .local_server import free_port
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -193,12 +194,6 @@ def test_auth_file_readable_by_everyone_is_warned_about(tmp_path):
     f.chmod(0o600)
     assert app_cli.auth_file_warnings(str(f)) == []
     assert app_cli.parse_auth(app_cli.parse_args(["--auth-file", str(f)])) == [("alice", "s3cret")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from engine.train.loss import SoftLabelClipLoss
 from engine.train.params import config_from_dict, load_config, parse_overrides
 
 from .conftest import forkserver_processes, make_fundus
+from .local_server import free_port
 
 TINY = {
     "image_size": 64,
@@ -87,10 +87,11 @@ def metrics(run: Path) -> list[dict]:
         ({"local_contrast": "yes"}, "'local_contrast' must be"),
         ({"colour_normalise": True}, "'colour_normalise' must be str"),
         ({"colour_normalise": "always"}, "colour_normalise must be one of off, inference, both"),
-        ({"degrade": 1.5}, "degrade must be a probability"),
-        ({"mixstyle": -0.5}, "mixstyle must be a probability"),
-        ({"mixstyle_layers": [3]}, "mixstyle_layers must be a list of layer names"),
-        ({"head_only_steps": 5, "steps": 5}, "head_only_steps must be in \\[0, steps\\)"),
+        # options whose trials lost were removed (research/train_options/README.md): now unknown keys
+        ({"degrade": 0.5}, "unknown key 'degrade'"),
+        ({"mixstyle": 0.5}, "unknown key 'mixstyle'"),
+        ({"head_only_steps": 5}, "unknown key 'head_only_steps'"),
+        ({"mask_loss_weight": 0.1}, "unknown key 'mask_loss_weight'"),
         ({"ema_decay": 1.0}, "ema_decay must be in \\(0, 1\\)"),
         ({"ema_decay": "slow"}, "'ema_decay' must be"),
         ({"val_pipeline": "v9"}, "val_pipeline must be one of v1, v2"),
@@ -104,9 +105,9 @@ def test_bad_config_values(doc, message):
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_committed_configs_load(path):
-    """The shipped recipe and the documented configs pass the config checks."""
+    """The shipped recipe and the other configs beside it pass the config checks (trials are research records)."""
     cfg = load_config(path)
     assert cfg.model in list_model_configs()
 
@@ -254,59 +255,6 @@ def test_augmentation_is_seeded_and_hue_jitter_shifts_colour():
     assert TrainTransform(base, False)(image, 7).shape == (3, 64, 64)
 
 
-def test_camera_degradation_removes_fine_detail_and_is_seeded():
-    from PIL import Image
-
-    from engine.preprocess import FundusTransform
-    from engine.synth import render_fundus
-    from engine.train.data import TrainTransform
-
-    image = Image.fromarray(render_fundus(4, size=256).image)
-    base = FundusTransform(256)
-    plain, degraded = TrainTransform(base, True), TrainTransform(base, True, degrade=1.0)
-    assert torch.equal(degraded(image, 3), degraded(image, 3))
-    a, b = plain(image, 3), degraded(image, 3)  # same seed: same crop, rotation and colour draws
-
-    def fine_detail(t):  # energy of a 1-pixel Laplacian: what resolution loss and JPEG smear
-        g = t.mean(0)
-        return float((4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]).abs().mean())
-    assert not torch.allclose(a, b, atol=1e-2)
-    assert abs(fine_detail(b) - fine_detail(a)) > 0.05 * fine_detail(a)  # the finest detail changed
-    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.95  # the picture itself did not
-    assert torch.equal(TrainTransform(base, True, degrade=0.0)(image, 3), a)  # off: the old augmentation exactly
-
-
-def test_mixstyle_mixes_feature_statistics_in_training_only():
-    from engine.train.style import MixStyle, add_mixstyle
-
-    torch.manual_seed(0)
-    x = torch.randn(8, 4, 6, 6) * torch.arange(1, 9).view(8, 1, 1, 1) + torch.arange(8).view(8, 1, 1, 1)
-    mixed = MixStyle(p=1.0, alpha=0.1).mix(x)
-    assert mixed.shape == x.shape
-    assert not torch.allclose(mixed.std(dim=(2, 3)), x.std(dim=(2, 3)))  # styles moved between images
-    # content kept: each image's normalised features are unchanged
-    norm = lambda t: (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)
-    assert torch.allclose(norm(mixed), norm(x), atol=1e-3)
-    assert torch.equal(MixStyle(p=0.0).mix(x), x)
-
-    tower = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
-    add_mixstyle(tower, ["0"], p=1.0)
-    images = torch.randn(4, 3, 12, 12)
-    tower.eval()
-    assert torch.equal(tower(images), tower(images))  # inference untouched
-    tower.train()
-    assert not torch.allclose(tower(images), tower.eval()(images))
-    with pytest.raises(VisionCLIPError, match="mixstyle_layers names no layer of the image tower: blocks.9"):
-        add_mixstyle(tower, ["blocks.9"], p=0.5)
-
-
-def test_mixstyle_unknown_layer_fails_before_training(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", mixstyle=0.5, mixstyle_layers=["trunk.nowhere"])
-    r = train_cli("--config", cfg, "--out", tmp_path / "run")
-    assert r.returncode == 2 and "mixstyle_layers names no layer" in r.stderr and "Traceback" not in r.stderr
-    assert not list((tmp_path / "run").rglob("*.safetensors"))
-
-
 def test_synfundus_layout_source(tmp_path):
     from engine.synth import generate_dataset
     from engine.train.data import SynFundusFolder
@@ -424,9 +372,9 @@ def test_resume_after_sigkill_ends_where_uninterrupted_run_ends(tmp_path):
 
 
 @pytest.mark.slow
-def test_weight_average_and_head_only_steps_resume_exactly_after_sigkill(tmp_path):
+def test_weight_average_resumes_exactly_after_sigkill(tmp_path):
     """The EMA is restored on resume (else the final weights differ), and is what ships."""
-    a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9, head_only_steps=1), tmp_path)
+    a, b = straight_and_resumed(write_config(tmp_path / "c.yaml", steps=5, ema_decay=0.9), tmp_path)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
     raw = load_file(tmp_path / "straight" / "checkpoints" / "step_0000005.safetensors")  # the live weights
     head = "visual.head.proj.weight"
@@ -438,26 +386,6 @@ def test_resume_with_ema_added_to_a_run_without_one_is_a_one_line_error(tmp_path
     assert train_cli("--config", write_config(tmp_path / "a.yaml", steps=2), "--out", tmp_path / "run").returncode == 0
     r = train_cli("--config", write_config(tmp_path / "b.yaml", steps=4, ema_decay=0.9), "--out", tmp_path / "run", "--resume")
     assert r.returncode == 2 and "holds no weight average" in r.stderr and "Traceback" not in r.stderr
-
-
-@pytest.mark.slow
-def test_head_only_steps_hold_the_towers_still(tmp_path):
-    from engine.factory import create_model
-    from engine.train.train import feature_parameters
-
-    model, _ = create_model("visionclip-effl0-minilm", pretrained_towers=True)
-    model.lock_image_tower(unlocked_groups=6, freeze_bn_stats=False)
-    names = {n for n, p in model.named_parameters() if any(p is q for q in feature_parameters(model))}
-    assert "visual.trunk.conv_head.weight" in names and not any(n.startswith(("visual.head", "text.proj", "logit")) for n in names)
-
-    cfg = write_config(tmp_path / "c.yaml", steps=3, head_only_steps=2, save_every=1, keep_last=3, image_unlocked_groups=6)
-    assert train_cli("--config", cfg, "--out", tmp_path / "run").returncode == 0
-    start = {k: v.float() for k, v in model.state_dict().items()}
-    step = [load_file(tmp_path / "run" / "checkpoints" / f"step_000000{i}.safetensors") for i in (1, 2, 3)]
-    trunk = "visual.trunk.conv_head.weight"
-    assert torch.equal(step[0][trunk].float(), start[trunk]) and torch.equal(step[1][trunk].float(), start[trunk])
-    assert not torch.equal(step[2][trunk].float(), start[trunk])  # the tower trains from step 3
-    assert not torch.equal(step[0]["visual.head.proj.weight"], step[1]["visual.head.proj.weight"])
 
 
 def test_local_contrast_setting_is_saved_with_the_model(train_run, tmp_path):
@@ -519,12 +447,6 @@ def test_nan_loss_stops_with_message_and_usable_checkpoint(tmp_path):
     assert "last good checkpoint" in r.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_follows_single_process(tmp_path):
     """Same global batch and seed: 2 ranks x 4 samples track 1 rank x 8 within 0.1% (float reduction order)."""
@@ -532,7 +454,7 @@ def test_two_process_gloo_follows_single_process(tmp_path):
     double = write_config(tmp_path / "double.yaml", steps=3, batch_size=4, augment=False)
     r = train_cli("--config", single, "--out", tmp_path / "one")
     assert r.returncode == 0, r.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "engine.train.main", "--config", str(double), "--out", str(tmp_path / "two")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

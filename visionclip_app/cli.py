@@ -1,5 +1,7 @@
 """Command line of the VisionCLIP app: ``python launch.py [--host H] [--port N] [--db PATH] ...``.
 
+``python -m visionclip_app adapt --cases DB ...`` fits a few-shot adapter on the reviewed cases (adapt_cli.py).
+
 Serves locally and offline; never creates a public share link.
 """
 from __future__ import annotations
@@ -89,6 +91,10 @@ def host_warnings(host: str, auth) -> list[str]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["adapt"]:
+        from .adapt_cli import main as adapt_main
+        return adapt_main(argv[1:])
     args = parse_args(argv)
     auth = parse_auth(args)
     for w in auth_file_warnings(args.auth_file) + host_warnings(args.host, auth):

@@ -1,5 +1,9 @@
-"""`visionclip adapt`: fit a few-shot adapter on a labelled folder or on the app's reviewed cases,
-and the ``--adapter`` / ``--transductive`` options that predict, eval and explain share."""
+"""`visionclip adapt`: fit a few-shot adapter on a labelled folder, and the ``--adapter`` / ``--transductive``
+options that predict, eval and explain share.
+
+The app's reviewed cases are another source of labelled examples, read by the app, which owns their storage:
+``python -m visionclip_app adapt --cases DB`` builds on :func:`add_arguments` and :func:`run` here, handing over
+images and labels (``run(args, read_examples)``)."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli_args import add_model_arguments
+from ..cli_args import add_model_arguments, load_model
 from ..errors import VisionCLIPError
-from .cases import read_reviewed_cases
 from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for
 from .transductive import METHODS as TRANSDUCTIVE_METHODS
 
@@ -38,11 +41,18 @@ def load_adapter(args, model):
     return Adapter.load(path, model)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+APP_ADAPT_COMMAND = "python -m visionclip_app adapt"  # the app's command for its case log (--cases)
+
+
+def add_arguments(parser: argparse.ArgumentParser, case_log_option: bool = True):
+    """The options of `adapt`; returns the required group of example sources (--data, ...) for a caller to extend.
+
+    ``case_log_option``: also accept --cases and --reviewer, only to say which command reads the case log."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="labelled folder (DIR/labels.csv with path,label)")
-    src.add_argument("--cases", metavar="DB", help="the app's case log (visionclip_cases.db): agreed or corrected, gradable cases")
-    parser.add_argument("--reviewer", default=None, metavar="NAME", help="with --cases: only this reviewer's reviews")
+    if case_log_option:
+        src.add_argument("--cases", metavar="DB", help=f"the app's case log: use `{APP_ADAPT_COMMAND} --cases DB ...`")
+        parser.add_argument("--reviewer", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shots", type=int, default=None, metavar="K", help="use at most K images per class (drawn at random)")
     parser.add_argument("--seed", type=int, default=0, help="random draw for --shots (default 0)")
     parser.add_argument("--prompts", default=None, help="prompt-set JSON or preset name (default: screening)")
@@ -53,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_METHOD}: text-initialised, anchored to the text, no validation set)")
     parser.add_argument("--out", required=True, metavar="FILE.safetensors", help="adapter file to write")
     add_model_arguments(parser)
+    return src
 
 
 def folder_hash(items: list[tuple[Path, str]]) -> str:
@@ -63,22 +74,20 @@ def folder_hash(items: list[tuple[Path, str]]) -> str:
     return h.hexdigest()
 
 
-def _read_support(args):
-    """(images, labels, provenance, note) from --data or --cases."""
-    if args.data:
-        from ..evaluate import read_labels
+def read_folder_examples(args):
+    """(images, labels, provenance, note) from --data: a labelled folder."""
+    from ..evaluate import read_labels
 
-        items = read_labels(args.data)
-        return [p for p, _ in items], [lab for _, lab in items], {"source": "folder", "folder_sha256": folder_hash(items),
-                                                                   "folder_name": Path(args.data).name}, ""
-    cases = read_reviewed_cases(args.cases, args.reviewer)
-    sizes = Counter(max(c.image.size) for c in cases)
-    note = (f"images: the case log's thumbnails ({', '.join(f'{n} at {s} px' for s, n in sorted(sizes.items()))} "
+    items = read_labels(args.data)
+    return [p for p, _ in items], [lab for _, lab in items], {"source": "folder", "folder_sha256": folder_hash(items),
+                                                               "folder_name": Path(args.data).name}, ""
+
+
+def thumbnail_note(images) -> str:
+    """What a CLI prints about examples that are stored thumbnails rather than the original photographs."""
+    sizes = Counter(max(im.size) for im in images)
+    return (f"images: the case log's thumbnails ({', '.join(f'{n} at {s} px' for s, n in sorted(sizes.items()))} "
             "on the long side; the originals are not stored), resized to the model input")
-    prov = {"source": "cases", "database": Path(args.cases).name, "case_ids": [c.case_id for c in cases]}
-    if args.reviewer:
-        prov["reviewer"] = args.reviewer
-    return [c.image for c in cases], [c.label for c in cases], prov, note
 
 
 def _draw(labels: list[str], shots: int, seed: int) -> list[int]:
@@ -92,18 +101,22 @@ def _draw(labels: list[str], shots: int, seed: int) -> list[int]:
     return sorted(keep)
 
 
-def run(args) -> int:
-    from ..cli import load_model
+def run(args, read_examples=None) -> int:
+    """Fit and save an adapter. ``read_examples(args)`` gives (images, labels, provenance, note) when the
+    examples come from elsewhere than --data; provenance "case_ids", if given, follows the --shots draw."""
     from ..evaluate import match_labels
     from ..prompts import load_prompt_set
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise VisionCLIPError(f"--out must end in .safetensors, not {out.name}")
-    if args.reviewer and not args.cases:
+    if getattr(args, "reviewer", None) and not getattr(args, "cases", None):
         raise VisionCLIPError("--reviewer goes with --cases")
+    if getattr(args, "cases", None) and read_examples is None:
+        raise VisionCLIPError(f"--cases: the case log belongs to the app; run `{APP_ADAPT_COMMAND} --cases "
+                              f"{args.cases} ...` with the same options")
     prompt_set = load_prompt_set(args.prompts)
-    images, labels, provenance, note = _read_support(args)
+    images, labels, provenance, note = (read_examples or read_folder_examples)(args)
     labels, prompt_set = match_labels(labels, prompt_set, args.all_classes)  # before any image is encoded
     if args.shots:
         keep = _draw(labels, args.shots, args.seed)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 STATE_SUFFIX = ".state.safetensors"
 CORRUPT_SUFFIX = ".corrupt"
 # training-state prefixes: what they hold and the setting that adds them
-STATE_MODULES = {"ema": ("weight average", "ema_decay"), "mask_head": ("mask head", "mask_loss_weight")}
+STATE_MODULES = {"ema": ("weight average", "ema_decay")}
 
 
 def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
@@ -61,7 +61,7 @@ def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[int]:
 # --- training state ----------------------------------------------------------------------------
 def save_training_state(path: Path, optimizer, scheduler, step: int, extra: dict, modules: dict | None = None) -> None:
     """Optimiser, scheduler and RNG state, plus the weights of ``modules`` ({prefix: nn.Module}: the
-    weight average, auxiliary heads) as safetensors + JSON header: resumable without pickle."""
+    weight average) as safetensors + JSON header: resumable without pickle."""
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for prefix, module in (modules or {}).items():

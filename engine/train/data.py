@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,23 +51,6 @@ class SyntheticSource:
     def get(self, i: int):
         s = self.stream.sample(i)
         return s["image"], s["caption"], class_key(s["labels"], s["caption"])
-
-    def get_with_masks(self, i: int):
-        """``get`` plus the render's (3, H, W) lesion/disc/cup masks (engine.train.masks).
-
-        Renders and captions sample ``i`` as ``SyntheticFundusStream.sample`` does (a test holds
-        the two equal), keeping the masks that the stream drops.
-        """
-        from ..synth import build_caption, label_caption
-        from ..synth.render import render_fundus
-        from .masks import mask_channels
-
-        st = self.stream
-        s = render_fundus(st.seed * 1_000_003 + i if st.seed else i, st.size, st.conditions, st.pipeline)
-        rng = np.random.default_rng([st.seed, i, 7])
-        caption = build_caption(s.labels, s.findings, rng) if rng.random() < 0.8 else label_caption(s.labels, rng)
-        masks = mask_channels({**s.masks, **s.structures}, s.image.shape[:2])
-        return Image.fromarray(s.image), caption, class_key(s.labels, caption), masks
 
 
 def _image_key(name: str) -> str:
@@ -159,26 +140,6 @@ class SynFundusFolder:
             caption = build_caption(labels, None, rng)
         return load_image(path), caption, class_key(labels, caption)
 
-    def get_with_masks(self, i: int, draw: int | None = None):
-        """``get`` plus (3, H, W) lesion/disc/cup masks from the folder's masks/<idx>.npz, as
-        ``visionclip synth`` writes them; masks are None for an image without a readable mask file
-        of its size (the real SynFundus-1M has none), so the sample trains without the mask loss."""
-        from ..synth.writer import load_mask_file
-        from .masks import mask_channels
-
-        image, caption, key = self.get(i, draw)
-        path = self.items[i % self.length][0]
-        npz = path.parent.parent / "masks" / f"{path.stem}.npz"
-        try:
-            found = {k: v for group in load_mask_file(npz) for k, v in group.items()} if npz.is_file() else None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            log.debug("%s: unreadable mask file (%s); trained without masks", npz, e)
-            found = None
-        shape = (image.height, image.width)
-        if found is None or any(m.shape != shape for m in found.values()):
-            return image, caption, key, None
-        return image, caption, key, mask_channels(found, shape)
-
 
 class CsvSource:
     """A CSV of image path + caption (paths relative to the CSV's folder), optional label column."""
@@ -264,16 +225,13 @@ class TrainTransform:
     No flips: captions name the eye side and the disc's position follows it.
     """
 
-    def __init__(self, base: FundusTransform, augment: bool = True, colour_jitter: float = 0.2, hue_jitter: float = 0.0,
-                 degrade: float = 0.0):
+    def __init__(self, base: FundusTransform, augment: bool = True, colour_jitter: float = 0.2, hue_jitter: float = 0.0):
         self.base, self.augment = base, augment
-        self.colour_jitter, self.hue_jitter, self.degrade = colour_jitter, hue_jitter, degrade
+        self.colour_jitter, self.hue_jitter = colour_jitter, hue_jitter
 
-    def __call__(self, img: Image.Image, seed: int, masks: np.ndarray | None = None):
-        """The training tensor of ``img``; with ``masks`` ((C, H, W) over ``img``), also the masks
-        moved through the same crop, rotation and resize, as a (C, S, S) uint8 tensor."""
-        square, box, side, offset = self.base.square_fundus(img)
-        layers = [self._square_mask(m, box, side, offset) for m in masks] if masks is not None else []
+    def __call__(self, img: Image.Image, seed: int):
+        """The training tensor of ``img``."""
+        square = self.base.square_fundus(img)[0]
         if self.augment:
             rng = np.random.default_rng(seed)
             side = square.width
@@ -284,7 +242,6 @@ class TrainTransform:
             square = square.crop(window)
             angle = float(rng.uniform(-15, 15))
             square = square.rotate(angle, resample=Image.BILINEAR)
-            layers = [m.crop(window).rotate(angle, resample=Image.NEAREST) for m in layers]
             j = self.colour_jitter
             square = ImageEnhance.Brightness(square).enhance(rng.uniform(1 - j, 1 + j))
             square = ImageEnhance.Contrast(square).enhance(rng.uniform(1 - j, 1 + j))
@@ -293,48 +250,14 @@ class TrainTransform:
                 square = TF.adjust_hue(square, float(rng.uniform(-self.hue_jitter, self.hue_jitter)))
             if rng.random() < 0.15:  # mild softness only: strong blur is a cataract sign
                 square = square.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
-            if self.degrade > 0:
-                square = self._camera_degradation(square, rng)
-        if masks is None:
-            return self.base.to_tensor(square)
-        size = self.base.image_size
-        resized = [np.asarray(m.resize((size, size), Image.NEAREST)) for m in layers]
-        return self.base.to_tensor(square), torch.from_numpy(np.stack(resized) > 0).to(torch.uint8)
-
-    @staticmethod
-    def _square_mask(mask: np.ndarray, box, side: int, offset) -> Image.Image:
-        """A mask over the source image cut and padded as ``FundusTransform.square_fundus`` cuts the image."""
-        square = Image.new("L", (side, side))
-        square.paste(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).crop(box), offset)
-        return square
-
-    def _camera_degradation(self, square: Image.Image, rng: np.random.Generator) -> Image.Image:
-        """What photographs go through and renders do not: resolution loss, JPEG, sensor noise.
-
-        Each is applied with probability ``degrade``. Real photographs reach a model downscaled and
-        JPEG-compressed, which smears the finest detail that a clean render keeps.
-        """
-        side = square.width
-        if rng.random() < self.degrade:
-            small = max(32, int(side * rng.uniform(0.5, 0.9)))
-            square = square.resize((small, small), Image.BILINEAR).resize((side, side), Image.BICUBIC)
-        if rng.random() < self.degrade:
-            buf = io.BytesIO()
-            square.save(buf, format="JPEG", quality=int(rng.integers(35, 91)))
-            square = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        if rng.random() < self.degrade:
-            arr = np.asarray(square, dtype=np.float32)
-            noise = rng.normal(0.0, rng.uniform(1.0, 6.0), arr.shape[:2])[..., None]  # luminance noise, in grey levels
-            square = Image.fromarray(np.clip(arr + noise * (arr.max(axis=2, keepdims=True) > 12), 0, 255).astype(np.uint8))
-        return square
+        return self.base.to_tensor(square)
 
 
 class MixtureDataset(torch.utils.data.Dataset):
     """Map-style view of the mixture: item ``g`` is the g-th sample of the global stream."""
 
-    def __init__(self, sources, probs: np.ndarray, transform: TrainTransform, seed: int, with_masks: bool = False):
+    def __init__(self, sources, probs: np.ndarray, transform: TrainTransform, seed: int):
         self.sources, self.probs, self.transform, self.seed = sources, probs, transform, seed
-        self.with_masks = with_masks  # items carry masks where the source has them (the generator), else None
         self._cum = np.cumsum(probs)
 
     def __len__(self) -> int:  # only batch samplers index it; the stream is unbounded
@@ -356,12 +279,6 @@ class MixtureDataset(torch.utils.data.Dataset):
         try:
             src = self.sources[s]
             folder = isinstance(src, SynFundusFolder)
-            if self.with_masks and hasattr(src, "get_with_masks"):
-                img, caption, key, masks = src.get_with_masks(local, draw=g) if folder else src.get_with_masks(local)
-                if masks is not None:
-                    image, masks = self.transform(img, index_seed(self.seed, g, 3), masks)
-                    return image, caption, key, masks
-                return self.transform(img, index_seed(self.seed, g, 3)), caption, key
             img, caption, key = src.get(local, draw=g) if folder else src.get(local)
             return self.transform(img, index_seed(self.seed, g, 3)), caption, key
         except VisionCLIPError as e:  # a corrupt image is skipped and counted, not fatal
@@ -405,18 +322,12 @@ def collate(batch):
     good = [b for b in batch if b is not None]
     if not good:
         return {"images": None, "captions": [], "keys": [], "skipped": len(batch)}
-    out = {
+    return {
         "images": torch.stack([b[0] for b in good]),
         "captions": [b[1] for b in good],
         "keys": [b[2] for b in good],
         "skipped": len(batch) - len(good),
     }
-    with_masks = [b[3] for b in good if len(b) > 3]
-    if with_masks:  # samples of sources without masks get zeros, flagged not valid
-        blank = torch.zeros_like(with_masks[0])
-        out["masks"] = torch.stack([b[3] if len(b) > 3 else blank for b in good])
-        out["mask_valid"] = torch.tensor([len(b) > 3 for b in good])
-    return out
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -435,13 +346,13 @@ class StepBatchSampler(torch.utils.data.Sampler):
                 yield list(range(base, base + self.bs))
 
 
-def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int, world: int, with_masks: bool = False):
+def make_loader(cfg, base_transform: FundusTransform, start_step: int, rank: int, world: int):
     sources, probs = build_sources(cfg.sources)
     finite = sum(s.length for s in sources if s.length is not None) if all(s.length for s in sources) else None
     if finite is not None and finite < cfg.batch_size:
         raise VisionCLIPError(f"batch_size {cfg.batch_size} is larger than the dataset ({finite} samples)")
-    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter, cfg.degrade), cfg.seed,
-                             with_masks=with_masks)
+    dataset = MixtureDataset(sources, probs, TrainTransform(base_transform, cfg.augment, cfg.colour_jitter, cfg.hue_jitter),
+                             cfg.seed)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, cfg.accum_steps, rank, world)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,

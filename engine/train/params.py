@@ -38,11 +38,6 @@ class TrainConfig:
     augment: bool = True
     colour_jitter: float = 0.2  # brightness, contrast and saturation drawn from 1 +- this (with augment)
     hue_jitter: float = 0.0  # hue shift drawn from +- this, in turns (0.5 = half the colour wheel)
-    degrade: float = 0.0  # probability of each camera degradation (downscale, JPEG, noise), with augment
-    mixstyle: float = 0.0  # probability that a batch's early-layer feature statistics are mixed (MixStyle)
-    mixstyle_layers: list = field(default_factory=lambda: ["trunk.blocks.1", "trunk.blocks.2"])  # stride 4 and 8
-    mask_loss_weight: float = 0.0  # > 0: a head on mask_layer predicts the renders' lesion/disc/cup masks (generator, or synth folders' masks/)
-    mask_layer: str = "trunk.blocks.4"  # image-tower stage the mask head reads (EfficientNet-Lite0: stride 16, unlocked by the default recipe)
     # optimisation
     steps: int = 1000
     batch_size: int = 64
@@ -52,7 +47,6 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     grad_clip: float = 1.0
-    head_only_steps: int = 0  # LP-FT: the first N steps train only projections and temperature, towers held
     ema_decay: float | None = None  # None: no weight averaging; d: validate and ship an EMA of the weights (cap d)
     loss: str = "clip"  # clip | soft_labels (pairs that share a label are not negatives)
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
@@ -86,12 +80,7 @@ class TrainConfig:
             (isinstance(self.sources, list) and len(self.sources) > 0, "sources must be a non-empty list"),
             (0 <= self.colour_jitter < 1, f"colour_jitter must be in [0, 1), not {self.colour_jitter}"),
             (0 <= self.hue_jitter <= 0.5, f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}"),
-            (0 <= self.degrade <= 1, f"degrade must be a probability in [0, 1], not {self.degrade}"),
-            (0 <= self.mixstyle <= 1, f"mixstyle must be a probability in [0, 1], not {self.mixstyle}"),
-            (all(isinstance(n, str) for n in self.mixstyle_layers), "mixstyle_layers must be a list of layer names"),
-            (0 <= self.head_only_steps < self.steps, f"head_only_steps must be in [0, steps), not {self.head_only_steps}"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), not {self.ema_decay}"),
-            (self.mask_loss_weight >= 0, f"mask_loss_weight must be >= 0, not {self.mask_loss_weight}"),
             (self.colour_normalise in COLOUR_NORMALISE, f"colour_normalise must be one of {', '.join(COLOUR_NORMALISE)}, not '{self.colour_normalise}'"),
         ]
         for ok, message in checks:
@@ -101,8 +90,6 @@ class TrainConfig:
             from engine.synth.pipeline import PIPELINES
             if self.val_pipeline not in PIPELINES:
                 raise VisionCLIPError(f"config: val_pipeline must be one of {', '.join(PIPELINES)}, not '{self.val_pipeline}'")
-        if self.mask_loss_weight > 0 and not any(isinstance(s, dict) and s.get("type") in ("synthetic", "synfundus") for s in self.sources):
-            raise VisionCLIPError("config: mask_loss_weight needs a synthetic or synfundus source (only renders have masks)")
         for i, src in enumerate(self.sources):
             if not isinstance(src, dict) or src.get("type") not in SOURCE_TYPES:
                 raise VisionCLIPError(f"config: sources[{i}] needs a type, one of {', '.join(SOURCE_TYPES)}")

@@ -207,7 +207,7 @@ def test_ui_wiring_dicom_upload_and_adapter_through_the_served_app(model, fitted
     from gradio_client import Client, handle_file
 
     from engine.synth import render_fundus
-    from visionclip_app.local_server import free_port
+    from tests.local_server import free_port
     from visionclip_app.store import CaseStore
     from visionclip_app.ui import build_ui
 

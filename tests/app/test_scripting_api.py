@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from visionclip_app import handlers as h
-from visionclip_app.local_server import free_port
+from tests.local_server import free_port
 from visionclip_app.store import CaseStore
 
 from .support import render_to

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS
+from tests.local_server import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")

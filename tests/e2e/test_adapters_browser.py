@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app, wait_http
+from tests.local_server import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app, wait_http
 
 from ..test_dicom import write_dicom
 from .test_browser import choose, open_tab, shot, wait_text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
+from tests.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM
+from tests.local_server import CHROMIUM
 
 from .test_browser import EXAMPLE, app, choose, edit_cell, open_tab, shot, text_of, wait_text  # noqa: F401  (app: fixture)
 

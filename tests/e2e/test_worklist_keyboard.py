@@ -9,7 +9,7 @@ import csv
 
 import pytest
 
-from visionclip_app.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
+from tests.local_server import CHROMIUM, free_port, start_app, stop_app, wait_http
 from visionclip_app.store import CaseStore
 
 from .test_browser import choose, open_tab, shot, text_of, wait_text

@@ -17,9 +17,9 @@ import gradio as gr
 
 from engine import VisionCLIPError
 from engine.adapt import DEFAULT_METHOD, METHODS, Adapter, encode_for
-from engine.adapt.cases import read_reviewed_cases
 from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 
+from ..store import read_reviewed_cases
 from .common import AppContext, UserError, error_status, md_text, ok_status
 from .prompt_table import prompt_set_from_table
 

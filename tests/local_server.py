@@ -1,24 +1,20 @@
-"""Run the app as a child process on a free local port, for browser tests and the app benchmark."""
+"""Test harness: run the app as a child process on a free local port (browser tests, bench/app.py).
+``free_port`` is bench.common's, the one helper for a free local port."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from bench.common import free_port  # noqa: F401  (re-exported for the tests)
+
 # Debian's chromium, headless, quiet: how the tests and bench/app.py drive the local app.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None,

@@ -1,16 +1,14 @@
-"""Reviewed cases from the app's case log (SQLite), read with sqlite-utils without importing the app.
+"""The reviewed cases as labelled examples for the engine's few-shot adapters, read from the log read-only.
 
-The log (visionclip_app/store.py) keeps, per case, a thumbnail (at most 256 px a side, metadata
-stripped), the predicted label, and an append-only list of revisions (reviewer, verdict agree |
-disagree | ungradable, corrected labels). A case's label is decided by its latest revision (with a
-reviewer given: that reviewer's latest): "agree" keeps the predicted label, "disagree" takes the first
-corrected label; ungradable cases and disagreements without a corrected label are left out. The
-same photograph (image SHA-256) logged twice counts once, its latest case winning.
+A case's label is decided by its latest revision (with a reviewer given: that reviewer's latest) through
+:func:`~visionclip_app.store.records.reviewer_label`: "agree" keeps the predicted label, "disagree" takes the
+first corrected label; ungradable cases and disagreements without a corrected label are left out. The same
+photograph (image SHA-256) logged twice counts once, its latest case winning. The images are the stored
+thumbnails (at most 256 px a side, metadata stripped): the originals are not kept.
 """
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,9 @@ from pathlib import Path
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import VisionCLIPError
+from engine.errors import VisionCLIPError
+
+from .records import reviewer_label
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ReviewedCase:
     verdict: str
 
 
-def _open(db_path: Path) -> sqlite_utils.Database:
+def _open_read_only(db_path: Path) -> sqlite_utils.Database:
     if not db_path.is_file():
         raise VisionCLIPError(f"case database not found: {db_path}")
     try:
@@ -45,22 +45,10 @@ def _open(db_path: Path) -> sqlite_utils.Database:
     return db
 
 
-def _label(verdict: str, predicted: str, corrected_json: str | None) -> str | None:
-    if verdict == "agree":
-        return predicted
-    if verdict == "disagree":
-        try:
-            corrected = json.loads(corrected_json or "[]")
-        except ValueError:
-            return None
-        return str(corrected[0]) if corrected else None
-    return None  # ungradable
-
-
 def read_reviewed_cases(db_path: str | Path, reviewer: str | None = None) -> list[ReviewedCase]:
     """Agreed or corrected, gradable cases with their final label and thumbnail, oldest first."""
     db_path = Path(db_path)
-    db = _open(db_path)
+    db = _open_read_only(db_path)
     try:
         where, args = "", []
         if reviewer:
@@ -78,14 +66,15 @@ def read_reviewed_cases(db_path: str | Path, reviewer: str | None = None) -> lis
         latest[row["case_id"]] = row
     by_image: dict[str, ReviewedCase] = {}
     for case_id, row in latest.items():
-        label = _label(row["verdict"], row["predicted_label"], row["corrected_labels"])
+        label = reviewer_label(row)
         if label is None or not row["thumbnail"]:
             continue
         try:
             image = Image.open(io.BytesIO(row["thumbnail"])).convert("RGB")
         except (UnidentifiedImageError, OSError):
             continue  # a damaged thumbnail: the case cannot teach anything
-        by_image[row["image_sha256"]] = ReviewedCase(case_id, label, image, row["image_sha256"], row["reviewer"], row["verdict"])
+        by_image[row["image_sha256"]] = ReviewedCase(case_id, label, image, row["image_sha256"], row["reviewer"],
+                                                     row["verdict"])
     cases = sorted(by_image.values(), key=lambda c: c.case_id)
     if not cases:
         who = f" by reviewer '{reviewer}'" if reviewer else ""
