@@ -15,6 +15,8 @@ from .tabs.common import PRIVATE
 CSS = """
 .status-line p { margin: 0.2em 0 !important; }
 #quality-box { border-left: 4px solid #e0a800; padding-left: 0.6em; }
+#dicom-in .upload-container { padding-top: 2.2em; }  /* the floating label sat on "Drop File Here" */
+#screening-decision h4 { margin: 0.2em 0 0.4em 0; }
 footer { display: none !important; }
 """
 THEME = gr.themes.Soft(primary_hue="orange", neutral_hue="slate")

@@ -213,3 +213,16 @@ def test_concurrent_sessions_analyse_and_log(ctx, fundus_path):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(session, range(4)))
     assert all(ids) and ctx.store.count() == 4
+
+
+def test_the_decision_box_leads_with_normal_or_finding_and_is_empty_without_a_decision(ctx, fundus_path):
+    from engine import load_preset
+
+    *_, state = h.analyse(ctx, fundus_path, h.table_from_prompt_set(load_preset("screening")), "gradcam", 0.5, None)
+    box = h.decision_markdown(state)
+    assert box.startswith("#### **NORMAL**") or box.startswith("#### **FINDING**")
+    assert "P(abnormal)" in box
+    assert h.decision_markdown(None) == ""
+    no_normal = pd.DataFrame([["glaucoma", "a large cup"], ["cataract", "a hazy view"]], columns=h.PROMPT_COLUMNS)
+    *_, state = h.analyse(ctx, fundus_path, no_normal, "gradcam", 0.5, None)
+    assert h.decision_markdown(state) == ""

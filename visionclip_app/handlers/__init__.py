@@ -14,7 +14,7 @@ from .adapters import (COMPARISON_COLUMNS, NO_ADAPTER, adapter_choices, adapters
                        comparison_rows, describe_adapter, reviewed_counts, run_adapter_lab)
 from .about import about_markdown, example_captions, example_images, model_card_summary, model_card_text
 from .analyse import (QUALITY_OK_MD, analyse, method_for_detail, quality_markdown, saliency_methods,
-                      screening_headline, summary_markdown, update_saliency, warmup)
+                      decision_markdown, screening_headline, summary_markdown, update_saliency, warmup)
 from .cases import (CASE_COLUMNS, EXPORT_FORMATS, HISTORY_COLUMNS, add_correction, agreement_figure, case_id_from_selection,
                     cases_frame, export_cases, open_case, search_cases)
 from .common import (STATUS_ERROR, STATUS_OK, AppContext, CurrentAnalysis, UserError, error_status, ok_status,
@@ -32,7 +32,7 @@ __all__ = [
     "PROMPT_COLUMNS", "table_from_prompt_set", "prompt_set_from_table", "add_prompt_row", "delete_prompt_row",
     "preset_names", "default_preset", "load_preset_table", "load_prompt_file", "save_prompt_file",
     "analyse", "update_saliency", "saliency_methods", "method_for_detail", "quality_markdown", "QUALITY_OK_MD",
-    "summary_markdown", "warmup", "screening_headline",
+    "summary_markdown", "warmup", "screening_headline", "decision_markdown",
     "save_review",
     "CASE_COLUMNS", "EXPORT_FORMATS", "HISTORY_COLUMNS", "search_cases", "open_case", "add_correction", "export_cases",
     "cases_frame", "agreement_figure", "case_id_from_selection",

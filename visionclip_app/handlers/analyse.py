@@ -200,8 +200,10 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         saliency_class=cls if overlay is not None else None,
         saliency_thumbnail=strip_and_thumbnail(overlay) if overlay is not None else None,
         adapter=adapter_json(adapter_record, zero_shot))
-    state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality)
-    notes = [screening_headline(screening, predicted, probs),
+    headline = screening_headline(screening, predicted, probs)
+    state = CurrentAnalysis(analysis=record, image=image, prompt_set=ps, quality=quality,
+                            screening=headline if screening is not None else "")
+    notes = [headline,
              f"{len(ps)} classes in {elapsed:.2f} s · model `{ctx.model.model_id}`."]
     if zero_shot is not None:  # short: one_line keeps 300 characters
         state = dataclasses.replace(state, adapter=adapter, zero_shot=zero_shot, adapter_name=adapter_record["file"])
@@ -271,6 +273,13 @@ def warmup(ctx: AppContext) -> float:
     except Exception as e:  # warm-up is best effort: the app serves without it
         log.warning("warm-up failed: %s", one_line(e))
     return time.perf_counter() - t0
+
+
+def decision_markdown(state: CurrentAnalysis | None) -> str:
+    """The box above the probabilities: the screening decision first, as the Analyse tab leads with it."""
+    if state is None or not state.screening:
+        return ""
+    return "#### " + state.screening.replace("Screening: ", "", 1)
 
 
 def summary_markdown(state: CurrentAnalysis | None) -> str:

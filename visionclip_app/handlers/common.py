@@ -63,6 +63,7 @@ class CurrentAnalysis:
     adapter: Any = None  # engine.adapt.Adapter that gave ``analysis.probabilities``; None: zero-shot
     zero_shot: dict[str, float] | None = None  # with an adapter: the zero-shot probabilities, shown beside
     adapter_name: str | None = None
+    screening: str = ""  # the screening decision's headline (handlers.analyse.screening_headline)
 
     @property
     def probabilities(self) -> dict[str, float]:

@@ -44,7 +44,7 @@ def layout(ctx: h.AppContext) -> SimpleNamespace:
                                        height=320, elem_id="image-in")
                 # gr.Image cannot take a DICOM file: a plain file upload feeds the same handler
                 dicom_in = gr.File(label="... or a DICOM file (.dcm) from a fundus camera",
-                                   file_types=[".dcm", ".dicom"], type="filepath", height=70,
+                                   file_types=[".dcm", ".dicom"], type="filepath", height=150,
                                    elem_id="dicom-in")
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[image_in],
@@ -82,8 +82,10 @@ def layout(ctx: h.AppContext) -> SimpleNamespace:
                                         height=70, visible=False)
         with gr.Row():
             with gr.Column(scale=1):
+                decision_md = gr.Markdown("", elem_id="screening-decision")
+                # no heading: the most probable class need not be the answer (the decision above is)
                 probs_out = gr.Label(label="Probabilities (sorted; adapted when an adapter is chosen)",
-                                     elem_id="probs-out")
+                                     elem_id="probs-out", show_heading=False)
                 compare_df = gr.Dataframe(headers=h.COMPARISON_COLUMNS, interactive=False, visible=False,
                                           label="Zero-shot and adapted probabilities", elem_id="compare-df")
                 quality_md = gr.Markdown("", label="quality", elem_id="quality-box")
@@ -111,7 +113,7 @@ def layout(ctx: h.AppContext) -> SimpleNamespace:
                            adapter_refresh=adapter_refresh, adapter_md=adapter_md, prompt_table=prompt_table,
                            add_row_btn=add_row_btn, del_row_num=del_row_num, del_row_btn=del_row_btn,
                            prompt_file=prompt_file, save_prompts_btn=save_prompts_btn,
-                           saved_prompts=saved_prompts, probs_out=probs_out, compare_df=compare_df,
+                           saved_prompts=saved_prompts, decision_md=decision_md, probs_out=probs_out, compare_df=compare_df,
                            quality_md=quality_md, sal_class=sal_class, sal_method=sal_method,
                            sal_target=sal_target, sal_opacity=sal_opacity, sal_detail=sal_detail,
                            original_out=original_out, overlay_out=overlay_out)
@@ -139,7 +141,7 @@ def wire(ctx: h.AppContext, tab: SimpleNamespace, analysis: gr.State, review_tab
 
     def show_comparison(state):  # a follow-up event: the scripting API's /analyse outputs stay as documented
         rows = h.comparison_rows(state)
-        return gr.update(value=rows or None, visible=bool(rows))
+        return gr.update(value=rows or None, visible=bool(rows)), h.decision_markdown(state)
 
     analyse_outputs = [tab.status, tab.probs_out, tab.original_out, tab.overlay_out, tab.quality_md, tab.sal_class,
                        analysis, review_tab.review_summary, review_tab.corrected]
@@ -148,13 +150,14 @@ def wire(ctx: h.AppContext, tab: SimpleNamespace, analysis: gr.State, review_tab
     gr.on([tab.analyse_btn.click, tab.image_in.upload], do_analyse, analyse_inputs, analyse_outputs,
           concurrency_limit=2, api_name="analyse",
           api_description="Classify a photograph with a prompt table (or a few-shot adapter) and explain one class."
-          ).then(show_comparison, [analysis], [tab.compare_df], **PRIVATE)
+          ).then(show_comparison, [analysis], [tab.compare_df, tab.decision_md], **PRIVATE)
 
     def do_analyse_dicom(dicom, *rest):  # the DICOM just uploaded, not a photograph still shown above
         return do_analyse(None, *rest, dicom)
 
     tab.dicom_in.upload(do_analyse_dicom, [tab.dicom_in, *analyse_inputs[1:-1]], analyse_outputs,
-                        concurrency_limit=2, **PRIVATE).then(show_comparison, [analysis], [tab.compare_df], **PRIVATE)
+                        concurrency_limit=2, **PRIVATE).then(show_comparison, [analysis], [tab.compare_df, tab.decision_md],
+                                                             **PRIVATE)
     # one upload at a time: a new photograph replaces a DICOM file and the other way round
     tab.image_in.upload(lambda: None, None, [tab.dicom_in], **PRIVATE)
     tab.dicom_in.upload(lambda: None, None, [tab.image_in], **PRIVATE)
