@@ -1,4 +1,4 @@
-"""k-shot curves of the few-shot adapters and the gain of label-free (transductive) calibration.
+"""k-shot curves of the few-shot adapters.
 
     python -m bench.adapt [--draws 10] [--shots 1 2 4 8 16 all] [--json data/adapt_bench.json]
 
@@ -10,9 +10,8 @@ and the pooled features of the tower's blocks 4 and 5, which clap-stage reads). 
 eval photographs (fit on one half, score the other, inside a benchmark) is the exception named in
 ../shared/eval/README.md; no adapter fitted here is kept.
 
-Also: the transductive methods on the zero-shot predictions of each whole folder and on a 16-shot
-adapter's predictions of the scored half, with paired stratified-bootstrap intervals of the gain
-(engine.evaluate.paired_bootstrap_difference), and the time to fit each adapter on 100 cases.
+Also the time to fit each adapter on 100 cases. (Label-free transductive calibration, measured here
+before, left the product: research/transductive.py.)
 """
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ import torch
 from bench.adapt_cache import DEFAULT_FOLDERS, load_or_encode_trunk
 from bench.common import best_of
 from engine import VisionCLIP, load_preset
-from engine.adapt import TRANSDUCTIVE_METHODS, TextAnchor, calibrate, make_head
-from engine.evaluate import paired_bootstrap_difference
+from engine.adapt import TextAnchor, make_head
 
 PROMPTS = {"eyedisease_dev": "eyedisease_grouped", "palm_dev": "palm"}
 METHODS = ("zero-shot", "linear-probe", "blend", "clap", "clap-stage")
@@ -74,24 +72,6 @@ def kshot_curves(x, y, anchor, shots, draws, methods, params) -> dict:
     return out
 
 
-def transductive_gains(x, y, anchor, resamples: int) -> dict:
-    """Zero-shot on the whole folder, and a 16-shot clap adapter on the scored half (draw 0), each
-    calibrated by every transductive method: BA before, after, and the paired interval of the gain."""
-    rows = {}
-    zs = make_head("zero-shot").fit(x, y, anchor).predict_proba(x)
-    rng = np.random.default_rng(0)
-    pool, test = split_halves(y, rng)
-    clap = fit_predict("clap", x, y, draw_support(y, pool, 16, rng), test, anchor)
-    for name, probs, idx in (("zero-shot, whole folder", zs, np.arange(len(y))), ("clap 16-shot, scored half", clap, test)):
-        base = probs.argmax(1).numpy()
-        for t in TRANSDUCTIVE_METHODS:
-            after = calibrate(probs, x[idx], t).argmax(1).numpy()
-            diff = paired_bootstrap_difference(y[idx].tolist(), base == y[idx], after == y[idx], resamples=resamples)
-            rows[f"{name} + {t}"] = {"before": balanced_accuracy(y[idx], base), "after": balanced_accuracy(y[idx], after),
-                                     "gain": diff["balanced_accuracy_difference"], "ci95": diff["ci95"]}
-    return rows
-
-
 def paired_gains(raw: dict, method: str, against: str) -> dict:
     """Per k: mean and sd over the draws of (method - against) on the same draw, and how many draws it won."""
     out = {}
@@ -126,7 +106,6 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", type=Path, default=DEFAULT_FOLDERS)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--params", default="{}", help='JSON settings per method, e.g. {"clap": {"strength": 2}}')
-    ap.add_argument("--no-transductive", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = ap.parse_args()
     shots = [k if k == "all" else int(k) for k in args.shots]
@@ -159,11 +138,6 @@ def main() -> None:
                 entry[f"{m} - {against}"] = gains = paired_gains(raw, m, against)
                 print(f"\npaired {m} - {against}, same draws: "
                       + ", ".join(f"k={k} {g['mean']:+.3f} ± {g['sd']:.3f} ({g['wins']}/{g['draws']} won)" for k, g in gains.items()))
-        if not args.no_transductive:
-            entry["transductive"] = transductive_gains(x, y, anchor, args.bootstrap)
-            print("\n| predictions + calibration | BA before | BA after | gain (paired 95% CI) |\n|---|---|---|---|")
-            for name, r in entry["transductive"].items():
-                print(f"| {name} | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} ({r['ci95'][0]:+.3f} to {r['ci95'][1]:+.3f}) |")
         entry["fit_seconds_100_cases"] = fit_times(features, y, anchor)
         print("\nfit time, 100 cases (best of 3, shared CPU): "
               + ", ".join(f"{m} {s:.3f} s" for m, s in entry["fit_seconds_100_cases"].items()))

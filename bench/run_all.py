@@ -132,7 +132,7 @@ BENCHES = {
     "train": ("bench.train", ["--steps", "2", "--warmup", "1", "--data-n", "32"], rows_train),
     "app": ("bench.app", ["--runs", "3"], rows_app),
     "load": ("bench.load", ["--clients", "8", "--rounds", "5"], rows_load),
-    "adapt": ("bench.adapt", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200", "--no-transductive"], rows_adapt),
+    "adapt": ("bench.adapt", ["--draws", "2", "--shots", "4", "16", "--bootstrap", "200"], rows_adapt),
 }
 # --full-load: the load target's size (8 clients x 50 rounds, then 100 analyses at once against the default queue)
 FULL_LOAD = ["--clients", "8", "--rounds", "50", "--overload", "100"]

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from . import __version__
-from .adapt.cli import add_adapter_argument, add_transductive_argument
+from .adapt.cli import add_adapter_argument
 from .cli_args import add_model_arguments, load_model
 from .errors import VisionCLIPError
 
@@ -69,7 +69,7 @@ def cmd_predict(args) -> int:
     if args.batch_size < 1:
         raise VisionCLIPError(f"--batch-size must be at least 1, not {args.batch_size}")
     prompt_set = load_prompt_set(args.prompts)
-    if getattr(args, "adapter", None) or getattr(args, "transductive", None):  # engine/adapt/cli.py
+    if getattr(args, "adapter", None):  # engine/adapt/cli.py
         from .adapt.cli import cmd_predict_adapted
         return cmd_predict_adapted(args, prompt_set, load_model(args))
     inputs = expand_inputs(args.images, recursive=args.recursive)
@@ -132,7 +132,7 @@ def cmd_eval(args) -> int:
     result = evaluate(model, args.data, prompt_set, all_classes=args.all_classes,
                       progress=_tqdm_progress("evaluating"), batch_size=args.batch_size,
                       predictions_csv=args.predictions, bootstrap=args.bootstrap,
-                      adapter=load_adapter(args, model), transductive=args.transductive)
+                      adapter=load_adapter(args, model))
     if args.plot:
         plot_confusion_matrix(result, args.plot)
     result.pop("per_image")  # --predictions writes them, with the probabilities
@@ -140,9 +140,8 @@ def cmd_eval(args) -> int:
         print(json.dumps(result))
     else:
         print(f"model {result['model_id']} on {args.data} (n={result['n']})")
-        if "adapter" in result or result.get("transductive"):
-            print(f"  {'adapter ' + result['adapter']['method'] if 'adapter' in result else 'zero-shot'}"
-                  f"{', transductive ' + result['transductive'] + ' (calibrated on this folder, without labels)' if result.get('transductive') else ''}")
+        if "adapter" in result:
+            print(f"  adapter {result['adapter']['method']}")
         ci = result.get("ci95", {})
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "mean_auc", "kappa"):
             interval = f"  (95% CI {ci[key][0]:.4f}-{ci[key][1]:.4f})" if key in ci else ""
@@ -178,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images decoded and encoded together")
     add_model_arguments(p)
     add_adapter_argument(p)
-    add_transductive_argument(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="zero-shot metrics on a labelled folder",
@@ -196,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     add_model_arguments(p)
     add_adapter_argument(p)
-    add_transductive_argument(p)
     p.set_defaults(func=cmd_eval)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():

@@ -195,13 +195,12 @@ def embed_folder(model, data_dir: str | Path, progress: Callable[[int, int], Non
 
 def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | str | None = None, all_classes: bool = False,
              progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
-             predictions_csv: str | Path | None = None, bootstrap: int = 0, adapter=None,
-             transductive: str | None = None) -> dict:
+             predictions_csv: str | Path | None = None, bootstrap: int = 0, adapter=None) -> dict:
     """Zero-shot metrics of ``model`` on a labelled folder, or on one :func:`embed_folder` encoded.
 
     ``bootstrap`` resamples add 95% intervals. ``per_image`` holds each image's label and predicted
     class (for :func:`compare_results`). ``adapter`` (engine.adapt.Adapter) scores with its classes
-    instead; ``transductive`` names a label-free calibration over the whole folder (engine.adapt).
+    instead.
     """
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise VisionCLIPError(f"bootstrap must be a whole number of resamples, 0 or more, not {bootstrap!r}")
@@ -227,8 +226,7 @@ def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | s
     folder = folder or _embed(model, data, items, progress, batch_size)
     from .adapt.scoring import class_probabilities
 
-    probs = class_probabilities(model, folder.embeddings if features is None else features, prompt_set, adapter,
-                                transductive).numpy()
+    probs = class_probabilities(model, folder.embeddings if features is None else features, prompt_set, adapter).numpy()
     result = compute_metrics(y_true, probs, prompt_set.classes, ordered=prompt_set.ordered)
     result["per_image"] = {"label": y_true, "predicted": [prompt_set.classes[i] for i in probs.argmax(1)]}
     result["data"] = str(folder.data_dir)
@@ -236,8 +234,6 @@ def evaluate(model, data: str | Path | EmbeddedFolder, prompt_set: PromptSet | s
     result["prompt_set_sha256"] = prompt_set.sha256
     if adapter is not None:
         result["adapter"] = adapter.describe()
-    if transductive:
-        result["transductive"] = transductive  # probabilities calibrated on this folder without labels
     if bootstrap:
         result["ci95"] = bootstrap_intervals(y_true, probs, prompt_set.classes, resamples=bootstrap)
         result["bootstrap_resamples"] = bootstrap

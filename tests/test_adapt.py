@@ -1,4 +1,4 @@
-"""Few-shot adapters, adapter files, reading reviewed cases, transductive calibration, and the CLI."""
+"""Few-shot adapters, adapter files, reading reviewed cases, and the CLI."""
 import copy
 import json
 import warnings
@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import PromptSet, VisionCLIP, VisionCLIPError
-from engine.adapt import Adapter, TextAnchor, calibrate, make_head
-from engine.adapt.transductive import em_priors, equal_marginals, transclip
+from engine.adapt import Adapter, TextAnchor, make_head
 from tests.conftest import make_fundus
 from visionclip_app.store import read_reviewed_cases
 
@@ -191,31 +190,6 @@ def test_adapter_target_explains_the_adapted_probability(tiny_model, fitted):
     assert res.probability == pytest.approx(float(expected), abs=1e-4)
 
 
-# --- transductive calibration ------------------------------------------------------------------
-def biased_toy():
-    """Balanced folder, text predictions biased toward class 0, embeddings clustered by class."""
-    x, y, anchor = toy(text_right=True, noise=0.5, seed=3, scale=10.0)
-    logits = anchor.log_probs(x) + torch.tensor([3.0, 0.0, 0.0])
-    return x, y, logits.softmax(-1)
-
-
-def test_transductive_calibration_corrects_a_biased_classifier():
-    x, y, probs = biased_toy()
-    before = balanced_accuracy(y, probs)
-    assert before < 0.75
-    for name, after in (("transclip", transclip(probs, x)), ("balanced", equal_marginals(probs))):
-        assert torch.allclose(after.sum(1), torch.ones(len(y)), atol=1e-4)
-        assert balanced_accuracy(y, after) > before + 0.05, name
-    marginals = equal_marginals(probs).mean(0)
-    torch.testing.assert_close(marginals, torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
-    em = em_priors(probs)
-    assert torch.allclose(em.sum(1), torch.ones(len(y)), atol=1e-4) and not torch.allclose(em, probs)
-    with pytest.raises(VisionCLIPError, match="unknown transductive method"):
-        calibrate(probs, x, "magic")
-    with pytest.raises(VisionCLIPError, match="2 or more images"):
-        calibrate(probs[:1], x[:1], "em")
-
-
 # --- reviewed cases ----------------------------------------------------------------------------
 def _log(store, image, reviewer, verdict, predicted, corrected=()):
     import hashlib
@@ -318,21 +292,18 @@ def test_cli_adapt_predict_eval_explain_end_to_end(tmp_path, capsys, labelled_fo
     images = sorted((labelled_folder / "img").glob("*.png"))
     code, stdout, err = run_cli(capsys, "predict", *images, "--adapter", out, "--model", model_file, "--json")
     doc = json.loads(stdout)
-    assert code == 0 and doc["adapter"]["method"] == "clap" and "transductive" not in doc
+    assert code == 0 and doc["adapter"]["method"] == "clap"
     assert set(doc["results"][0]["probabilities"]) == set(CLASSES)
 
-    code, stdout, err = run_cli(capsys, "predict", *images, "--adapter", out, "--model", model_file, "--transductive")
-    assert code == 0 and "transductive transclip: calibrated over these 6 images" in stdout.splitlines()[0]
-    code, _, err = run_cli(capsys, "predict", images[0], "--model", model_file, "--transductive", "em")
-    assert code == 2 and "two or more readable images" in err
-
     code, stdout, err = run_cli(capsys, "eval", "--data", labelled_folder, "--adapter", out, "--model", model_file,
-                                "--transductive", "balanced", "--bootstrap", "0", "--json")
+                                "--bootstrap", "0", "--json")
     doc = json.loads(stdout)
-    assert code == 0 and doc["transductive"] == "balanced" and doc["adapter"]["images_per_class"]["glaucoma"] == 2
+    assert code == 0 and doc["adapter"]["images_per_class"]["glaucoma"] == 2
     code, stdout, _ = run_cli(capsys, "eval", "--data", labelled_folder, "--prompts", three, "--model", model_file,
                               "--bootstrap", "0")
-    assert "transductive" not in stdout and "adapter" not in stdout  # never silently on
+    assert "adapter" not in stdout  # never silently on
+    with pytest.raises(SystemExit):  # label-free calibration left the product (research/transductive.py)
+        run_cli(capsys, "predict", *images, "--model", model_file, "--transductive")
 
     overlay = tmp_path / "o.png"
     code, stdout, err = run_cli(capsys, "explain", images[0], "--class", "glaucoma", "--adapter", out,

@@ -167,7 +167,7 @@ def test_cli_fits_and_uses_a_clap_stage_adapter_by_default(tmp_path, capsys, lab
     assert code == 0 and "clap-stage adapter" in stdout, err
     assert Adapter.load(out).image_features == "embedding+stage4+stage5"
     images = sorted((labelled_folder / "img").glob("*.png"))
-    code, stdout, err = run("predict", *images[:3], "--adapter", out, "--json", "--transductive", "balanced")
+    code, stdout, err = run("predict", *images[:3], "--adapter", out, "--json")
     doc = json.loads(stdout)
     assert code == 0 and doc["adapter"]["method"] == "clap-stage" and len(doc["results"]) == 3, err
     code, stdout, err = run("eval", "--data", labelled_folder, "--adapter", out, "--bootstrap", "0", "--json")

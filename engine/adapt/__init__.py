@@ -1,4 +1,4 @@
-"""Few-shot adapters over frozen VisionCLIP image embeddings, and label-free calibration of a folder.
+"""Few-shot adapters over frozen VisionCLIP image embeddings.
 
     from engine.adapt import Adapter
     emb = model.encode_images(paths)
@@ -14,8 +14,5 @@ text + visual prototypes), ``linear-probe`` and ``zero-shot`` (baselines). The b
 from .base import FewShotAdapter, TextAnchor
 from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for, make_head
 from .scoring import class_probabilities
-from .transductive import METHODS as TRANSDUCTIVE_METHODS
-from .transductive import calibrate
 
-__all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "TRANSDUCTIVE_METHODS", "calibrate",
-           "class_probabilities", "default_method", "encode_for", "make_head"]
+__all__ = ["Adapter", "FewShotAdapter", "TextAnchor", "METHODS", "DEFAULT_METHOD", "class_probabilities", "default_method", "encode_for", "make_head"]

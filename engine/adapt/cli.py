@@ -1,5 +1,5 @@
-"""`visionclip adapt`: fit a few-shot adapter on a labelled folder, and the ``--adapter`` / ``--transductive``
-options that predict, eval and explain share.
+"""`visionclip adapt`: fit a few-shot adapter on a labelled folder, and the ``--adapter`` option that
+predict, eval and explain share.
 
 The app's reviewed cases are another source of labelled examples, read by the app, which owns their storage:
 ``python -m visionclip_app adapt --cases DB`` builds on :func:`add_arguments` and :func:`run` here, handing over
@@ -16,19 +16,11 @@ import numpy as np
 from ..cli_args import add_model_arguments, load_model
 from ..errors import VisionCLIPError
 from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for
-from .transductive import METHODS as TRANSDUCTIVE_METHODS
 
 
 def add_adapter_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, metavar="FILE.safetensors",
                    help="a few-shot adapter from `visionclip adapt` (it carries its own prompt set)")
-
-
-def add_transductive_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--transductive", nargs="?", const="transclip", default=None, choices=list(TRANSDUCTIVE_METHODS),
-                   help="calibrate the probabilities over all the images together, without labels (default method "
-                        "transclip; em: class priors by EM; balanced: equal class marginals). Off by default; "
-                        "results then depend on which images are analysed together")
 
 
 def load_adapter(args, model):
@@ -147,8 +139,8 @@ def _image_files(args) -> list[str]:
 
 
 def cmd_predict_adapted(args, prompt_set, model) -> int:
-    """`visionclip predict` with --adapter and/or --transductive: all images are encoded first, then
-    scored together (transductive calibration needs the whole batch)."""
+    """`visionclip predict` with --adapter: each image encoded with the features the adapter reads, then
+    scored by the adapter."""
     import json
 
     import torch
@@ -164,23 +156,18 @@ def cmd_predict_adapted(args, prompt_set, model) -> int:
             results.append({"image": path})
         except VisionCLIPError as e:
             results.append({"image": path, "error": str(e)})
-    if args.transductive and len(embeddings) < 2:
-        raise VisionCLIPError("--transductive needs two or more readable images analysed together")
     ok = [r for r in results if "error" not in r]
     if ok:
-        probs = class_probabilities(model, torch.cat(embeddings), prompt_set, adapter, args.transductive)
+        probs = class_probabilities(model, torch.cat(embeddings), prompt_set, adapter)
         for r, row in zip(ok, probs):
             r["probabilities"] = dict(zip(prompt_set.classes, map(float, row)))
             r["predicted"] = max(r["probabilities"], key=r["probabilities"].get)
     scoring = f"{adapter.method} adapter {Path(args.adapter).name}" if adapter else "zero-shot"
-    note = (f"transductive {args.transductive}: calibrated over these {len(ok)} images together, without labels"
-            if args.transductive else None)
     if args.json:
         extra = {"adapter": adapter.describe()} if adapter else {}
-        extra.update({"transductive": note} if note else {})
         print(json.dumps({"model_id": model.model_id, **extra, "results": results}, indent=2))
     else:
-        print(f"# {scoring}{f'; {note}' if note else ''}")
+        print(f"# {scoring}")
         for r in results:
             if "error" in r:
                 print(f"{r['image']}: error: {r['error']}")

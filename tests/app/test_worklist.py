@@ -129,39 +129,18 @@ def test_batch_analysis_fills_a_filterable_table(wctx, photo_root):
     assert is_error(wl.results_table(wctx, wid, "any", "lost")[-1])
 
 
-def test_transductive_batch_analysis_is_opt_in_and_labelled(wctx, photo_root):
-    import json
+def test_batch_analysis_of_the_default_set_stores_the_screening_decision(wctx, photo_root):
+    from engine import load_preset
+    from engine.screening import hierarchical_prediction, screen
 
-    import numpy as np
-
-    from engine.adapt import calibrate
-
-    wid = wl.create_worklist(wctx, "calibrated", "clinic", None, 1)[0]["value"]
-    ps = h.prompt_set_from_table(small_table())
-    assert is_error(st := wl.analyse_worklist(wctx, wid, small_table(), transductive="magic")) and "magic" in st
-    assert wl.analyse_worklist(wctx, wid, small_table()).startswith(h.STATUS_OK)  # default: each image alone
+    wid = wl.create_worklist(wctx, "screened", "clinic", None, 1)[0]["value"]
+    table = h.table_from_prompt_set(load_preset("screening"))
+    assert wl.analyse_worklist(wctx, wid, table).startswith(h.STATUS_OK)
     items = wctx.store.worklist_items(wid)
+    ps = h.prompt_set_from_table(table)
+    emb = wctx.model.encode_images([it["image_path"] for it in items])
+    probs = wctx.model.probabilities(emb, ps)
+    expected = hierarchical_prediction(probs.numpy(), ps.classes, screen(wctx.model, emb, ps, probs))
+    assert [it["predicted_label"] for it in items] == expected
     assert all(it["calibration"] is None for it in items)
     assert set(wl.results_table(wctx, wid)[0]["scoring"]) == {"per image"}
-
-    status = wl.analyse_worklist(wctx, wid, small_table(), transductive="balanced")  # re-scores the analysed ones
-    assert status.startswith(h.STATUS_OK) and "Analysed 5 image(s)" in status and "transductive balanced" in status
-    items = wctx.store.worklist_items(wid)
-    paths = [it["image_path"] for it in items]
-    zero_shot = wctx.model.probabilities(wctx.model.encode_images(paths), ps)
-    expected = calibrate(zero_shot, None, "balanced").numpy()
-    stored = np.array([[json.loads(it["probabilities"])[c] for c in ps.classes] for it in items])
-    np.testing.assert_allclose(stored, expected, atol=1e-5)
-    assert not np.allclose(stored, zero_shot.numpy(), atol=1e-3)  # the calibration really changed them
-    assert [json.loads(it["calibration"]) for it in items] == [{"transductive": "balanced", "images": 5}] * 5
-    assert set(wl.results_table(wctx, wid)[0]["scoring"]) == {"transductive balanced (5 images)"}
-
-    _open(wctx, wid, 1)  # opening an image scores it alone again, and says so
-    assert list(wl.results_table(wctx, wid)[0]["scoring"]) == ["per image"] + ["transductive balanced (5 images)"] * 4
-
-
-def test_transductive_batch_analysis_needs_two_images(wctx, photo_root):
-    wid = wl.create_worklist(wctx, "single", "", [str(photo_root / "clinic" / "eye_0.png")], 1)[0]["value"]
-    status = wl.analyse_worklist(wctx, wid, small_table(), transductive="transclip")
-    assert is_error(status) and "2 or more" in status
-    assert [it["state"] for it in wctx.store.worklist_items(wid)] == ["pending"]

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from engine import PromptSet, VisionCLIPError, load_image
-from engine.adapt import TRANSDUCTIVE_METHODS, class_probabilities
+from engine.adapt import class_probabilities
+from engine.screening import hierarchical_prediction, screen
 
 from ..paths import resolve_under_root
 from ..store import ITEM_STATES, Analysis, CaseRecord, Review, StoreError
@@ -28,9 +29,7 @@ MAX_WORKLIST_ITEMS = 5000
 BATCH_SIZE = 16
 RESULT_COLUMNS = ["#", "image", "state", "readings", "predicted", "probability", "scoring"]
 ANY = "any"
-CALIBRATION_OFF = "off"
 log = logging.getLogger(__name__)
-CALIBRATION_CHOICES = (CALIBRATION_OFF, *TRANSDUCTIVE_METHODS)  # off first: calibration is never on by default
 
 
 def worklist_choices(ctx: AppContext) -> list[tuple[str, int]]:
@@ -183,64 +182,37 @@ def skip_item(ctx: AppContext, worklist_id: Any, position: Any) -> tuple[str, st
     return ok_status(f"Image {position} skipped."), progress_markdown(ctx, wid)
 
 
-def analyse_worklist(ctx: AppContext, worklist_id: Any, table: Any, progress: Callable | None = None,
-                     transductive: str | None = None) -> str:
+def analyse_worklist(ctx: AppContext, worklist_id: Any, table: Any, progress: Callable | None = None) -> str:
     """Classify every not-yet-analysed item in batches; unreadable files are counted and left pending.
-
-    With ``transductive`` (engine.adapt's label-free calibration, as ``visionclip predict DIR --transductive``),
-    every image not yet reviewed or skipped is analysed, and their probabilities are calibrated together:
-    each result then depends on the whole batch, and the item records which calibration it went through."""
+    Each image is scored on its own (the screening decision, then the condition), stored as it goes."""
     try:
         wid = _worklist_id(worklist_id)
         ps = prompt_set_from_table(table)
-        method = _calibration_method(transductive)
     except UserError as e:
         return error_status(e)
-    states = ("pending",) if method is None else ("pending", "analysed")
-    todo = [it for it in ctx.store.worklist_items(wid) if it["state"] in states]
-    encoded, failed, done = [], [], 0
+    todo = [it for it in ctx.store.worklist_items(wid) if it["state"] == "pending"]
+    failed, done = [], 0
     for start in range(0, len(todo), BATCH_SIZE):
-        batch = _encode_batch(ctx, todo[start:start + BATCH_SIZE], failed)
-        if method is None:  # each image scored alone: store as we go, an interrupted run keeps what it did
-            done += _store_scored(ctx, batch, ps, None)
-        else:
-            encoded += batch
-        if progress:
-            progress(min(start + BATCH_SIZE, len(todo)) / max(len(todo), 1),
-                     desc=f"{'analysed' if method is None else 'encoded'} {done + len(encoded)} of {len(todo)}")
-    if method is not None:
-        if len(encoded) < 2:
-            return error_status(f"Transductive calibration needs 2 or more readable images to analyse; "
-                                f"this worklist has {len(encoded)}.")
-        done = _store_scored(ctx, encoded, ps, method)
-        log.info("worklist #%d: %d image(s) calibrated together by transductive %s", wid, done, method)
-    msg = f"Analysed {done} image(s) with {len(ps)} classes"
-    msg += "." if method is None else (f", calibrated together by transductive {method} (each result depends "
-                                       "on the whole batch; opening an image re-scores it alone).")
+        done += _store_scored(ctx, _encode_batch(ctx, todo[start:start + BATCH_SIZE], failed), ps)
+        if progress:  # an interrupted run keeps what it stored
+            progress(min(start + BATCH_SIZE, len(todo)) / max(len(todo), 1), desc=f"analysed {done} of {len(todo)}")
+    msg = f"Analysed {done} image(s) with {len(ps)} classes."
     if failed:
         msg += f" {len(failed)} could not be read and stay pending: " + ", ".join(failed[:5])
     return ok_status(msg) if done or not failed else error_status(msg)
 
 
-def _store_scored(ctx: AppContext, encoded: list[tuple], ps: PromptSet, method: str | None) -> int:
-    """Score ``encoded`` (from :func:`_encode_batch`) together (calibrated by ``method`` when given) and store."""
+def _store_scored(ctx: AppContext, encoded: list[tuple], ps: PromptSet) -> int:
+    """Score ``encoded`` (from :func:`_encode_batch`) and store each item's analysis."""
     if not encoded:
         return 0
+    embeddings = torch.cat([emb for _, _, emb in encoded])
     with ctx.model_lock:
-        probs = class_probabilities(ctx.model, torch.cat([emb for _, _, emb in encoded]), ps, transductive=method)
-    calibration = None if method is None else {"transductive": method, "images": len(encoded)}
-    for (item, sha, _), row in zip(encoded, probs):
-        ctx.store.set_item_analysis(item["id"], _analysis(ctx, ps, sha, row), calibration)
+        probs = class_probabilities(ctx.model, embeddings, ps)
+        predicted = hierarchical_prediction(probs.numpy(), ps.classes, screen(ctx.model, embeddings, ps, probs))
+    for (item, sha, _), row, label in zip(encoded, probs, predicted):
+        ctx.store.set_item_analysis(item["id"], _analysis(ctx, ps, sha, row, label))
     return len(encoded)
-
-
-def _calibration_method(value: Any) -> str | None:
-    key = str(value or CALIBRATION_OFF).strip().lower()
-    if key == CALIBRATION_OFF:
-        return None
-    if key not in TRANSDUCTIVE_METHODS:
-        raise UserError(f"Unknown calibration {value!r}; choose one of: {', '.join(CALIBRATION_CHOICES)}.")
-    return key
 
 
 def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list[tuple]:
@@ -260,11 +232,11 @@ def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list
     return [(item, sha, emb[None]) for (item, sha), emb in zip(readable, embeddings)]
 
 
-def _analysis(ctx: AppContext, ps: PromptSet, sha: str, row) -> Analysis:
+def _analysis(ctx: AppContext, ps: PromptSet, sha: str, row, predicted: str) -> Analysis:
     p = dict(zip(ps.classes, map(float, row)))
     return Analysis(image_sha256=sha, thumbnail=b"", prompt_set_json=json.dumps(ps.to_dict()),
                     prompt_set_sha256=ps.sha256, probabilities=p, model_id=ctx.model.model_id,
-                    predicted_label=max(p, key=p.get))
+                    predicted_label=predicted)
 
 
 def _scoring(item: dict) -> str:
@@ -272,7 +244,7 @@ def _scoring(item: dict) -> str:
         return ""
     if not item.get("calibration"):
         return "per image"
-    cal = json.loads(item["calibration"])
+    cal = json.loads(item["calibration"])  # batches calibrated together by an earlier version
     return f"transductive {cal['transductive']} ({cal['images']} images)"
 
 

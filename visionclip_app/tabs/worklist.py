@@ -74,9 +74,6 @@ def layout(ctx: h.AppContext) -> SimpleNamespace:
         with gr.Accordion("Batch analysis, results and export", open=False):
             with gr.Row():
                 wl_batch_btn = gr.Button("Analyse all pending images", elem_id="wl-batch")
-                wl_calibration = gr.Dropdown(list(wl.CALIBRATION_CHOICES), value=wl.CALIBRATION_OFF,
-                                             label="Label-free calibration (transductive)", elem_id="wl-calibration",
-                                             info="Calibrates all not-yet-reviewed images together; off by default")
                 wl_filter_pred = gr.Dropdown([wl.ANY], value=wl.ANY, label="Predicted",
                                              elem_id="wl-filter-pred")
                 wl_filter_state = gr.Dropdown([wl.ANY, *ITEM_STATES], value=wl.ANY,
@@ -97,7 +94,7 @@ def layout(ctx: h.AppContext) -> SimpleNamespace:
                            wl_progress=wl_progress, wl_item=wl_item, wl_prev=wl_prev, wl_next=wl_next,
                            wl_next_open=wl_next_open, wl_skip=wl_skip, wl_overlay=wl_overlay, wl_probs=wl_probs,
                            wl_corrected=wl_corrected, wl_agree=wl_agree, wl_disagree=wl_disagree,
-                           wl_ungradable=wl_ungradable, wl_batch_btn=wl_batch_btn, wl_calibration=wl_calibration,
+                           wl_ungradable=wl_ungradable, wl_batch_btn=wl_batch_btn,
                            wl_filter_pred=wl_filter_pred, wl_filter_state=wl_filter_state,
                            wl_table_btn=wl_table_btn, wl_table=wl_table, wl_export_fmt=wl_export_fmt,
                            wl_export_btn=wl_export_btn, wl_export_file=wl_export_file, wl_pos=wl_pos,
@@ -165,10 +162,10 @@ def wire(ctx: h.AppContext, tab: SimpleNamespace, analysis_settings: list) -> No
     for btn, verdict_value in verdict_buttons:
         btn.click(reader(verdict_value), [*move_inputs, tab.wl_corrected], wl_view, concurrency_limit=2, **PRIVATE)
 
-    def do_batch(wid, table, calibration, progress=gr.Progress()):
-        return wl.analyse_worklist(ctx, wid, table, progress=progress_callback(progress), transductive=calibration)
+    def do_batch(wid, table, progress=gr.Progress()):
+        return wl.analyse_worklist(ctx, wid, table, progress=progress_callback(progress))
 
-    tab.wl_batch_btn.click(do_batch, [tab.wl_select, analysis_settings[0], tab.wl_calibration], [tab.wl_status],
+    tab.wl_batch_btn.click(do_batch, [tab.wl_select, analysis_settings[0]], [tab.wl_status],
                            concurrency_limit=1, **PRIVATE)
     tab.wl_table_btn.click(functools.partial(wl.results_table, ctx),
                            [tab.wl_select, tab.wl_filter_pred, tab.wl_filter_state],
