@@ -22,7 +22,8 @@ from torch import nn
 from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
-from .layers import resolve_target_layers
+from .layers import MULTISCALE, resolve_target_layers
+from .multiscale import MultiScaleCAM
 from .targets import AdapterTarget, SimilarityTarget, SoftmaxTarget
 
 
@@ -58,6 +59,9 @@ def _this_thread_only(cam_class: type) -> type:
 
 
 METHODS = {name: _this_thread_only(cls) for name, cls in {
+    # the default: stride-4 element-wise detail gated by last-stage LayerCAM; points at lesions on renders
+    # far more often than last-stage Grad-CAM, the default before it (docs/saliency.md)
+    "multiscale": MultiScaleCAM,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "layercam": LayerCAM,
@@ -68,6 +72,8 @@ METHODS = {name: _this_thread_only(cls) for name, cls in {
     "gradcam-elementwise": GradCAMElementWise,
     "hirescam": HiResCAM,
 }.items()}
+DEFAULT_METHOD = next(iter(METHODS))
+METHOD_LAYERS = {"multiscale": MULTISCALE}  # a method's target layers when none are named (else the last stage)
 TARGETS = ("softmax", "similarity")  # the default first
 # methods for ``layers=DETAIL`` (the stride-4 stage), the measured best first: channel-pooled weights
 # (Grad-CAM, Grad-CAM++) average a fine layer's scattered evidence away
@@ -77,7 +83,8 @@ _LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad l
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
             "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam",
             "gradcamelementwise": "gradcam-elementwise", "elementwise": "gradcam-elementwise",
-            "grad-cam-elementwise": "gradcam-elementwise", "hires-cam": "hirescam"}
+            "grad-cam-elementwise": "gradcam-elementwise", "hires-cam": "hirescam", "multi-scale": "multiscale",
+            "fused": "multiscale"}
 
 
 class ImageEmbedder(nn.Module):
@@ -147,15 +154,16 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str | Non
     return SimilarityTarget(model.class_embeddings(prompt_set)[index]), kind
 
 
-def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
+def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = DEFAULT_METHOD,
             score_batch_size: int = 32, layers: str | list[str] | None = None,
             wrapper: nn.Module | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
 
-    ``layers``: target layer names inside the image tower, or ``"detail"`` for its stride-4 stage
-    (default: the tower's last stage). ``wrapper``: the module whose output ``target`` reads (default
+    ``layers``: target layer names inside the image tower, ``"detail"`` for its stride-4 stage or
+    ``"multiscale"`` for it and the last stage (default: the method's, ``METHOD_LAYERS``, else the last stage). ``wrapper``: the module whose output ``target`` reads (default
     :class:`ImageEmbedder`; a clap-stage adapter reads engine.adapt.stage.StageFeatures)."""
     method = resolve_method(method)
+    layers = METHOD_LAYERS.get(method) if layers is None or layers == "" or layers == [] else layers
     try:
         target_layers, reshape = resolve_target_layers(network.visual if hasattr(network, "visual") else network, layers)
     except ValueError as e:
@@ -196,7 +204,7 @@ def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opac
     return Image.fromarray(np.clip(out, 0, 255).round().astype(np.uint8), "RGB")
 
 
-def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = "gradcam",
+def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = DEFAULT_METHOD,
             target: str | None = None, opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET,
             layers: str | list[str] | None = None, adapter=None) -> SaliencyResult:
     """Saliency of one class's image-text score for one photograph; with ``adapter`` (engine.adapt),

@@ -203,15 +203,15 @@ def randomize_image_tower(model, seed: int = 0):
     return clone
 
 
-def sanity_check(model, image, prompt_set, class_name: str, method: str = "gradcam", seed: int = 0, *,
+def sanity_check(model, image, prompt_set, class_name: str, method: str | None = None, seed: int = 0, *,
                  target: str | None = None, layers=None, randomised=None, trained=None) -> dict[str, float]:
     """Maps of the model and of its image-tower-randomised copy: low similarity passes the check.
 
     ``randomised`` (from ``randomize_image_tower``) and ``trained`` (the model's ``explain`` result for these
     arguments) may be passed in to reuse them across calls."""
-    from .explain import explain
+    from .explain import DEFAULT_METHOD, explain
 
-    kw = dict(method=method, target=target, layers=layers)
+    kw = dict(method=method or DEFAULT_METHOD, target=target, layers=layers)
     trained = trained if trained is not None else explain(model, image, prompt_set, class_name, **kw)
     randomised = randomised if randomised is not None else randomize_image_tower(model, seed)
     random = explain(randomised, image, prompt_set, class_name, **kw)

@@ -14,7 +14,7 @@ import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
-from engine.saliency import DETAIL, DETAIL_METHODS, SLOW_METHODS, explain
+from engine.saliency import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS, describe_map, explain
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import TARGETS as SALIENCY_TARGETS
 
@@ -106,17 +106,21 @@ def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tu
 
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
-              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None
-              ) -> tuple[Image.Image | None, str, str | None]:
-    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable.
-    With an adapter the map explains the adapted probability (target "adapter")."""
+              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None,
+              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, str]:
+    """Returns (overlay, method used, target used, where the map points in words); (None, message, None, "")
+    when saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
     try:
         with ctx.model_lock:
-            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
+            res = explain(ctx.model, image, ps, class_name, method=method or DEFAULT_METHOD, target=target,
                           opacity=float(opacity), layers=DETAIL if detail else None, adapter=adapter)
     except VisionCLIPError as e:
-        return None, one_line(e), None
-    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target
+        return None, one_line(e), None, ""
+    try:
+        where = describe_map(res.map, image, eye_side).text if res.map.max() > 0 else ""
+    except VisionCLIPError:
+        where = ""  # the overlay stands without its caption
+    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target, where
 
 
 def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requested: str | None,
@@ -174,7 +178,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     predicted = max(probs, key=probs.get)
     sha = hashlib.sha256(data).hexdigest()
     cls = saliency_class_for(previous, sha, saliency_class, probs)
-    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter)
+    overlay, used, used_target, where = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter,
+                                                  meta.get("laterality"))
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
     record = Analysis(
@@ -194,6 +199,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         notes = [f"**Adapted** by `{md_text(adapter_record['file'])}` (its own prompts; the map explains the adapted"
                  f" score): **{md_text(predicted)}** ({probs[predicted]:.1%}); zero-shot: {md_text(zs_top)}"
                  f" ({zero_shot[zs_top]:.1%}). {elapsed:.2f} s · model `{ctx.model.model_id}`."]
+    if where:  # early: the status line is cut at 300 characters
+        notes.append(where)
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
@@ -220,12 +227,12 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
         method, opacity, target, detail = _saliency_options(method, opacity, target, detail)
     except UserError as e:
         return gr.update(), error_status(e), state
-    overlay, used, used_target = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity, target,
-                                           detail, state.adapter)
+    overlay, used, used_target, where = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity,
+                                                  target, detail, state.adapter)
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
-    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."), state
+    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'. {where}"), state
 
 
 def _analysis_summary(state: CurrentAnalysis | None) -> str:
