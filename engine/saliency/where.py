@@ -82,6 +82,26 @@ def fovea_centre(rgb: np.ndarray, disc: tuple[int, int], fov: np.ndarray) -> tup
     return int(y), int(x)
 
 
+def refine_disc(rgb: np.ndarray, peak: tuple[int, int], dd: float) -> tuple[int, int]:
+    """The centre of the bright disc round its brightest spot (the cup, often off-centre, is brightest):
+    the centroid of the pixels within one disc diameter brighter than halfway from their mean to the peak."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    grey = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (0, 0), max(1.0, dd / 10))
+    y0, x0 = peak
+    r = int(max(2, dd))
+    top, left = max(0, y0 - r), max(0, x0 - r)
+    win = grey[top:min(h, y0 + r + 1), left:min(w, x0 + r + 1)]
+    yy, xx = np.mgrid[top:top + win.shape[0], left:left + win.shape[1]]
+    near = np.hypot(yy - y0, xx - x0) <= r
+    level = 0.5 * (win[near].mean() + win[near].max())
+    bright = near & (win >= level)
+    labels, _ = ndimage.label(bright)
+    blob = labels == labels[y0 - top, x0 - left] if labels[y0 - top, x0 - left] else bright
+    return int(round(yy[blob].mean())), int(round(xx[blob].mean()))
+
+
 def find_landmarks(rgb: np.ndarray, fov: np.ndarray | None = None) -> Landmarks:
     """Disc, fovea, disc diameter and field of view of a photograph (H, W, 3)."""
     from ..preprocess import disc_centre, fundus_mask
@@ -93,10 +113,12 @@ def find_landmarks(rgb: np.ndarray, fov: np.ndarray | None = None) -> Landmarks:
     ys, xs = np.nonzero(fov) if fov.any() else np.mgrid[0:rgb.shape[0], 0:rgb.shape[1]].reshape(2, -1)
     centre = ((ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0)
     radius = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2.0
-    disc = disc_centre(rgb)
+    disc = refine_disc(rgb, disc_centre(rgb), TYPICAL_DD * radius)
     fovea = fovea_centre(rgb, disc, fov)
-    # about 2.5 DD apart; bounded by the field's size in case a locator missed
-    dd = float(np.clip(math.dist(disc, fovea) / DISC_TO_FOVEA_DD, 0.22 * radius, 0.42 * radius))
+    # disc and fovea are about 2.5 DD apart; a distance far from the typical one says a locator missed
+    typical = TYPICAL_DD * radius
+    measured = math.dist(disc, fovea) / DISC_TO_FOVEA_DD
+    dd = measured if 0.75 * typical < measured < 1.3 * typical else typical
     return Landmarks(tuple(map(float, disc)), tuple(map(float, fovea)), dd, centre, float(radius))
 
 
