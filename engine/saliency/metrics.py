@@ -180,6 +180,27 @@ def library_faithfulness(network: torch.nn.Module, input_tensor: torch.Tensor, i
     return out
 
 
+def road_curve(network: torch.nn.Module, input_tensor: torch.Tensor, input_map: np.ndarray, target: Callable,
+               percentiles: Iterable[int] = (20, 50, 80)) -> dict[str, list[float]]:
+    """ROAD deletion and insertion curves of one (S, S) map: the change of the target score after ROAD's
+    noisy linear imputation of the ``p`` % most relevant pixels ("deletion": a faithful map drops the score
+    fast) and of the ``p`` % least relevant ones, so that only the most relevant are kept ("insertion": a
+    faithful map keeps the score), for each ``p`` in ``percentiles``."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+
+    from .explain import ImageEmbedder
+
+    model = ImageEmbedder(network).eval()
+    x = input_tensor.detach().float().to(next(model.parameters()).device)
+    x = x[None] if x.ndim == 3 else x
+    cams = np.asarray(input_map, dtype=np.float32)[None]
+    out = {"percentiles": [int(p) for p in percentiles], "deletion": [], "insertion": []}
+    for p in out["percentiles"]:
+        out["deletion"].append(float(np.asarray(ROADMostRelevantFirst(p)(x, cams, [target], model)).ravel()[0]))
+        out["insertion"].append(float(np.asarray(ROADLeastRelevantFirst(p)(x, cams, [target], model)).ravel()[0]))
+    return out
+
+
 # --- Adebayo sanity check ---------------------------------------------------------------------------
 def randomize_image_tower(model, seed: int = 0):
     """A copy of a VisionCLIP whose image tower (trunk and projection) has freshly initialised weights."""
