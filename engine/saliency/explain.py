@@ -194,6 +194,22 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return (m / hi).astype(np.float32) if hi > 0 else np.zeros_like(m, dtype=np.float32)
 
 
+def field_of_view(rgb: np.ndarray) -> np.ndarray:
+    """The photograph's field of view for the map: :func:`fundus_mask` with a threshold low enough for a dark
+    photograph's vignetted rim (a camera's surround is near 0), its largest part, holes filled, made convex:
+    the field is a disc, perhaps cut flat at the top and bottom."""
+    lum = rgb[..., 0].astype(np.float32) * 0.6 + rgb[..., 1].astype(np.float32) * 0.4
+    mask = fundus_mask(rgb, threshold=max(4.0, 0.05 * float(np.percentile(lum[::4, ::4], 99))))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    points = cv2.findNonZero((labels == largest).astype(np.uint8))
+    hull = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return hull.astype(bool)
+
+
 def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
                    colormap: int = cv2.COLORMAP_JET) -> Image.Image:
     """The photograph with the colour-mapped saliency blended at ``opacity`` inside ``mask`` only."""
@@ -244,7 +260,7 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
 
     input_map = _normalise(raw * prepared.fov)
     rgb = np.asarray(img, dtype=np.uint8)
-    fov = fundus_mask(rgb)
+    fov = field_of_view(rgb)
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
 
     with torch.no_grad():
