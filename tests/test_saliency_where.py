@@ -152,3 +152,20 @@ def test_hot_spot_is_the_component_with_most_energy_and_bad_maps_are_one_line_er
         hot_spot(np.zeros((10, 10)))
     with pytest.raises(VisionCLIPError, match="differ in size"):
         describe_map(np.ones((10, 10)), np.zeros((12, 10, 3), np.uint8))
+
+
+def test_explain_command_prints_the_default_map_and_where_it_points(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    render = render_fundus(1, size=320, conditions=["glaucoma"])
+    img = tmp_path / "eye.png"
+    Image.fromarray(render.image).save(img)
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "explain", str(img), "--class", "glaucoma", "--eye",
+                        render.labels["eye_side"], "--out", str(tmp_path / "map.png")],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "multiscale saliency" in r.stdout and "Map points at: optic disc" in r.stdout
+    assert "eye side not given" not in r.stdout

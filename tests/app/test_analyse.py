@@ -29,6 +29,7 @@ def test_analyse_returns_probabilities_overlay_and_state(ctx, analysed):
     assert a.saliency_method == "gradcam" and a.saliency_class == predicted
     assert state.quality["gradable"] is True and quality_md == h.QUALITY_OK_MD
     assert f"Predicted **{predicted}**" in status
+    assert "Map points at: " in status  # where the overlay's hot spot lies, in words
 
 
 def test_reanalyse_after_prompt_edit_reencodes_only_the_new_prompt(ctx, fundus_path, analysed):
@@ -88,7 +89,7 @@ def test_lesion_level_detail(ctx, analysed, fundus_path):
     state = analysed[-1]
     method = h.method_for_detail(True, "gradcam")
     assert method == "gradcam-elementwise" and h.method_for_detail(True, "hirescam") == "hirescam"
-    assert h.method_for_detail(False, method) == "gradcam" and h.method_for_detail(False, "layercam") == "layercam"
+    assert h.method_for_detail(False, method) == h.saliency_methods()[0] == "multiscale" and h.method_for_detail(False, "layercam") == "layercam"
     overlay, status, state2 = h.update_saliency(ctx, state, "glaucoma", method, 0.5, "softmax", True)
     assert status.startswith(h.STATUS_OK) and isinstance(overlay, Image.Image)
     assert state2.analysis.saliency_method == "gradcam-elementwise (detail)"
