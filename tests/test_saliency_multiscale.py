@@ -114,3 +114,24 @@ def test_randomised_weights_destroy_the_default_map(effnet, screening, glaucoma_
     fov = fundus_mask(image)
     cup = glaucoma_renders[2].masks["enlarged_cup"]
     assert M.energy_ratio(randomised.map, cup, fov) < 0.5 * M.energy_ratio(trained.map, cup, fov)
+
+
+def test_road_curve_deletes_the_most_relevant_pixels_first(effnet, screening):
+    """Deletion follows the map: the 5 % it ranks highest are imputed (a spot and a corner give different scores)."""
+    from engine.saliency import make_target
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[8:56, 8:56] = (180, 90, 40)
+    image[24:40, 24:40] = (250, 240, 150)
+    tensor = effnet.transform(image)
+    target, _ = make_target(effnet, screening, "diabetic retinopathy")
+    side = tensor.shape[-1]
+    on_spot = np.zeros((side, side), np.float32)
+    on_spot[side * 3 // 8:side * 5 // 8, side * 3 // 8:side * 5 // 8] = 1.0
+    curve = M.road_curve(effnet.network, tensor, on_spot, target, percentages=(5,))
+    assert set(curve) == {"percentages", "deletion", "insertion"} and curve["percentages"] == [5]
+    assert all(np.isfinite(curve["deletion"] + curve["insertion"]))
+    corner = np.zeros_like(on_spot)
+    corner[:side // 4, :side // 4] = 1.0
+    off = M.road_curve(effnet.network, tensor, corner, target, percentages=(5,))
+    assert curve["deletion"][0] != pytest.approx(off["deletion"][0], abs=1e-6)

@@ -181,11 +181,11 @@ def library_faithfulness(network: torch.nn.Module, input_tensor: torch.Tensor, i
 
 
 def road_curve(network: torch.nn.Module, input_tensor: torch.Tensor, input_map: np.ndarray, target: Callable,
-               percentiles: Iterable[int] = (20, 50, 80)) -> dict[str, list[float]]:
-    """ROAD deletion and insertion curves of one (S, S) map: the change of the target score after ROAD's
-    noisy linear imputation of the ``p`` % most relevant pixels ("deletion": a faithful map drops the score
-    fast) and of the ``p`` % least relevant ones, so that only the most relevant are kept ("insertion": a
-    faithful map keeps the score), for each ``p`` in ``percentiles``."""
+               percentages: Iterable[int] = (5, 20, 50)) -> dict[str, list[float]]:
+    """ROAD deletion and insertion curves of one (S, S) map: for each ``p`` in ``percentages``, the change of
+    the target score after ROAD's noisy linear imputation of the ``p`` % most relevant pixels ("deletion": a
+    faithful map drops the score fast) and of all but the ``p`` % most relevant ("insertion": a faithful map
+    keeps the score with few pixels kept)."""
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
     from .explain import ImageEmbedder
@@ -194,10 +194,12 @@ def road_curve(network: torch.nn.Module, input_tensor: torch.Tensor, input_map: 
     x = input_tensor.detach().float().to(next(model.parameters()).device)
     x = x[None] if x.ndim == 3 else x
     cams = np.asarray(input_map, dtype=np.float32)[None]
-    out = {"percentiles": [int(p) for p in percentiles], "deletion": [], "insertion": []}
-    for p in out["percentiles"]:
-        out["deletion"].append(float(np.asarray(ROADMostRelevantFirst(p)(x, cams, [target], model)).ravel()[0]))
-        out["insertion"].append(float(np.asarray(ROADLeastRelevantFirst(p)(x, cams, [target], model)).ravel()[0]))
+    out = {"percentages": [int(p) for p in percentages], "deletion": [], "insertion": []}
+    for p in out["percentages"]:
+        # the library's percentile is a threshold: MoRF(q) imputes the pixels above the q-th percentile of the
+        # map, LeRF(q) those below it
+        out["deletion"].append(float(np.asarray(ROADMostRelevantFirst(100 - p)(x, cams, [target], model)).ravel()[0]))
+        out["insertion"].append(float(np.asarray(ROADLeastRelevantFirst(100 - p)(x, cams, [target], model)).ravel()[0]))
     return out
 
 
