@@ -136,7 +136,7 @@ def print_road(roads, sanity, args):
             print(f"  {cls[:34]:34s} deletion map {fmt(curves['map'][:k])} random {fmt(curves['random'][:k])} | "
                   f"insertion map {fmt(curves['map'][k:])} random {fmt(curves['random'][k:])} | "
                   f"sanity {rho:.2f} / {ssim:.2f}")
-        else:
+        elif sanity[cls]:
             print(f"  {cls[:34]:34s} sanity {rho:.2f} / {ssim:.2f}")
     return out
 
