@@ -161,6 +161,35 @@ def time_maps(model, prompt_set, args):
     return out
 
 
+def where_on_real(model, prompt_set, folder: str, cls: str, args) -> dict:
+    """Where each map points on real photographs of one class (labels.csv of an evaluation folder): the share
+    of photographs whose "where" line names each kind of region. Measures only; nothing is fitted."""
+    import csv
+
+    from engine.preprocess import load_image
+    from engine.saliency import describe_map
+
+    with open(Path(folder) / "labels.csv", newline="") as f:
+        paths = [r["path"] for r in csv.DictReader(f) if r["label"] == cls][:args.real_n]
+    counts = {spec: defaultdict(int) for spec in args.maps}
+    for rel in paths:
+        image = load_image(Path(folder) / rel)
+        name = Path(rel).stem.lower()  # ODIR-style names say the eye: 1062_right
+        eye = "right" if name.endswith("right") else "left" if name.endswith("left") else None
+        for spec in args.maps:
+            res = explain(model, image, prompt_set, cls, method=parse_map(spec)[0], layers=parse_map(spec)[1])
+            region = describe_map(res.map, image, eye).region if res.map.max() > 0 else "empty map"
+            counts[spec][region.split(",")[0].split(" ")[-1] if "arcade" in region or "quadrant" in region
+                         else region.split(",")[0]] += 1
+    kinds = sorted({k for c in counts.values() for k in c})
+    print(f"\nwhere the map points on {len(paths)} real photographs of {cls} in {folder} (share of photographs):")
+    print(f"  {'map':28s} " + " ".join(f"{k[:13]:>13s}" for k in kinds))
+    for spec, c in counts.items():
+        print(f"  {spec:28s} " + " ".join(f"{c[k] / max(len(paths), 1):13.2f}" for k in kinds))
+    return {"images": len(paths), "class": cls, "shares": {s: {k: c[k] / max(len(paths), 1) for k in kinds}
+                                                          for s, c in counts.items()}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint or folder (default: VisionCLIP.load())")
@@ -180,6 +209,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="timing repeats per map (default 7)")
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", nargs=2, metavar=("FOLDER", "CLASS"), default=None,
+                   help="also say where each map points on a folder's real photographs of CLASS (its labels.csv)")
+    p.add_argument("--real-n", type=int, default=40, help="real photographs at most (default 40)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
@@ -203,6 +235,10 @@ def main(argv=None) -> int:
     if rows:
         results["findings"] = print_findings(rows, args.maps)
         results["conditions"] = print_road(roads, sanity, args)
+    if args.real:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results["real"] = where_on_real(model, prompt_set, *args.real, args)
     if not args.no_speed:
         results["speed_ms_224"] = speed = time_maps(model, prompt_set, args)
         print(f"\none map, one class, 224 px photograph, explain() end to end, interleaved (torch threads "
