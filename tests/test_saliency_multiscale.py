@@ -135,3 +135,16 @@ def test_road_curve_deletes_the_most_relevant_pixels_first(effnet, screening):
     corner[:side // 4, :side // 4] = 1.0
     off = M.road_curve(effnet.network, tensor, corner, target, percentages=(5,))
     assert curve["deletion"][0] != pytest.approx(off["deletion"][0], abs=1e-6)
+
+
+def test_a_map_leaves_the_weights_trainable_and_without_gradients(effnet, screening, glaucoma_renders):
+    """The map's backward pass skips weight gradients (twice as fast) and restores the weights' flags."""
+    params = list(effnet.network.parameters())
+    before = [p.requires_grad for p in params]
+    params[0].requires_grad_(False)  # a frozen weight stays frozen
+    try:
+        explain(effnet, glaucoma_renders[0].image, screening, "glaucoma")
+        assert [p.requires_grad for p in params] == [False, *before[1:]]
+        assert all(p.grad is None for p in params)
+    finally:
+        params[0].requires_grad_(before[0])

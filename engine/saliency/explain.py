@@ -173,16 +173,22 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
     x = input_tensor.detach().to(device).float()
     if x.ndim == 3:
         x = x[None]
-    x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
+    x.requires_grad_(True)  # gradients reach the target layers through the activations, not the weights
     with _LOCK:
         cam = METHODS[method](model=wrapper, target_layers=target_layers, reshape_transform=reshape)
         if method == "scorecam":
             cam.batch_size = score_batch_size
+        trainable = [p for p in wrapper.parameters() if p.requires_grad]
         try:
+            # no weight gradients: a map needs the activations' only, and skipping them halves the backward pass
+            for p in trainable:
+                p.requires_grad_(False)
             with torch.enable_grad():
                 grayscale = cam(input_tensor=x, targets=[target])
             embedding = cam.outputs[0].detach().float().cpu()
         finally:
+            for p in trainable:
+                p.requires_grad_(True)
             cam.activations_and_grads.release()
             wrapper.zero_grad(set_to_none=True)
     out = np.nan_to_num(np.asarray(grayscale[0], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
