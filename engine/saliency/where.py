@@ -53,6 +53,10 @@ class MapLocation:
             else " (eye side unknown: nasal/temporal not told apart)")
         return f"Map points at: {self.region}{side}."
 
+    @property
+    def short(self) -> str:
+        return f"Map points at: {self.region}."
+
 
 def fovea_centre(rgb: np.ndarray, disc: tuple[int, int], fov: np.ndarray) -> tuple[int, int]:
     """(y, x) of the darkest blurred spot 1.7-3.3 typical disc diameters from the disc, towards the

@@ -186,3 +186,14 @@ def test_concurrent_sessions_analyse_and_log(ctx, fundus_path):
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(session, range(4)))
     assert all(ids) and ctx.store.count() == 4
+
+
+def test_where_line_is_shortened_or_left_out_rather_than_cut():
+    from engine.saliency import MapLocation
+
+    where = MapLocation("macula, temporal to the fovea", 0.4, (10, 10), "left", False)
+    assert h._with_where(["Predicted."], where)[-1] == where.text  # room: the full line with its eye-side note
+    long_notes = ["x" * (h.STATUS_CHARS - len(where.short) - 1)]
+    assert h._with_where(long_notes, where) == [*long_notes, where.short]
+    assert h._with_where(["x" * h.STATUS_CHARS], where) == ["x" * h.STATUS_CHARS]
+    assert h._with_where(["Predicted."], None) == ["Predicted."]

@@ -27,6 +27,7 @@ from .adapters import adapter_json, load_adapter
 log = logging.getLogger(__name__)
 
 QUALITY_OK_MD = "Image quality: no problems found by the automatic screen."
+STATUS_CHARS = 290  # common.one_line cuts a status at 300 characters; room for its mark
 
 
 def saliency_methods() -> list[str]:
@@ -107,20 +108,28 @@ def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tu
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
               opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None,
-              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, str]:
-    """Returns (overlay, method used, target used, where the map points in words); (None, message, None, "")
+              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, Any]:
+    """Returns (overlay, method used, target used, where the map points: engine.saliency.MapLocation or None);
+    (None, message, None, None)
     when saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
     try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or DEFAULT_METHOD, target=target,
                           opacity=float(opacity), layers=DETAIL if detail else None, adapter=adapter)
     except VisionCLIPError as e:
-        return None, one_line(e), None, ""
+        return None, one_line(e), None, None
     try:
-        where = describe_map(res.map, image, eye_side).text if res.map.max() > 0 else ""
+        where = describe_map(res.map, image, eye_side) if res.map.max() > 0 else None
     except VisionCLIPError:
-        where = ""  # the overlay stands without its caption
+        where = None  # the overlay stands without its caption
     return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target, where
+
+
+def _with_where(notes: list[str], where) -> list[str]:
+    """The notes and the "where" line, shortened or left out so that the one-line status is not cut."""
+    room = STATUS_CHARS - len(" ".join(notes)) - 1
+    fits = [t for t in ((where.text, where.short) if where is not None else ()) if len(t) <= room]
+    return [*notes, fits[0]] if fits else notes
 
 
 def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requested: str | None,
@@ -199,8 +208,6 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         notes = [f"**Adapted** by `{md_text(adapter_record['file'])}` (its own prompts; the map explains the adapted"
                  f" score): **{md_text(predicted)}** ({probs[predicted]:.1%}); zero-shot: {md_text(zs_top)}"
                  f" ({zero_shot[zs_top]:.1%}). {elapsed:.2f} s · model `{ctx.model.model_id}`."]
-    if where:  # early: the status line is cut at 300 characters
-        notes.append(where)
     if meta.get("laterality") in LATERALITY:
         notes.append(f"DICOM laterality: {LATERALITY[meta['laterality']]}.")
     if zero_shot is None and len(ps.subclasses(predicted)) > 1:  # what a grouped class's score is made of
@@ -212,6 +219,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         notes.append(f"{n_truncated} prompt(s) were longer than the text tower reads and were truncated.")
     if not quality["gradable"]:
         notes.append("The image looks ungradable.")
+    notes = _with_where(notes, where)
     return (ok_status(" ".join(notes)), probs, image, overlay, quality_markdown(quality),
             gr.update(choices=list(probs), value=cls), state)
 
@@ -232,7 +240,8 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
-    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'. {where}"), state
+    notes = _with_where([f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."], where)
+    return overlay, ok_status(" ".join(notes)), state
 
 
 def _analysis_summary(state: CurrentAnalysis | None) -> str:
