@@ -190,10 +190,11 @@ def test_concurrent_sessions_analyse_and_log(ctx, fundus_path):
 
 def test_where_line_is_shortened_or_left_out_rather_than_cut():
     from engine.saliency import MapLocation
+    from visionclip_app.handlers.analyse import STATUS_CHARS, _with_where
 
     where = MapLocation("macula, temporal to the fovea", 0.4, (10, 10), "left", False)
-    assert h._with_where(["Predicted."], where)[-1] == where.text  # room: the full line with its eye-side note
-    long_notes = ["x" * (h.STATUS_CHARS - len(where.short) - 1)]
-    assert h._with_where(long_notes, where) == [*long_notes, where.short]
-    assert h._with_where(["x" * h.STATUS_CHARS], where) == ["x" * h.STATUS_CHARS]
-    assert h._with_where(["Predicted."], None) == ["Predicted."]
+    assert _with_where(["Predicted."], where)[-1] == where.text  # room: the full line with its eye-side note
+    long_notes = ["x" * (STATUS_CHARS - len(where.short) - 1)]
+    assert _with_where(long_notes, where) == [*long_notes, where.short]
+    assert _with_where(["x" * STATUS_CHARS], where) == ["x" * STATUS_CHARS]
+    assert _with_where(["Predicted."], None) == ["Predicted."]
