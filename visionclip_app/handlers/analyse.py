@@ -14,7 +14,7 @@ import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
-from engine.saliency import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS, describe_map, explain
+from engine.saliency import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS, MapLocation, describe_map, explain
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import TARGETS as SALIENCY_TARGETS
 
@@ -108,10 +108,9 @@ def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tu
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
               opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None,
-              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, Any]:
-    """Returns (overlay, method used, target used, where the map points: engine.saliency.MapLocation or None);
-    (None, message, None, None)
-    when saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
+              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, MapLocation | None]:
+    """Returns (overlay, method used, target used, where the map points); (None, message, None, None) when
+    saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
     try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or DEFAULT_METHOD, target=target,
@@ -125,7 +124,7 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
     return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target, where
 
 
-def _with_where(notes: list[str], where) -> list[str]:
+def _with_where(notes: list[str], where: MapLocation | None) -> list[str]:
     """The notes and the "where" line, shortened or left out so that the one-line status is not cut."""
     room = STATUS_CHARS - len(" ".join(notes)) - 1
     fits = [t for t in ((where.text, where.short) if where is not None else ()) if len(t) <= room]
