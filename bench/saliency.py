@@ -45,7 +45,8 @@ CONDITIONS = ["dr", "dme", "amd", "glaucoma", "pathologic_myopia", "hypertensive
 
 
 def class_for(key: str) -> str:
-    return DR_CLASS if key == "dr" else CONDITION_FLAGS[CONDITION_KEYS[key]]
+    """The class a condition key renders: "dr" (severe, grade 3) and "dr1".."dr4" (that grade) are DR."""
+    return DR_CLASS if key.startswith("dr") and key[2:] in ("", "1", "2", "3", "4") else CONDITION_FLAGS[CONDITION_KEYS[key]]
 
 
 def parse_map(spec: str) -> tuple[str, str | None]:
@@ -70,7 +71,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, 
     used, seed = 0, args.seed
     while used < args.n and seed < args.seed + 3 * args.n:
         seed += 1
-        r = render_fundus(seed, size=args.size, conditions=[key if key != "dr" else "dr3"])
+        r = render_fundus(seed, size=args.size, conditions=["dr3" if key == "dr" else key])
         fov = fundus_mask(r.image)
         masks = {n: r.masks[n] & fov for n in M.LESION_MASKS.get(cls, ()) if n in r.masks and (r.masks[n] & fov).any()}
         if not masks:
