@@ -209,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--sanity", type=int, default=3, help="images per condition for the Adebayo check (default 3)")
     p.add_argument("--repeats", type=int, default=7, help="timing repeats per map (default 7)")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--skip-scorecam", action="store_true", help="kept for bench/run_all.py: ScoreCAM is timed only "
+                   "when named in --maps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", nargs=2, metavar=("FOLDER", "CLASS"), default=None,
                    help="also say where each map points on a folder's real photographs of CLASS (its labels.csv)")
@@ -236,6 +238,11 @@ def main(argv=None) -> int:
     if rows:
         results["findings"] = print_findings(rows, args.maps)
         results["conditions"] = print_road(roads, sanity, args)
+        for name, row in results["findings"].items():  # bench/run_all.py's summary: the default map, any lesion
+            if name.startswith("any ("):
+                default, rand = row[args.maps[0]], row["random"]
+                results["conditions"].setdefault(name[5:-1], {}).update(
+                    pg_cam=default["pointing"], er_cam=default["energy"], pg_rand=rand["pointing"], er_rand=rand["energy"])
     if args.real:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
