@@ -1,14 +1,22 @@
-"""Saliency faithfulness and speed on synthetic fundus photographs with lesion masks.
+"""Saliency faithfulness per finding, and speed, on synthetic fundus photographs with lesion masks.
 
-    python bench/saliency.py [--model PATH] [--n 20] [--conditions dr amd glaucoma pathologic_myopia]
+    python bench/saliency.py [--model PATH] [--n 20] [--maps multiscale gradcam gradcam-elementwise@detail]
 
-Per condition: pointing game (strict and with a tolerance), energy ratio in the condition's lesion
-masks (1.0 = uniform) beside its ceiling on the explained layer's grid, the same for a
-uniform-random and a centre-bias baseline map, the library's CamMultImageConfidenceChange and
-ROADCombined (grad-cam map vs the baselines), and the Adebayo model-randomisation check (Spearman /
-SSIM of trained vs randomised-image-tower maps; low = passes).
-Then the time of one map for one class at 224 px for every method. Works on whatever
-VisionCLIP.load(path) gives (untrained projections when no trained model ships: expect chance).
+Each rendered image of a condition is explained for the condition's class with every map in ``--maps``
+(``method`` or ``method@layers``; the first is the default, ``engine.saliency.explain`` without options),
+and every lesion mask the generator drew for that class (``metrics.LESION_MASKS``) is scored on its own:
+
+- pointing game with a fixed tolerance (the map's peak within ``--tolerance`` px at 512 of the finding),
+  beside a uniform random map's;
+- energy ratio (mean map in the finding / mean map in the field of view; 1 = uniform), beside the random map's;
+- "any" rows: the same for the union of the class's masks.
+
+Then per condition, on the first ``--road`` images: the ROAD deletion / insertion curve of the default map
+against a random map (change of the class's score when the p % most relevant pixels, or all but them, are
+imputed);
+the Adebayo model-randomisation check of the default map (rank correlation and SSIM with the map of a
+randomised image tower: low passes); and the time of one map, end to end, for every map in ``--maps`` in the
+same run, on a 224 px photograph (the 300 ms budget on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -18,24 +26,80 @@ import os
 import statistics
 import time
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-
+from scipy import ndimage
 
 from engine import VisionCLIP, load_prompt_set
 from engine.preprocess import fundus_mask
-from engine.saliency import METHODS, TARGETS, explain, make_target
+from engine.saliency import DEFAULT_METHOD, TARGETS, explain, make_target
 from engine.saliency import metrics as M
-from engine.saliency.explain import ImageEmbedder
-from engine.saliency.layers import resolve_target_layers
 from engine.synth import render_fundus
 from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS
 
+CONDITIONS = ["dr", "dme", "amd", "glaucoma", "pathologic_myopia", "hypertensive_retinopathy", "rvo", "erm",
+              "optic_atrophy"]
+
 
 def class_for(key: str) -> str:
-    return DR_CLASS if key == "dr" else CONDITION_FLAGS[CONDITION_KEYS[key]]
+    """The class a condition key renders: "dr" (severe, grade 3) and "dr1".."dr4" (that grade) are DR."""
+    return DR_CLASS if key.startswith("dr") and key[2:] in ("", "1", "2", "3", "4") else CONDITION_FLAGS[CONDITION_KEYS[key]]
+
+
+def parse_map(spec: str) -> tuple[str, str | None]:
+    method, _, layers = spec.partition("@")
+    return method, layers or None
+
+
+def grown(mask: np.ndarray, tolerance: int) -> np.ndarray:
+    yy, xx = np.ogrid[-tolerance:tolerance + 1, -tolerance:tolerance + 1]
+    return ndimage.binary_dilation(mask, structure=(xx * xx + yy * yy) <= tolerance * tolerance)
+
+
+def score(full: np.ndarray, masks: dict[str, tuple[np.ndarray, np.ndarray]], fov: np.ndarray) -> dict:
+    """{finding: (pointing game hit with tolerance, energy ratio)} of one map on the original photograph."""
+    peak = np.unravel_index(int(np.argmax(full)), full.shape)
+    return {name: (bool(near[peak]), M.energy_ratio(full, mask, fov)) for name, (mask, near) in masks.items()}
+
+
+def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, sanity):
+    cls = class_for(key)
+    tol = max(1, round(args.tolerance * args.size / 512))
+    used, seed = 0, args.seed
+    while used < args.n and seed < args.seed + 3 * args.n:
+        seed += 1
+        r = render_fundus(seed, size=args.size, conditions=["dr3" if key == "dr" else key])
+        fov = fundus_mask(r.image)
+        masks = {n: r.masks[n] & fov for n in M.LESION_MASKS.get(cls, ()) if n in r.masks and (r.masks[n] & fov).any()}
+        if not masks:
+            continue
+        masks[f"any ({cls})"] = np.logical_or.reduce(list(masks.values()))
+        masks = {n: (m, grown(m, tol)) for n, m in masks.items()}
+        results = {}
+        for spec in args.maps:
+            method, layers = parse_map(spec)
+            res = explain(model, r.image, prompt_set, cls, method=method, target=args.target, layers=layers)
+            results[spec] = res
+            for name, (hit, er) in score(res.map, masks, fov).items():
+                rows[name][spec].append((hit, er))
+        rand = M.uniform_random_map(fov.shape, fov, seed=seed)
+        for name, (hit, er) in score(rand, masks, fov).items():
+            rows[name]["random"].append((hit, er))
+        default = results[args.maps[0]]
+        if used < args.road:
+            prepared = model.transform.prepare(r.image)
+            target, _ = make_target(model, prompt_set, cls, args.target)
+            for label, m in (("map", default.input_map), ("random", M.uniform_random_map(prepared.fov.shape, prepared.fov, seed))):
+                roads[cls][label].append(M.road_curve(model.network, prepared.tensor, m, target, args.road_percentages))
+        if used < args.sanity:
+            check = M.sanity_check(model, r.image, prompt_set, cls, method=parse_map(args.maps[0])[0], target=args.target,
+                                   layers=parse_map(args.maps[0])[1], randomised=random_model, trained=default)
+            sanity[cls].append((check["spearman"], check["ssim"]))
+        used += 1
+    return used
 
 
 def mean(xs):
@@ -43,174 +107,152 @@ def mean(xs):
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def layer_grid(model, layers, input_tensor: torch.Tensor) -> tuple[int, int]:
-    """(h, w) of the finest target layer's map for this input: what the CAM is drawn on before upsampling."""
-    targets, reshape = resolve_target_layers(model.network.visual, layers)
-    grids = []
-
-    def record(module, inputs, output):
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        grids.append(tuple((reshape(out) if reshape else out).shape[-2:]))
-
-    hooks = [t.register_forward_hook(record) for t in targets]
-    try:
-        with torch.no_grad():
-            ImageEmbedder(model.network)(input_tensor[None].to(model.device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return max(grids, key=lambda g: g[0] * g[1])
+def print_findings(rows, specs):
+    cols = [*specs, "random"]
+    print(f"\n{'finding':44s} {'n':>3s} | " + " | ".join(f"{c[:22]:>22s}" for c in cols))
+    print(f"{'':44s} {'':>3s} | " + " | ".join(f"{'pointing':>11s} {'energy':>10s}" for _ in cols))
+    table = {}
+    for name in sorted(rows, key=lambda n: (n.startswith("any"), n)):
+        cells = {c: (mean([h for h, _ in rows[name][c]]), mean([e for _, e in rows[name][c]])) for c in cols}
+        table[name] = {"n": len(rows[name][cols[0]]), **{c: {"pointing": p, "energy": e} for c, (p, e) in cells.items()}}
+        print(f"{name[:44]:44s} {table[name]['n']:3d} | "
+              + " | ".join(f"{cells[c][0]:11.2f} {cells[c][1]:10.2f}" for c in cols))
+    return table
 
 
-def evaluate_condition(model, prompt_set, key, args, random_model):
-    cls = class_for(key)
-    rows = {k: [] for k in ("pg_cam", "pg_cam_tol", "pg_rand", "pg_centre", "pg_centre_tol", "er_cam", "er_max", "er_rand",
-                            "er_centre", "share", "prob", "mult_cam", "mult_rand", "mult_centre", "road_cam",
-                            "road_rand", "road_centre", "sanity_rho", "sanity_ssim")}
-    used = 0
-    grid = None
-    seed = args.seed
-    tries = 0
-    while used < args.n and tries < args.n * 3:
-        tries += 1
-        seed += 1
-        r = render_fundus(seed, size=args.size, conditions=[key if key != "dr" else "dr3"])
-        mask = M.condition_mask(r.masks, cls)
-        if mask is None:
-            continue
-        image = r.image
-        fov = fundus_mask(image)
-        mask &= fov
-        if not mask.any():
-            continue
-        res = explain(model, image, prompt_set, cls, method=args.method, target=args.target, layers=args.layers)
-        prepared = model.transform.prepare(image)
-        grid = grid or layer_grid(model, args.layers, prepared.tensor)
-        rand = M.uniform_random_map(mask.shape, fov, seed=seed)
-        centre = M.centre_bias_map(mask.shape, fov)
-        tol = max(1, round(args.tolerance * args.size / 512))
-        rows["pg_cam"].append(M.pointing_game(res.map, mask))
-        rows["pg_cam_tol"].append(M.pointing_game(res.map, mask, tolerance=tol))
-        rows["pg_rand"].append(M.pointing_game(rand, mask))
-        rows["pg_centre"].append(M.pointing_game(centre, mask))
-        rows["pg_centre_tol"].append(M.pointing_game(centre, mask, tolerance=tol))
-        rows["er_cam"].append(M.energy_ratio(res.map, mask, fov))
-        best = prepared.to_original(M.best_map_on_grid(prepared.to_input(mask), grid))
-        rows["er_max"].append(M.energy_ratio(best * fov, mask, fov))
-        rows["er_rand"].append(M.energy_ratio(rand, mask, fov))
-        rows["er_centre"].append(M.energy_ratio(centre, mask, fov))
-        rows["share"].append(mask.sum() / fov.sum())
-        rows["prob"].append(res.probability)
-
-        # the library's perturbation metrics on the model input: grad-cam vs the two baselines
-        in_fov = prepared.fov
-        s = in_fov.shape
-        maps = {"cam": res.input_map, "rand": M.uniform_random_map(s, in_fov, seed=seed),
-                "centre": M.centre_bias_map(s, in_fov)}
-        target, _ = make_target(model, prompt_set, cls, args.target)
-        pct = args.road_percentiles if used < args.road else ()
-        for name, m in maps.items():
-            out = M.library_faithfulness(model.network, prepared.tensor, m, target, percentiles=pct)
-            rows[f"mult_{name}"].append(out["cam_mult_change"])
-            if "road_combined" in out:
-                rows[f"road_{name}"].append(out["road_combined"])
-        if used < args.sanity:
-            sanity = M.sanity_check(model, image, prompt_set, cls, method=args.method, target=args.target,
-                                    layers=args.layers, randomised=random_model, trained=res)
-            rows["sanity_rho"].append(sanity["spearman"])
-            rows["sanity_ssim"].append(sanity["ssim"])
-        used += 1
-    summary = {k: mean([float(x) for x in v]) for k, v in rows.items()}
-    summary["images"] = used
-    summary["grid"] = list(grid) if grid else None
-    summary["class"] = cls
-    return summary
+def print_road(roads, sanity, args):
+    print(f"\nROAD on the default map ({args.maps[0]}) against a random map: change of the class's score after "
+          f"imputing the p % most relevant pixels (deletion: lower = more faithful) and all but the p % most relevant "
+          f"(insertion: higher = more faithful); p = {args.road_percentages}. Sanity: rank corr. / SSIM with the "
+          "map of a randomised image tower (low passes).")
+    out = {}
+    for cls in sorted(set(roads) | set(sanity)):
+        curves = {k: np.mean([[*c["deletion"], *c["insertion"]] for c in v], axis=0) for k, v in roads[cls].items()}
+        k = len(args.road_percentages)
+        fmt = lambda v: " ".join(f"{x:+.3f}" for x in v)  # noqa: E731
+        rho, ssim = mean([a for a, _ in sanity[cls]]), mean([b for _, b in sanity[cls]])
+        out[cls] = {"road": {n: {"deletion": list(map(float, c[:k])), "insertion": list(map(float, c[k:]))}
+                             for n, c in curves.items()}, "sanity_spearman": rho, "sanity_ssim": ssim}
+        if curves:
+            print(f"  {cls[:34]:34s} deletion map {fmt(curves['map'][:k])} random {fmt(curves['random'][:k])} | "
+                  f"insertion map {fmt(curves['map'][k:])} random {fmt(curves['random'][k:])} | "
+                  f"sanity {rho:.2f} / {ssim:.2f}")
+        elif sanity[cls]:
+            print(f"  {cls[:34]:34s} sanity {rho:.2f} / {ssim:.2f}")
+    return out
 
 
-def time_methods(model, prompt_set, args):
+def time_maps(model, prompt_set, args):
+    """One map, one class, ``explain()`` end to end on a 224 px photograph, for every map in the same run."""
     r = render_fundus(args.seed + 1000, size=224, conditions=["dr3"])
     cls = prompt_set.classes[min(1, len(prompt_set) - 1)]
     out = {}
-    for method in METHODS:
-        if method == "scorecam" and args.skip_scorecam:
-            continue
-        repeats = 1 if method == "scorecam" else args.repeats
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if method != "scorecam":  # warm-up
-                explain(model, r.image, prompt_set, cls, method=method, layers=args.layers)
-            times, cpu = [], []
-            for _ in range(repeats):
-                t, c = time.perf_counter(), time.process_time()
-                explain(model, r.image, prompt_set, cls, method=method, layers=args.layers)
-                times.append((time.perf_counter() - t) * 1000)
-                cpu.append((time.process_time() - c) * 1000)
-        out[method] = {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats,
-                       "cpu_ms": statistics.median(cpu)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for spec in args.maps:  # warm-up of every map first, then interleaved runs: load changes hit all alike
+            explain(model, r.image, prompt_set, cls, method=parse_map(spec)[0], layers=parse_map(spec)[1])
+        times = defaultdict(list)
+        for _ in range(args.repeats):
+            for spec in args.maps:
+                t = time.perf_counter()
+                explain(model, r.image, prompt_set, cls, method=parse_map(spec)[0], layers=parse_map(spec)[1])
+                times[spec].append((time.perf_counter() - t) * 1000)
+    for spec, ts in times.items():
+        out[spec] = {"median_ms": statistics.median(ts), "min_ms": min(ts), "repeats": len(ts)}
     return out
+
+
+def where_on_real(model, prompt_set, folder: str, cls: str, args) -> dict:
+    """Where each map points on real photographs of one class (labels.csv of an evaluation folder): the share
+    of photographs whose "where" line names each kind of region. Measures only; nothing is fitted."""
+    import csv
+
+    from engine.preprocess import load_image
+    from engine.saliency import describe_map
+
+    with open(Path(folder) / "labels.csv", newline="") as f:
+        paths = [r["path"] for r in csv.DictReader(f) if r["label"] == cls][:args.real_n]
+    counts = {spec: defaultdict(int) for spec in args.maps}
+    for rel in paths:
+        image = load_image(Path(folder) / rel)
+        name = Path(rel).stem.lower()  # ODIR-style names say the eye: 1062_right
+        eye = "right" if name.endswith("right") else "left" if name.endswith("left") else None
+        for spec in args.maps:
+            res = explain(model, image, prompt_set, cls, method=parse_map(spec)[0], layers=parse_map(spec)[1])
+            region = describe_map(res.map, image, eye).region if res.map.max() > 0 else "empty map"
+            counts[spec][region.split(",")[0].split(" ")[-1] if "arcade" in region or "quadrant" in region
+                         else region.split(",")[0]] += 1
+    kinds = sorted({k for c in counts.values() for k in c})
+    print(f"\nwhere the map points on {len(paths)} real photographs of {cls} in {folder} (share of photographs):")
+    print(f"  {'map':28s} " + " ".join(f"{k[:13]:>13s}" for k in kinds))
+    for spec, c in counts.items():
+        print(f"  {spec:28s} " + " ".join(f"{c[k] / max(len(paths), 1):13.2f}" for k in kinds))
+    return {"images": len(paths), "class": cls, "shares": {s: {k: c[k] / max(len(paths), 1) for k in kinds}
+                                                          for s, c in counts.items()}}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint or folder (default: VisionCLIP.load())")
     p.add_argument("--n", type=int, default=20, help="images per condition (default 20; 0: speed only)")
-    p.add_argument("--conditions", nargs="+", default=["dr", "amd", "glaucoma", "pathologic_myopia"])
+    p.add_argument("--conditions", nargs="+", default=CONDITIONS)
+    p.add_argument("--maps", nargs="+", default=[DEFAULT_METHOD, "gradcam", "gradcam-elementwise@detail"],
+                   help="maps to compare, method[@layers]; the first gets ROAD and the sanity check "
+                        f"(default: {DEFAULT_METHOD} (the default), gradcam (the earlier default), gradcam-elementwise@detail)")
     p.add_argument("--prompts", default="screening")
-    p.add_argument("--method", default="gradcam", choices=list(METHODS))
-    p.add_argument("--target", choices=list(TARGETS), default=None,
-                   help="score explained (default: explain()'s, softmax against the other classes)")
-    p.add_argument("--layers", default=None,
-                   help="target layers inside the image tower, comma-separated, or 'detail' for the stride-4 stage (default: explain()'s)")
+    p.add_argument("--target", choices=list(TARGETS), default=None, help="score explained (default: explain()'s)")
     p.add_argument("--size", type=int, default=512, help="synthetic photograph side (default 512)")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in px at 512 (default 15)")
-    p.add_argument("--road", type=int, default=1, help="images per condition scored with ROAD (slow; default 1)")
-    p.add_argument("--road-percentiles", type=lambda s: [int(x) for x in s.split(",")], default=[30, 70])
-    p.add_argument("--sanity", type=int, default=5, help="images per condition for the Adebayo check (default 5)")
-    p.add_argument("--repeats", type=int, default=5, help="timing repeats per method (default 5)")
-    p.add_argument("--skip-scorecam", action="store_true", help="do not time ScoreCAM (slow on CPU)")
+    p.add_argument("--road", type=int, default=1, help="images per condition with ROAD curves (slow; default 1)")
+    p.add_argument("--road-percentages", type=lambda s: [int(x) for x in s.split(",")], default=[5, 20, 50],
+                   help="shares of the pixels deleted / kept on the ROAD curves (default 5,20,50)")
+    p.add_argument("--sanity", type=int, default=3, help="images per condition for the Adebayo check (default 3)")
+    p.add_argument("--repeats", type=int, default=7, help="timing repeats per map (default 7)")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--skip-scorecam", action="store_true", help="kept for bench/run_all.py: ScoreCAM is timed only "
+                   "when named in --maps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", nargs=2, metavar=("FOLDER", "CLASS"), default=None,
+                   help="also say where each map points on a folder's real photographs of CLASS (its labels.csv)")
+    p.add_argument("--real-n", type=int, default=40, help="real photographs at most (default 40)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
     model = VisionCLIP.load(args.model)
     prompt_set = load_prompt_set(args.prompts)
-    random_model = M.randomize_image_tower(model, seed=args.seed)
-    print(f"model {model.model_id} trained={model.is_trained} | method {args.method}, target {args.target or 'default (softmax)'} | {args.n} images/condition "
-          f"at {args.size}px | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
-    results = {"model": model.model_id, "trained": model.is_trained, "method": args.method, "conditions": {}}
-    hdr = (f"{'condition':34s} {'n':>3s} {'share':>6s} {'P(cls)':>6s} | {'PG cam':>6s} {'tol':>5s} {'rand':>5s} "
-           f"{'ctr':>5s} {'ctrtol':>6s} | {'ER cam':>6s} {'max':>5s} {'rand':>5s} {'ctr':>5s} | {'mult cam':>8s} {'rand':>6s} "
-           f"{'ctr':>6s} | {'ROAD cam':>8s} {'rand':>6s} {'ctr':>6s} | {'rho':>5s} {'ssim':>5s}")
-    if args.n > 0:
-        print(hdr)
+    print(f"model {model.model_id} trained={model.is_trained} | maps {', '.join(args.maps)} | target "
+          f"{args.target or 'default (softmax)'} | {args.n} images/condition at {args.size}px | pointing tolerance "
+          f"{args.tolerance}px@512 | torch threads {torch.get_num_threads()} | load average {os.getloadavg()[0]:.1f}")
+    results = {"model": model.model_id, "maps": args.maps, "args": {k: v for k, v in vars(args).items()}}
+    rows, roads, sanity = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list)), defaultdict(list)
+    random_model = M.randomize_image_tower(model, seed=args.seed) if args.sanity else None
     for key in args.conditions if args.n > 0 else []:
-        cls = class_for(key)
-        if cls not in prompt_set:
-            print(f"{cls}: not in the prompt set, skipped")
+        if class_for(key) not in prompt_set:
+            print(f"{class_for(key)}: not in the prompt set, skipped")
             continue
         t = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            s = evaluate_condition(model, prompt_set, key, args, random_model)
-        results["conditions"][cls] = s
-        print(f"{cls:34s} {s['images']:3d} {s['share']:6.3f} {s['prob']:6.3f} | {s['pg_cam']:6.2f} {s['pg_cam_tol']:5.2f} "
-              f"{s['pg_rand']:5.2f} {s['pg_centre']:5.2f} {s['pg_centre_tol']:6.2f} | {s['er_cam']:6.2f} {s['er_max']:5.2f} {s['er_rand']:5.2f} "
-              f"{s['er_centre']:5.2f} | {s['mult_cam']:8.4f} {s['mult_rand']:6.4f} {s['mult_centre']:6.4f} | "
-              f"{s['road_cam']:8.4f} {s['road_rand']:6.4f} {s['road_centre']:6.4f} | {s['sanity_rho']:5.2f} "
-              f"{s['sanity_ssim']:5.2f}   ({time.time() - t:.0f}s)", flush=True)
-    if args.n > 0:
-        print("PG: pointing game (share of images whose map maximum is in a lesion mask; chance ~ share); tol: "
-              f"within {args.tolerance}px@512; ER: energy ratio in masks (1 = uniform); "
-              "max: the best ER any map on the layer's grid can reach; mult: CamMultImageConfidence"
-              "Change; ROAD: ROADCombined (higher = more faithful); rho/ssim: trained vs randomised tower (low = passes)")
+            used = evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, sanity)
+        print(f"  {class_for(key)}: {used} images ({time.time() - t:.0f} s)", flush=True)
+    if rows:
+        results["findings"] = print_findings(rows, args.maps)
+        results["conditions"] = print_road(roads, sanity, args)
+        for name, row in results["findings"].items():  # bench/run_all.py's summary: the default map, any lesion
+            if name.startswith("any ("):
+                default, rand = row[args.maps[0]], row["random"]
+                results["conditions"].setdefault(name[5:-1], {}).update(
+                    pg_cam=default["pointing"], er_cam=default["energy"], pg_rand=rand["pointing"], er_rand=rand["energy"])
+    if args.real:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results["real"] = where_on_real(model, prompt_set, *args.real, args)
     if not args.no_speed:
-        speed = time_methods(model, prompt_set, args)
-        results["speed_ms_224"] = speed
-        print(f"one map, one class, 224 px photograph, layers {args.layers or 'default'} (explain() end to end; load average {os.getloadavg()[0]:.1f}):")
-        for method, v in speed.items():
-            print(f"  {method:19s} median {v['median_ms']:8.0f} ms  min {v['min_ms']:8.0f} ms  "
-                  f"CPU time {v['cpu_ms']:8.0f} ms (all threads)  ({v['repeats']} runs)")
+        results["speed_ms_224"] = speed = time_maps(model, prompt_set, args)
+        print(f"\none map, one class, 224 px photograph, explain() end to end, interleaved (torch threads "
+              f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}):")
+        for spec, v in speed.items():
+            print(f"  {spec:28s} median {v['median_ms']:6.0f} ms  min {v['min_ms']:6.0f} ms  ({v['repeats']} runs)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

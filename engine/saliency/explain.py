@@ -22,7 +22,8 @@ from torch import nn
 from ..errors import VisionCLIPError
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
-from .layers import resolve_target_layers
+from .layers import MULTISCALE, resolve_target_layers
+from .multiscale import MultiScaleCAM
 from .targets import AdapterTarget, SimilarityTarget, SoftmaxTarget
 
 
@@ -58,6 +59,9 @@ def _this_thread_only(cam_class: type) -> type:
 
 
 METHODS = {name: _this_thread_only(cls) for name, cls in {
+    # the default: stride-4 element-wise detail gated by last-stage LayerCAM; points at lesions on renders
+    # far more often than last-stage Grad-CAM, the default before it (docs/saliency.md)
+    "multiscale": MultiScaleCAM,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "layercam": LayerCAM,
@@ -68,6 +72,8 @@ METHODS = {name: _this_thread_only(cls) for name, cls in {
     "gradcam-elementwise": GradCAMElementWise,
     "hirescam": HiResCAM,
 }.items()}
+DEFAULT_METHOD = next(iter(METHODS))
+METHOD_LAYERS = {"multiscale": MULTISCALE}  # a method's target layers when none are named (else the last stage)
 TARGETS = ("softmax", "similarity")  # the default first
 # methods for ``layers=DETAIL`` (the stride-4 stage), the measured best first: channel-pooled weights
 # (Grad-CAM, Grad-CAM++) average a fine layer's scattered evidence away
@@ -77,7 +83,8 @@ _LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad l
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
             "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam",
             "gradcamelementwise": "gradcam-elementwise", "elementwise": "gradcam-elementwise",
-            "grad-cam-elementwise": "gradcam-elementwise", "hires-cam": "hirescam"}
+            "grad-cam-elementwise": "gradcam-elementwise", "hires-cam": "hirescam", "multi-scale": "multiscale",
+            "fused": "multiscale"}
 
 
 class ImageEmbedder(nn.Module):
@@ -147,15 +154,16 @@ def make_target(model, prompt_set: PromptSet, class_name: str, target: str | Non
     return SimilarityTarget(model.class_embeddings(prompt_set)[index]), kind
 
 
-def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = "gradcam",
+def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, method: str = DEFAULT_METHOD,
             score_batch_size: int = 32, layers: str | list[str] | None = None,
             wrapper: nn.Module | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Raw grad-cam map (S, S) in [0, 1] for one (3, S, S) input, and the image embedding (D,).
 
-    ``layers``: target layer names inside the image tower, or ``"detail"`` for its stride-4 stage
-    (default: the tower's last stage). ``wrapper``: the module whose output ``target`` reads (default
+    ``layers``: target layer names inside the image tower, ``"detail"`` for its stride-4 stage or
+    ``"multiscale"`` for it and the last stage (default: the method's, ``METHOD_LAYERS``, else the last stage). ``wrapper``: the module whose output ``target`` reads (default
     :class:`ImageEmbedder`; a clap-stage adapter reads engine.adapt.stage.StageFeatures)."""
     method = resolve_method(method)
+    layers = METHOD_LAYERS.get(method) if layers is None or layers == "" or layers == [] else layers
     try:
         target_layers, reshape = resolve_target_layers(network.visual if hasattr(network, "visual") else network, layers)
     except ValueError as e:
@@ -165,16 +173,22 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
     x = input_tensor.detach().to(device).float()
     if x.ndim == 3:
         x = x[None]
-    x.requires_grad_(True)  # gradients reach the target layer even if the weights are frozen
+    x.requires_grad_(True)  # gradients reach the target layers through the activations, not the weights
     with _LOCK:
         cam = METHODS[method](model=wrapper, target_layers=target_layers, reshape_transform=reshape)
         if method == "scorecam":
             cam.batch_size = score_batch_size
+        trainable = [p for p in wrapper.parameters() if p.requires_grad]
         try:
+            # no weight gradients: a map needs the activations' only, and skipping them halves the backward pass
+            for p in trainable:
+                p.requires_grad_(False)
             with torch.enable_grad():
                 grayscale = cam(input_tensor=x, targets=[target])
             embedding = cam.outputs[0].detach().float().cpu()
         finally:
+            for p in trainable:
+                p.requires_grad_(True)
             cam.activations_and_grads.release()
             wrapper.zero_grad(set_to_none=True)
     out = np.nan_to_num(np.asarray(grayscale[0], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -184,6 +198,23 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
 def _normalise(m: np.ndarray) -> np.ndarray:
     hi = float(m.max()) if m.size else 0.0
     return (m / hi).astype(np.float32) if hi > 0 else np.zeros_like(m, dtype=np.float32)
+
+
+def field_of_view(rgb: np.ndarray) -> np.ndarray:
+    """The photograph's field of view for the map: :func:`fundus_mask` with a threshold low enough for a dark
+    photograph's vignetted rim (a camera's surround is near 0), its largest part, holes filled, made convex:
+    the field is a disc, perhaps cut flat at the top and bottom."""
+    lum = rgb[..., 0].astype(np.float32) * 0.6 + rgb[..., 1].astype(np.float32) * 0.4
+    mask = fundus_mask(rgb, threshold=max(4.0, 0.05 * float(np.percentile(lum[::4, ::4], 99))))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    points = cv2.findNonZero((labels == largest).astype(np.uint8))
+    hull = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    # the hull's edges cut across the pixels of a digital rim: one pixel in, the lit pixels back
+    return cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool) | (labels == largest)
 
 
 def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
@@ -196,7 +227,7 @@ def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opac
     return Image.fromarray(np.clip(out, 0, 255).round().astype(np.uint8), "RGB")
 
 
-def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = "gradcam",
+def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = DEFAULT_METHOD,
             target: str | None = None, opacity: float = 0.5, colormap: int = cv2.COLORMAP_JET,
             layers: str | list[str] | None = None, adapter=None) -> SaliencyResult:
     """Saliency of one class's image-text score for one photograph; with ``adapter`` (engine.adapt),
@@ -236,7 +267,7 @@ def explain(model, image, prompt_set: PromptSet, class_name: str, method: str = 
 
     input_map = _normalise(raw * prepared.fov)
     rgb = np.asarray(img, dtype=np.uint8)
-    fov = fundus_mask(rgb)
+    fov = field_of_view(rgb)
     full = _normalise(np.clip(prepared.to_original(raw), 0, 1) * fov)
 
     with torch.no_grad():

@@ -7,6 +7,9 @@
   writes the pooled token), with a reshape transform derived from the token count at call time.
 - timm ViTs inside open_clip: the last block's ``norm1``.
 
+``layers="multiscale"`` picks the stride-4 stage and the default layer, coarsest last (the default
+layers of the ``multiscale`` method; the default layer alone on a tower without a stride-4 stage).
+
 ``layers="detail"`` picks the tower's stride-4 stage instead (timm's ``feature_info``; ``layer1`` of
 open_clip's ModifiedResNet): a grid 8x finer than the last stage, fine enough for scattered lesions
 such as DR dots, which a last-stage map cannot resolve (docs/saliency.md).
@@ -96,6 +99,7 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
 
 DETAIL = "detail"
 DETAIL_STRIDE = 4
+MULTISCALE = "multiscale"
 
 
 def detail_layer(visual: nn.Module) -> nn.Module:
@@ -122,13 +126,18 @@ def layer_names(visual: nn.Module) -> list[str]:
 def resolve_target_layers(visual: nn.Module, names: str | list[str] | tuple[str, ...] | None = None
                           ) -> tuple[list[nn.Module], Callable | None]:
     """Target layers by dotted name inside the image tower (e.g. ``trunk.blocks.5``), comma-separated or a
-    list; ``"detail"`` for the tower's stride-4 stage; with no names, the tower's default layer. Several
+    list; ``"detail"`` for the tower's stride-4 stage; ``"multiscale"`` for it and the default layer; with no names, the tower's default layer. Several
     layers: grad-cam averages their maps."""
     default, reshape = find_target_layer(visual)
     if names is None or names == "" or names == []:
         return [default], reshape
     if isinstance(names, str) and names.strip().lower() == DETAIL:
         return [detail_layer(visual)], None
+    if isinstance(names, str) and names.strip().lower() == MULTISCALE:
+        try:
+            return [detail_layer(visual), default], reshape
+        except ValueError:  # a ViT: one token grid, so one scale
+            return [default], reshape
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",")]
     layers = []

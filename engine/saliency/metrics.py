@@ -180,6 +180,29 @@ def library_faithfulness(network: torch.nn.Module, input_tensor: torch.Tensor, i
     return out
 
 
+def road_curve(network: torch.nn.Module, input_tensor: torch.Tensor, input_map: np.ndarray, target: Callable,
+               percentages: Iterable[int] = (5, 20, 50)) -> dict[str, list[float]]:
+    """ROAD deletion and insertion curves of one (S, S) map: for each ``p`` in ``percentages``, the change of
+    the target score after ROAD's noisy linear imputation of the ``p`` % most relevant pixels ("deletion": a
+    faithful map drops the score fast) and of all but the ``p`` % most relevant ("insertion": a faithful map
+    keeps the score with few pixels kept)."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+
+    from .explain import ImageEmbedder
+
+    model = ImageEmbedder(network).eval()
+    x = input_tensor.detach().float().to(next(model.parameters()).device)
+    x = x[None] if x.ndim == 3 else x
+    cams = np.asarray(input_map, dtype=np.float32)[None]
+    out = {"percentages": [int(p) for p in percentages], "deletion": [], "insertion": []}
+    for p in out["percentages"]:
+        # the library's percentile is a threshold: MoRF(q) imputes the pixels above the q-th percentile of the
+        # map, LeRF(q) those below it
+        out["deletion"].append(float(np.asarray(ROADMostRelevantFirst(100 - p)(x, cams, [target], model)).ravel()[0]))
+        out["insertion"].append(float(np.asarray(ROADLeastRelevantFirst(100 - p)(x, cams, [target], model)).ravel()[0]))
+    return out
+
+
 # --- Adebayo sanity check ---------------------------------------------------------------------------
 def randomize_image_tower(model, seed: int = 0):
     """A copy of a VisionCLIP whose image tower (trunk and projection) has freshly initialised weights."""
@@ -203,15 +226,15 @@ def randomize_image_tower(model, seed: int = 0):
     return clone
 
 
-def sanity_check(model, image, prompt_set, class_name: str, method: str = "gradcam", seed: int = 0, *,
+def sanity_check(model, image, prompt_set, class_name: str, method: str | None = None, seed: int = 0, *,
                  target: str | None = None, layers=None, randomised=None, trained=None) -> dict[str, float]:
     """Maps of the model and of its image-tower-randomised copy: low similarity passes the check.
 
     ``randomised`` (from ``randomize_image_tower``) and ``trained`` (the model's ``explain`` result for these
     arguments) may be passed in to reuse them across calls."""
-    from .explain import explain
+    from .explain import DEFAULT_METHOD, explain
 
-    kw = dict(method=method, target=target, layers=layers)
+    kw = dict(method=method or DEFAULT_METHOD, target=target, layers=layers)
     trained = trained if trained is not None else explain(model, image, prompt_set, class_name, **kw)
     randomised = randomised if randomised is not None else randomize_image_tower(model, seed)
     random = explain(randomised, image, prompt_set, class_name, **kw)

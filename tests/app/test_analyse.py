@@ -30,6 +30,7 @@ def test_analyse_returns_probabilities_overlay_and_state(ctx, analysed):
     assert state.quality["gradable"] is True and quality_md == h.QUALITY_OK_MD
     assert ("Screening: **NORMAL**" if predicted == "normal" else f"most probable condition **{predicted}**") in status
     assert "top-1: no threshold" in status  # a three-class table has no calibrated screening rule
+    assert "Map points at: " in status  # where the overlay's hot spot lies, in words
 
 
 def test_the_default_preset_in_the_table_screens_with_its_calibrated_threshold(ctx, fundus_path):
@@ -116,7 +117,7 @@ def test_lesion_level_detail(ctx, analysed, fundus_path):
     state = analysed[-1]
     method = h.method_for_detail(True, "gradcam")
     assert method == "gradcam-elementwise" and h.method_for_detail(True, "hirescam") == "hirescam"
-    assert h.method_for_detail(False, method) == "gradcam" and h.method_for_detail(False, "layercam") == "layercam"
+    assert h.method_for_detail(False, method) == h.saliency_methods()[0] == "multiscale" and h.method_for_detail(False, "layercam") == "layercam"
     overlay, status, state2 = h.update_saliency(ctx, state, "glaucoma", method, 0.5, "softmax", True)
     assert status.startswith(h.STATUS_OK) and isinstance(overlay, Image.Image)
     assert state2.analysis.saliency_method == "gradcam-elementwise (detail)"
@@ -226,3 +227,15 @@ def test_the_decision_box_leads_with_normal_or_finding_and_is_empty_without_a_de
     no_normal = pd.DataFrame([["glaucoma", "a large cup"], ["cataract", "a hazy view"]], columns=h.PROMPT_COLUMNS)
     *_, state = h.analyse(ctx, fundus_path, no_normal, "gradcam", 0.5, None)
     assert h.decision_markdown(state) == ""
+
+
+def test_where_line_is_shortened_or_left_out_rather_than_cut():
+    from engine.saliency import MapLocation
+    from visionclip_app.handlers.analyse import STATUS_CHARS, _with_where
+
+    where = MapLocation("macula, temporal to the fovea", 0.4, (10, 10), "left", False)
+    assert _with_where(["Predicted."], where)[-1] == where.text  # room: the full line with its eye-side note
+    long_notes = ["x" * (STATUS_CHARS - len(where.short) - 1)]
+    assert _with_where(long_notes, where) == [*long_notes, where.short]
+    assert _with_where(["x" * STATUS_CHARS], where) == ["x" * STATUS_CHARS]
+    assert _with_where(["Predicted."], None) == ["Predicted."]

@@ -62,7 +62,7 @@ def test_prompt_and_review_text_are_shown_as_text(app, browser):
     assert f"for '{PAYLOAD}'" in text_of(page, "#analyse-status")
     assert PAYLOAD in text_of(page, "#prompt-table")
     open_tab(page, "Review and log")
-    wait_text(page, "#review-summary", "saliency gradcam (softmax) /")  # names the explained class
+    wait_text(page, "#review-summary", "saliency multiscale (softmax) /")  # names the explained class
     assert_not_injected(page, dialogs, "review summary")
     assert f"/ {PAYLOAD}" in text_of(page, "#review-summary")
     shot(page, "inject_01_prompt")

@@ -14,8 +14,8 @@ import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
+from engine.saliency import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS, MapLocation, describe_map, explain
 from engine.screening import Screening, hierarchical_prediction, screen
-from engine.saliency import DETAIL, DETAIL_METHODS, SLOW_METHODS, explain
 from engine.saliency import METHODS as SALIENCY_METHODS
 from engine.saliency import TARGETS as SALIENCY_TARGETS
 
@@ -28,6 +28,7 @@ from .adapters import adapter_json, load_adapter
 log = logging.getLogger(__name__)
 
 QUALITY_OK_MD = "Image quality: no problems found by the automatic screen."
+STATUS_CHARS = 290  # common.one_line cuts a status at 300 characters; room for its mark
 
 
 def saliency_methods() -> list[str]:
@@ -107,17 +108,28 @@ def _saliency_options(method: Any, opacity: Any, target: Any, detail: Any) -> tu
 
 
 def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: str, method: str,
-              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None
-              ) -> tuple[Image.Image | None, str, str | None]:
-    """Returns (overlay, method used, target used); (None, message, None) when saliency is unavailable.
-    With an adapter the map explains the adapted probability (target "adapter")."""
+              opacity: float, target: str = SALIENCY_TARGETS[0], detail: bool = False, adapter=None,
+              eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, MapLocation | None]:
+    """Returns (overlay, method used, target used, where the map points); (None, message, None, None) when
+    saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
     try:
         with ctx.model_lock:
-            res = explain(ctx.model, image, ps, class_name, method=method or "gradcam", target=target,
+            res = explain(ctx.model, image, ps, class_name, method=method or DEFAULT_METHOD, target=target,
                           opacity=float(opacity), layers=DETAIL if detail else None, adapter=adapter)
     except VisionCLIPError as e:
-        return None, one_line(e), None
-    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target
+        return None, one_line(e), None, None
+    try:
+        where = describe_map(res.map, image, eye_side) if res.map.max() > 0 else None
+    except VisionCLIPError:
+        where = None  # the overlay stands without its caption
+    return res.overlay, f"{res.method} ({DETAIL})" if detail else res.method, res.target, where
+
+
+def _with_where(notes: list[str], where: MapLocation | None) -> list[str]:
+    """The notes and the "where" line, shortened or left out so that the one-line status is not cut."""
+    room = STATUS_CHARS - len(" ".join(notes)) - 1
+    fits = [t for t in ((where.text, where.short) if where is not None else ()) if len(t) <= room]
+    return [*notes, fits[0]] if fits else notes
 
 
 def saliency_class_for(previous: CurrentAnalysis | None, image_sha256: str, requested: str | None,
@@ -189,7 +201,8 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
     predicted = hierarchical_prediction([list(probs.values())], list(probs), screening)[0]
     sha = hashlib.sha256(data).hexdigest()
     cls = saliency_class_for(previous, sha, saliency_class, probs, predicted)
-    overlay, used, used_target = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter)
+    overlay, used, used_target, where = _saliency(ctx, image, ps, cls, method, opacity, target, detail, adapter,
+                                                  meta.get("laterality"))
     quality = assess_quality(image)
     elapsed = time.perf_counter() - t0
     record = Analysis(
@@ -222,6 +235,7 @@ def analyse(ctx: AppContext, image_path: str | None, table: Any, method: str, op
         notes.append(f"{n_truncated} prompt(s) were longer than the text tower reads and were truncated.")
     if not quality["gradable"]:
         notes.append("The image looks ungradable.")
+    notes = _with_where(notes, where)
     return (ok_status(" ".join(notes)), probs, image, overlay, quality_markdown(quality),
             gr.update(choices=list(probs), value=cls), state)
 
@@ -237,12 +251,13 @@ def update_saliency(ctx: AppContext, state: CurrentAnalysis | None, class_name: 
         method, opacity, target, detail = _saliency_options(method, opacity, target, detail)
     except UserError as e:
         return gr.update(), error_status(e), state
-    overlay, used, used_target = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity, target,
-                                           detail, state.adapter)
+    overlay, used, used_target, where = _saliency(ctx, state.image, state.prompt_set, class_name, method, opacity,
+                                                  target, detail, state.adapter)
     if overlay is None:
         return None, error_status(f"No saliency map: {used}."), state
     state = state.with_saliency(used, used_target, class_name, strip_and_thumbnail(overlay))
-    return overlay, ok_status(f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."), state
+    notes = _with_where([f"Saliency ({used}, {used_target}) for '{md_text(class_name)}'."], where)
+    return overlay, ok_status(" ".join(notes)), state
 
 
 def _analysis_summary(state: CurrentAnalysis | None) -> str:
