@@ -21,6 +21,7 @@ from .errors import VisionCLIPError
 FORMAT = "visionclip/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # ours hold a config and metadata: kilobytes
+PROMPT_CACHE_FILE = "prompt_embeddings.safetensors"  # beside a checkpoint: engine.prompt_cache, not weights
 FROZEN_TEXT_PREFIX = "text.transformer."  # the Hugging Face text tower, frozen in our recipes
 
 
@@ -193,7 +194,7 @@ def checkpoint_file(path: str | Path) -> Path:
     """The checkpoint a path names: the file itself, or a model folder's first .safetensors file."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("*.safetensors"))
+        found = sorted(p for p in path.glob("*.safetensors") if p.name != PROMPT_CACHE_FILE)
         if not found:
             raise VisionCLIPError(f"no .safetensors checkpoint in folder {path}")
         return found[0]

@@ -155,7 +155,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; given the command about to run, only that command's module is imported (the
+    others, whose modules pull in plotting and Grad-CAM libraries, get a stub with their help line)."""
     parser = argparse.ArgumentParser(prog="visionclip", description="VisionCLIP: retina image-text model trained on synthetic data")
     parser.add_argument("--version", action="version", version=f"visionclip {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as e:  # an optional part not installed: the rest of the CLI still works
@@ -214,7 +219,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command=next((w for w in words if not w.startswith("-")), ""))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="visionclip: %(message)s")
     try:

@@ -15,6 +15,7 @@ from . import checkpoint as ckpt
 from .errors import VisionCLIPError
 from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
 from .preprocess import FundusTransform, ImageSource
+from .prompt_cache import cache_path_for, prompt_key, read_prompt_embeddings
 from .prompts import PromptSet
 from .resources import default_model_path
 
@@ -52,10 +53,11 @@ class VisionCLIP:
         pre = preprocess_settings(config)
         self.image_size = pre["image_size"]
         self.transform = FundusTransform(**pre)
-        self.tokenizer = create_tokenizer(config)
+        self._tokenizer = None  # built on the first prompt the text tower encodes: stored ones need none
         self.context_length = config["text_cfg"].get("context_length", 77)
         self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.text_encodings = 0  # prompts actually run through the text tower (cache misses)
+        self._stored_text: dict[str, torch.Tensor] = {}  # prompt key -> embedding, from prompt_cache
 
     # --- construction --------------------------------------------------------------------
     @classmethod
@@ -79,7 +81,9 @@ class VisionCLIP:
         if "model_id" not in metadata:
             metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state, config=config)
         metadata.setdefault("checkpoint", str(path))
-        return cls(network, config, metadata, device)
+        model = cls(network, config, metadata, device)
+        model._stored_text = read_prompt_embeddings(cache_path_for(path), model.model_id)
+        return model
 
     @classmethod
     def from_config(cls, name_or_config: str | dict = DEFAULT_MODEL_CONFIG, pretrained_towers: bool = True,
@@ -180,6 +184,12 @@ class VisionCLIP:
         return torch.cat(out)
 
     # --- texts ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = create_tokenizer(self.config)
+        return self._tokenizer
+
     def _token_count(self, text: str) -> int:
         tok = self.tokenizer
         if hasattr(tok, "tokenizer"):  # HF tokenizer: counts [CLS] and [SEP]
@@ -187,12 +197,18 @@ class VisionCLIP:
         return len(tok.encode(text)) + 2  # CLIP BPE plus start/end tokens
 
     @torch.inference_mode()
-    def encode_texts(self, texts: str | Iterable[str]) -> torch.Tensor:
-        """L2-normalised text embeddings (N, D); each distinct text is encoded once per model."""
+    def encode_texts(self, texts: str | Iterable[str], use_stored: bool = True) -> torch.Tensor:
+        """L2-normalised text embeddings (N, D); each distinct text is encoded once per model, and
+        not at all when the checkpoint's stored prompt embeddings hold it (engine.prompt_cache).
+        ``use_stored=False`` runs every text through the text tower."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
-        missing = [t for t in dict.fromkeys(texts) if (self.model_id, t) not in self._text_cache]
+        missing = [t for t in dict.fromkeys(texts) if not use_stored or (self.model_id, t) not in self._text_cache]
+        if use_stored and self._stored_text:
+            for t in [t for t in missing if prompt_key(t) in self._stored_text]:
+                self._remember_text(t, self._stored_text[prompt_key(t)])
+            missing = [t for t in missing if (self.model_id, t) not in self._text_cache]
         if missing:
             for t in missing:
                 n = self._token_count(t)
@@ -206,12 +222,15 @@ class VisionCLIP:
                 emb = F.normalize(self.network.encode_text(tokens).float(), dim=-1).cpu()
             self.text_encodings += len(missing)
             for t, e in zip(missing, emb):
-                self._text_cache[(self.model_id, t)] = e
-                if len(self._text_cache) > TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
+                self._remember_text(t, e)
         for t in texts:
             self._text_cache.move_to_end((self.model_id, t))
         return torch.stack([self._text_cache[(self.model_id, t)] for t in texts])
+
+    def _remember_text(self, text: str, embedding: torch.Tensor) -> None:
+        self._text_cache[(self.model_id, text)] = embedding
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
 
     def class_embeddings(self, prompt_set: PromptSet) -> torch.Tensor:
         """(C, D): per class, the renormalised mean of its normalised prompt embeddings."""
