@@ -135,13 +135,14 @@ def predict_files(model, files: Sequence[str | os.PathLike], prompt_set: PromptS
     files = list(files)
     done, total = 0, len(files)
     prepared = prepare_inputs(model, files, ahead=2 * batch_size)
+    tower = model.image_tower_for(total)
     for chunk in _chunks(zip(files, prepared), batch_size):
         results = [{"image": str(path), **item.meta, **({"error": item.error} if item.error else {})}
                    for path, item in chunk]
         scored = [(r, item.tensor) for r, (_, item) in zip(results, chunk) if item.error is None]
         if scored:
             class_probs, subs = model.class_and_subclass_probabilities(
-                model.encode_tensors([t for _, t in scored]), prompt_set)
+                model.encode_tensors([t for _, t in scored], tower), prompt_set)
             for (result, _), row, sub_row in zip(scored, class_probs, subs):
                 probs = dict(zip(prompt_set.classes, map(float, row)))
                 result["predicted"] = max(probs, key=probs.get)

@@ -32,6 +32,7 @@ def load_model(args):
     from .model import VisionCLIP
 
     model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    model.image_runtime = getattr(args, "runtime", "eager")  # a loaded model no longer changes
     if model.device.type == "cpu":
         keep_freed_memory()  # batches of images otherwise fault their activation buffers in again
     return model
@@ -155,6 +156,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_runtime_argument(p: argparse.ArgumentParser) -> None:
+    from .image_runtime import RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="image tower on the CPU: PyTorch's eager one (the reference), a frozen and fused TorchScript "
+                   "copy (faster, built in a few seconds), or auto: frozen from 256 images on (default)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; given the command about to run, only that command's module is imported (the
     others, whose modules pull in plotting and Grad-CAM libraries, get a stub with their help line)."""
@@ -177,6 +186,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    "then each class's probability")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
     p.add_argument("--batch-size", type=int, default=32, help="images decoded and encoded together")
+    _add_runtime_argument(p)
     add_model_arguments(p)
     add_adapter_argument(p)
     add_transductive_argument(p)
@@ -193,6 +203,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="stratified bootstrap resamples for 95%% intervals of balanced accuracy and mean AUC (0: none)")
     p.add_argument("--batch-size", type=int, default=32)
+    _add_runtime_argument(p)
     add_model_arguments(p)
     add_adapter_argument(p)
     add_transductive_argument(p)

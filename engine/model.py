@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from .errors import VisionCLIPError
 from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
+from .image_runtime import freeze_image_tower, wants_frozen
 from .preprocess import FundusTransform, ImageSource
 from .prompt_cache import cache_path_for, prompt_key, read_prompt_embeddings
 from .prompts import PromptSet
@@ -58,6 +59,8 @@ class VisionCLIP:
         self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.text_encodings = 0  # prompts actually run through the text tower (cache misses)
         self._stored_text: dict[str, torch.Tensor] = {}  # prompt key -> embedding, from prompt_cache
+        self.image_runtime = "eager"  # or "frozen" / "auto": engine.image_runtime; only for a model that no longer trains
+        self._frozen_visual = None
 
     # --- construction --------------------------------------------------------------------
     @classmethod
@@ -149,13 +152,14 @@ class VisionCLIP:
         if not images:
             raise VisionCLIPError("no images given")
         out, done = [], 0
+        tower = self.image_tower_for(len(images))
         batch: list[torch.Tensor] = []
         for item in prepare_inputs(self, images, ahead=2 * batch_size if len(images) > 1 else 1):
             if item.error:
                 raise VisionCLIPError(item.error)
             batch.append(item.tensor)
             if len(batch) == batch_size or done + len(batch) == len(images):
-                out.append(self.encode_tensors(batch))
+                out.append(self.encode_tensors(batch, tower))
                 done += len(batch)
                 batch = []
                 if progress:
@@ -168,9 +172,21 @@ class VisionCLIP:
         many, since larger passes cost more per image (see ``CPU_PIXELS_PER_PASS``)."""
         return max(1, CPU_PIXELS_PER_PASS // (self.image_size * self.image_size))
 
+    def image_tower_for(self, images: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The image tower a run of ``images`` images uses: the eager one, or under ``image_runtime``
+        its frozen copy (engine.image_runtime), built on first use."""
+        if not wants_frozen(self.image_runtime, self.device, images):
+            return self.network.encode_image
+        if self._frozen_visual is None:
+            self._frozen_visual = freeze_image_tower(self.network.visual, self.image_size, self.images_per_pass)
+        return self._frozen_visual
+
     @torch.inference_mode()
-    def encode_tensors(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors."""
+    def encode_tensors(self, tensors: Sequence[torch.Tensor],
+                       tower: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors,
+        through ``tower`` (by default the eager image tower)."""
+        tower = tower or self.network.encode_image
         batch = torch.empty((len(tensors), *tensors[0].shape), memory_format=torch.channels_last)
         for row, tensor in zip(batch, tensors):
             row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last
@@ -179,7 +195,7 @@ class VisionCLIP:
         out = []
         for start in range(0, len(batch), step):
             with self._autocast():
-                emb = self.network.encode_image(batch[start:start + step])
+                emb = tower(batch[start:start + step])
             out.append(F.normalize(emb.float(), dim=-1).cpu())
         return torch.cat(out)
 
