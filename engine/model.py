@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -46,6 +47,8 @@ class VisionCLIP:
     """A loaded model with its preprocessing, tokenizer and a text-embedding cache."""
 
     def __init__(self, network: torch.nn.Module, config: dict, metadata: dict, device: str | torch.device | None = None):
+        self._pending_text: tuple[dict, str] | None = None  # a lean checkpoint's text tower, not yet restored
+        self._restore_lock = threading.Lock()
         self.device = pick_device(device)
         self.network = network.to(self.device).eval()
         self.config = config
@@ -69,13 +72,20 @@ class VisionCLIP:
         if path is None:
             path = default_model_path()
         path = ckpt.checkpoint_file(path)
-        state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle)
+        # A lean file's text tower comes from its package after a hash check: seconds that scoring
+        # with stored prompt embeddings does not need, so it is restored on first use of the tower.
+        lazy_text = ckpt.text_tower_record(path)
+        state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle, restore_text=lazy_text is None)
+        if lazy_text is not None and "model_id" not in metadata:  # the id hashes the full weights
+            state, lazy_text = ckpt.restore_lean(state, lazy_text, path.name), None
         if config is None:
             network, config = create_model(metadata.get("config_name", DEFAULT_MODEL_CONFIG), pretrained_towers=False)
         else:
             network, config = create_model(config, pretrained_towers=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         missing, unexpected = network.load_state_dict(state, strict=False)
+        if lazy_text is not None:
+            missing = [k for k in missing if k not in set(lazy_text["keys"])]
         if missing or unexpected:
             first = (missing or unexpected)[0]
             raise VisionCLIPError(
@@ -86,7 +96,24 @@ class VisionCLIP:
         metadata.setdefault("checkpoint", str(path))
         model = cls(network, config, metadata, device)
         model._stored_text = read_prompt_embeddings(cache_path_for(path), model.model_id)
+        model._pending_text = None if lazy_text is None else (lazy_text, path.name)
         return model
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The whole network, its text tower restored first if it was left for later."""
+        if self._pending_text is not None:
+            with self._restore_lock:
+                if self._pending_text is not None:
+                    record, name = self._pending_text
+                    frozen = ckpt.restore_lean({}, record, name)
+                    self._network.load_state_dict({k: v.float() for k, v in frozen.items()}, strict=False)
+                    self._pending_text = None
+        return self._network
+
+    @network.setter
+    def network(self, network: torch.nn.Module) -> None:
+        self._network = network
 
     @classmethod
     def from_config(cls, name_or_config: str | dict = DEFAULT_MODEL_CONFIG, pretrained_towers: bool = True,
@@ -124,7 +151,7 @@ class VisionCLIP:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.network.logit_scale.detach().exp().clamp(max=100.0))
+        return float(self._network.logit_scale.detach().exp().clamp(max=100.0))
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -176,9 +203,9 @@ class VisionCLIP:
         """The image tower a run of ``images`` images uses: the eager one, or under ``image_runtime``
         its frozen copy (engine.image_runtime), built on first use."""
         if not wants_frozen(self.image_runtime, self.device, images):
-            return self.network.encode_image
+            return self._network.encode_image
         if self._frozen_visual is None:
-            self._frozen_visual = freeze_image_tower(self.network.visual, self.image_size, self.images_per_pass)
+            self._frozen_visual = freeze_image_tower(self._network.visual, self.image_size, self.images_per_pass)
         return self._frozen_visual
 
     @torch.inference_mode()
@@ -186,7 +213,7 @@ class VisionCLIP:
                        tower: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors,
         through ``tower`` (by default the eager image tower)."""
-        tower = tower or self.network.encode_image
+        tower = tower or self._network.encode_image
         batch = torch.empty((len(tensors), *tensors[0].shape), memory_format=torch.channels_last)
         for row, tensor in zip(batch, tensors):
             row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last

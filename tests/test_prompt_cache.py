@@ -30,3 +30,17 @@ def test_a_cache_for_other_weights_is_ignored_and_a_folder_still_names_its_check
     assert read_prompt_embeddings(folder / PROMPT_CACHE_FILE, model.model_id) == {}
     model.scored_embeddings(load_preset("screening"))
     assert model.text_encodings == len(load_preset("screening").all_prompts())
+
+
+def test_the_text_tower_is_restored_only_when_a_prompt_needs_it(tmp_path):
+    model = VisionCLIP.load()
+    assert model._pending_text is not None  # the shipped checkpoint is lean: its text tower waits
+    model.classify([default_model_path().parent.parent / "examples" / "synthetic_dr_12.png"], load_preset("screening"))
+    assert model._pending_text is not None and model.text_encodings == 0
+    edited = model.encode_texts(["an edited prompt no preset has"])
+    assert model._pending_text is None  # restored from the package, after its hash check
+    eager = VisionCLIP.load()
+    eager.network  # restores at once
+    assert (eager.encode_texts(["an edited prompt no preset has"]) - edited).abs().max() < 1e-6
+    # saving restores it too: the same file as from a model whose tower was restored at once
+    assert VisionCLIP.load().save(tmp_path / "lazy.safetensors") == eager.save(tmp_path / "eager.safetensors")
