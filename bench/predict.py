@@ -26,7 +26,10 @@ from engine.cli import build_parser, load_model
 from engine.prompts import load_prompt_set
 
 folder, batch_size, runtime = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-args = build_parser().parse_args(["predict", folder, "--runtime", runtime])
+predict = build_parser()._subparsers._group_actions[0].choices["predict"]
+runtime_known = any("--runtime" in a.option_strings for a in predict._actions)  # older checkouts have none
+args = build_parser().parse_args(["predict", folder] + (["--runtime", runtime] if runtime_known else []))
+runtime = runtime if runtime_known else "eager"
 files = expand_inputs([folder]).files
 prompts = load_prompt_set(None)
 t0 = time.perf_counter()
