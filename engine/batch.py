@@ -6,15 +6,24 @@ photographs with one corrupt file still gives 199 predictions.
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
 
 from .dicom import DICOM_EXTENSIONS, has_dicom_magic
 from .errors import VisionCLIPError
 from .preprocess import load_image_with_meta
 from .prompts import PromptSet
 from .screening import hierarchical_prediction, screen
+
+# Threads that decode and preprocess while the network runs. PIL's decoder and resampler and numpy's
+# array arithmetic release the GIL, so threads overlap with each other and with torch's own threads;
+# more than this buys nothing on the machines the CLI and the app run on.
+MAX_PREPARE_WORKERS = 4
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", *DICOM_EXTENSIONS})
 
@@ -60,9 +69,60 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
     return out
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class PreparedInput:
+    """One source made ready for the network: its (3, S, S) tensor and what the file says about the
+    eye, or the one-line reason it could not be read."""
+
+    tensor: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def _prepare_one(model, source) -> PreparedInput:
+    if isinstance(source, torch.Tensor):
+        return PreparedInput(model.image_tensor(source))
+    try:
+        image, meta = load_image_with_meta(source)
+        return PreparedInput(model.image_tensor(image), {k: meta[k] for k in ("laterality",) if k in meta})
+    except VisionCLIPError as e:
+        return PreparedInput(error=str(e))
+
+
+def prepare_inputs(model, sources: Iterable, ahead: int = 64, workers: int | None = None) -> Iterator[PreparedInput]:
+    """Per source, in order, a :class:`PreparedInput`, decoded and preprocessed on a pool of threads.
+
+    At most ``ahead`` sources are in flight or waiting to be taken, so memory stays bounded however
+    many files there are (``ahead`` tensors of 3 x S x S floats: 26 MB at 320 px and 64).
+    """
+    sources = iter(sources)
+    workers = workers or min(MAX_PREPARE_WORKERS, os.cpu_count() or 1)
+    if workers <= 1 or ahead <= 1:
+        yield from (_prepare_one(model, s) for s in sources)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="visionclip-prepare") as pool:
+        pending: deque = deque(pool.submit(_prepare_one, model, s) for _, s in zip(range(ahead), sources))
+        try:
+            while pending:
+                done = pending.popleft()
+                for s in sources:  # keep ``ahead`` in flight
+                    pending.append(pool.submit(_prepare_one, model, s))
+                    break
+                yield done.result()
+        finally:  # the caller stopped early: do not decode the rest
+            for f in pending:
+                f.cancel()
 
 
 def screening_result(screening, i: int) -> dict:
@@ -76,31 +136,24 @@ def predict_files(model, files: Sequence[str | os.PathLike], prompt_set: PromptS
     """Per file, in order: ``{"image", "predicted", "screening", "probabilities"[, "subclass_probabilities"][,
     "laterality"]}`` or ``{"image", "error"}``. ``screening`` (engine.screening; absent for a set
     without a normal class) is normal or finding with P(abnormal); ``predicted`` is then normal or the
-    most probable condition. Files are decoded and encoded ``batch_size`` at a
-    time; ``progress(done, total)`` is called after each file's result."""
+    most probable condition. Files are decoded and preprocessed on threads while the network encodes
+    the previous ``batch_size`` of them; ``progress(done, total)`` is called after each file's result."""
     if batch_size < 1:
         raise VisionCLIPError(f"batch size must be at least 1, not {batch_size}")
+    files = list(files)
     done, total = 0, len(files)
-    for chunk in _chunks(list(files), batch_size):
-        results: list[dict] = []
-        tensors, scored = [], []
-        for path in chunk:
-            result = {"image": str(path)}
-            try:
-                image, meta = load_image_with_meta(path)
-                tensors.append(model.image_tensor(image))
-                scored.append(result)
-                if "laterality" in meta:
-                    result["laterality"] = meta["laterality"]
-            except VisionCLIPError as e:
-                result["error"] = str(e)
-            results.append(result)
-        if tensors:
-            embeddings = model.encode_images(tensors, batch_size=batch_size)
+    prepared = prepare_inputs(model, files, ahead=2 * batch_size)
+    tower = model.image_tower_for(total)
+    for chunk in _chunks(zip(files, prepared), batch_size):
+        results = [{"image": str(path), **item.meta, **({"error": item.error} if item.error else {})}
+                   for path, item in chunk]
+        scored = [(r, item.tensor) for r, (_, item) in zip(results, chunk) if item.error is None]
+        if scored:
+            embeddings = model.encode_tensors([t for _, t in scored], tower)
             class_probs, subs = model.class_and_subclass_probabilities(embeddings, prompt_set)
             screening = screen(model, embeddings, prompt_set, class_probs)
             predicted = hierarchical_prediction(class_probs.numpy(), prompt_set.classes, screening)
-            for i, (result, row, sub_row) in enumerate(zip(scored, class_probs, subs)):
+            for i, ((result, _), row, sub_row) in enumerate(zip(scored, class_probs, subs)):
                 result["predicted"] = predicted[i]
                 if screening is not None:
                     result["screening"] = screening_result(screening, i)

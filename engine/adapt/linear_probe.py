@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from .base import FewShotAdapter
 
@@ -20,6 +19,8 @@ class LinearProbe(FewShotAdapter):
         return {"C": 1.0, "class_weight": "balanced"}  # sklearn's defaults, with classes re-weighted
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        from sklearn.linear_model import LogisticRegression  # here: sklearn takes seconds to import
+
         # features are unit vectors, so scale them to the range of a CLIP logit before the L2 penalty
         clf = LogisticRegression(C=float(self.params["C"]), class_weight=self.params["class_weight"], max_iter=1000)
         clf.fit(x.numpy() * self.anchor.logit_scale, y.numpy())

@@ -14,8 +14,9 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from engine import PromptSet, VisionCLIPError, load_image
+from engine import PromptSet
 from engine.adapt import class_probabilities
+from engine.batch import prepare_inputs
 from engine.screening import hierarchical_prediction, screen
 
 from ..paths import resolve_under_root
@@ -216,19 +217,27 @@ def _store_scored(ctx: AppContext, encoded: list[tuple], ps: PromptSet) -> int:
 
 
 def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list[tuple]:
-    """(item, image SHA-256, (1, D) embedding) for each readable item of ``batch``."""
-    readable, images = [], []
+    """(item, image SHA-256, (1, D) embedding) for each readable item of ``batch``; images are decoded
+    and preprocessed on the engine's threads, outside the model lock."""
+    blobs = []
     for item in batch:
         try:
-            data = Path(item["image_path"]).read_bytes()
-            images.append(load_image(data))
-            readable.append((item, hashlib.sha256(data).hexdigest()))
-        except (OSError, VisionCLIPError):
+            blobs.append(Path(item["image_path"]).read_bytes())
+        except OSError:
+            blobs.append(None)
+    prepared = iter(prepare_inputs(ctx.model, [b for b in blobs if b is not None]))
+    readable, tensors = [], []
+    for item, data in zip(batch, blobs):
+        ready = next(prepared) if data is not None else None
+        if ready is None or ready.error:
             failed.append(f"#{item['position']}")
-    if not images:
+            continue
+        readable.append((item, hashlib.sha256(data).hexdigest()))
+        tensors.append(ready.tensor)
+    if not tensors:
         return []
     with ctx.model_lock:
-        embeddings = ctx.model.encode_images(images)
+        embeddings = ctx.model.encode_tensors(tensors)
     return [(item, sha, emb[None]) for (item, sha), emb in zip(readable, embeddings)]
 
 
