@@ -123,9 +123,25 @@ def rows_adapt(j):
     return out
 
 
+def rows_predict(j):
+    """``visionclip predict`` on real photographs: each batch size against batch 1 in the same run."""
+    first = j[0] if j else {}
+    out = []
+    for r in j:
+        out.append((f"predict, batch {r['batch_size']} ({r['runtime']}): {r['images']} real 400 px photographs",
+                    r["images_per_s"], "img/s", ">= 80", "batch 1", first.get("images_per_s"), True))
+        out.append((f"predict, batch {r['batch_size']}: peak RSS", r["peak_rss_mb"], "MB", "<= 1536", None, None, False))
+    if len(j) > 1:
+        out.append(("predict: max |dP| against batch 1", max(r.get("max_dp_vs_first", 0) for r in j), "", "<= 0.01",
+                    None, None, False))
+    return out
+
+
 # name -> (module, short arguments, rows); the JSON path is appended as ``--json FILE``.
 BENCHES = {
     "inference": ("bench.inference", ["--runs", "5"], rows_inference),
+    "predict": ("bench.predict", ["../shared/eval/eyedisease_dev/dataset/normal", "--batch-sizes", "1", "32"],  # cwd: the checkout
+                rows_predict),
     "synth": ("bench.synth", ["--n", "8", "--sizes", "256", "512"], rows_synth),
     "saliency": ("bench.saliency", ["--n", "2", "--road", "0", "--sanity", "1", "--repeats", "2", "--skip-scorecam"],
                  rows_saliency),
