@@ -39,7 +39,9 @@ def test_stage_features_are_the_embedding_and_the_pooled_blocks(default_model, i
         for h in hooks:
             h.remove()
     assert features.shape[1] == d + 112 + 192  # [embedding | block 4 | block 5], the default stages
-    torch.testing.assert_close(features[:, d:], torch.cat([pooled[4][0], pooled[5][0]], 1), atol=1e-4, rtol=1e-4)
+    # one hook call per network pass: the CPU runs a batch in passes of a few images
+    torch.testing.assert_close(features[:, d:], torch.cat([torch.cat(pooled[4]), torch.cat(pooled[5])], 1),
+                               atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(encode_for(default_model, images, "clap-stage"), features)
     assert encode_for(default_model, images, "clap").shape[1] == d
     one = encode_with_stage(default_model, images, stages=[5])

@@ -111,11 +111,11 @@ def test_main_journey(app, browser):
     assert "gradcam-elementwise" in page.locator("#sal-method input").first.input_value()
     shot(page, "04b_lesion_detail")
     detail.uncheck()
-    wait_text(page, "#analyse-status", "Saliency (gradcam, softmax) for 'cataract'")
+    wait_text(page, "#analyse-status", "Saliency (multiscale, softmax) for 'cataract'")
 
     # 4. save a review
     open_tab(page, "Review and log")
-    wait_text(page, "#review-summary", "saliency gradcam (softmax) / cataract")
+    wait_text(page, "#review-summary", "saliency multiscale (softmax) / cataract")
     page.locator("#reviewer input, #reviewer textarea").first.fill("E2E Reviewer")
     page.locator("#verdict").get_by_role("radio", name="disagree").check()
     choose(page, "corrected", "glaucoma")
@@ -145,7 +145,7 @@ def test_main_journey(app, browser):
     row = rows[0]
     assert row["reviewer"] == "E2E Reviewer" and row["verdict"] == "disagree"
     assert row["corrected_labels"] == '["glaucoma"]'
-    assert row["saliency_class"] == "cataract" and row["saliency_method"] == "gradcam" and row["saliency_target"] == "softmax"
+    assert row["saliency_class"] == "cataract" and row["saliency_method"] == "multiscale" and row["saliency_target"] == "softmax"
     assert '"healthy eye"' in row["prompt_set_json"]
     assert row["original_filename"] == "" and row["patient_id"] == ""
     shot(page, "07_exported")

@@ -57,7 +57,7 @@ def test_prompt_and_review_text_are_shown_as_text(app, browser):
     page.locator("#analyse-btn").click()
     wait_text(page, "#probs-out", PAYLOAD)  # the class's probability, labelled with the literal text
     choose(page, "sal-class", PAYLOAD)
-    wait_text(page, "#analyse-status", "Saliency (gradcam, softmax) for")  # a Markdown status line
+    wait_text(page, "#analyse-status", "Saliency (multiscale, softmax) for")  # a Markdown status line
     assert_not_injected(page, dialogs, "Analyse tab")
     assert f"for '{PAYLOAD}'" in text_of(page, "#analyse-status")
     assert PAYLOAD in text_of(page, "#prompt-table")
