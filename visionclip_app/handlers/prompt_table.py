@@ -1,6 +1,7 @@
 """The prompt editor of the Analyse tab (also read by the Prompt lab): class | prompt rows <-> PromptSet."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,20 @@ def prompt_set_from_table(table: Any) -> PromptSet:
 def with_default_screening(ps: PromptSet) -> PromptSet:
     """The table holds classes and prompts only: a set that keeps every class of the default preset screens
     with that preset's rule (its calibrated threshold), edited prompts included; any other set screens top-1."""
-    try:
-        preset = load_preset(DEFAULT_PRESET)
-    except VisionCLIPError:
-        return ps
+    preset = _default_preset_set()
     present = {c.lower() for c in ps.classes}
-    if preset.screening is None or not all(c.lower() in present for c in preset.classes):
+    if preset is None or preset.screening is None or not all(c.lower() in present for c in preset.classes):
         return ps
     return ps.with_screening(preset.screening)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_preset_set() -> PromptSet | None:
+    """The shipped default preset, read once (every analysis builds its prompt set from the table)."""
+    try:
+        return load_preset(DEFAULT_PRESET)
+    except VisionCLIPError:
+        return None
 
 
 def add_prompt_row(table: Any) -> pd.DataFrame:
