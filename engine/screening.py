@@ -167,10 +167,8 @@ def calibrate(model, prompt_set, n: int = CALIBRATION_IMAGES, seed: int = CALIBR
     if rule is None:
         raise VisionCLIPError("the prompt set has no 'normal' class to screen against")
     images = [image for image, _ in benchmark_samples(n, seed, model.image_size, conditions=["normal"])]
-    decide = decision_set(prompt_set, rule)
-    normal = decide.classes.index(decide.class_lookup(rule.normal))
-    probs = model.probabilities(model.encode_images(images, batch_size=batch_size), decide)
-    threshold = calibrate_threshold(1 - probs[:, normal].numpy(), specificity)
+    healthy = screen(model, model.encode_images(images, batch_size=batch_size), prompt_set)
+    threshold = calibrate_threshold(healthy.p_abnormal, specificity)
     note = (f"{specificity:.0%} of {n} healthy synthetic renders (seeds from {seed}, {model.image_size} px) "
             "called normal; no real photograph used")
     threshold = min(max(round(threshold, 4), 1e-4), 1 - 1e-4)  # a rule's threshold lies strictly inside (0, 1)
