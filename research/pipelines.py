@@ -3,6 +3,8 @@
 Importing ``research`` registers them; the library itself names only v1 and v2."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.synth.pipeline import PIPELINES, register_pipeline
 
 V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
@@ -21,6 +23,11 @@ TRIAL_PIPELINES = [
     # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
     # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
     V1.with_params("disc", V2.layer_params("disc"), name="v1-v2disc"),
+    # issue 35 lever 1 (trial 49): v1 with healthy-eye hard negatives: light reflexes, a few small hard
+    # drusen, myelinated fibres and physiological cups over the population's range on healthy eyes, and
+    # a mild camera haze (not a cataract) on every eye without cataract; captions stay label-built
+    replace(V1.with_layer("normal_variants", before="lesion_composite", name="v1-healthy")
+            .with_layer("camera_haze", before="defocus", name="v1-healthy"), case=replace(V1.case, normal_cdr=(0.1, 0.6))),
 ]
 
 for _pipeline in TRIAL_PIPELINES:

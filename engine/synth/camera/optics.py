@@ -96,3 +96,22 @@ class Tone(Layer):
     def draw(self, eye, canvas, rng):
         np.clip(canvas.img, 0, 1, out=canvas.img)
         canvas.img = cv2.pow(canvas.img, rng.uniform(*self.p["gamma"]))
+
+
+@register
+class CameraHaze(Layer):
+    """A mild veil and softening from a small pupil or a smudged lens: a camera fact, not a cataract, so
+    it is drawn on eyes without cataract and weaker than the faintest cataract the renders draw."""
+    name = "camera_haze"
+    params = {"p": 0.25, "veil": (0.03, 0.12), "blur": (0.001, 0.004)}
+
+    def applies(self, case):
+        return not case.flag("cataract")
+
+    def draw(self, eye, canvas, rng):
+        if rng.random() >= self.p["p"]:
+            return
+        img = blur(canvas.img, eye.S * rng.uniform(*self.p["blur"]))
+        veil = rng.uniform(*self.p["veil"])
+        lumi = channel_mean(img)[..., None]
+        canvas.img = img * (1 - veil) + (np.array([0.9, 0.85, 0.75], np.float32) * 0.6 + lumi * 0.4) * veil
