@@ -8,7 +8,7 @@ from engine.synth.pipeline import PIPELINES
 
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
-    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc"}
+    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -53,6 +53,19 @@ def test_v1_v2disc_is_v1_with_only_the_disc_of_v2():
     ys, xs = np.nonzero(a.structures["optic_disc"])
     far[max(0, ys.min() - 40):ys.max() + 40, max(0, xs.min() - 40):xs.max() + 40] = False
     assert np.abs(a.image.astype(int) - b.image.astype(int))[far].mean() < 1.0
+
+
+def test_v1_healthy_adds_the_healthy_variation_layers_to_v1_and_nothing_else():
+    """v1-healthy: v1 plus normal_variants (before the lesions) and camera_haze (before defocus), wider normal cups."""
+    v1, trial = PIPELINES["v1"], PIPELINES["v1-healthy"]
+    names = list(trial.layer_names)
+    assert [n for n in names if n not in ("normal_variants", "camera_haze")] == list(v1.layer_names)
+    assert names.index("normal_variants") < names.index("lesion_composite")
+    assert names.index("camera_haze") < names.index("defocus")
+    assert trial.case.normal_cdr == (0.1, 0.6) and v1.case.normal_cdr != (0.1, 0.6)
+    # a diseased eye carries no normal-variant layer output: its findings and masks match v1's
+    a, b = (render_fundus(4, 96, ["diabetic_retinopathy"], p) for p in (v1, trial))
+    assert sorted(a.masks) == sorted(b.masks)
 
 
 def test_a_registered_pipeline_renders_in_the_writers_worker_processes(tmp_path):
