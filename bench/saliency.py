@@ -9,7 +9,13 @@ and every lesion mask the generator drew for that class (``metrics.LESION_MASKS`
 - pointing game with a fixed tolerance (the map's peak within ``--tolerance`` px at 512 of the finding),
   beside a uniform random map's;
 - energy ratio (mean map in the finding / mean map in the field of view; 1 = uniform), beside the random map's;
-- "any" rows: the same for the union of the class's masks.
+- "any" rows: the same for the union of the class's masks;
+- two references, per finding: the "lesion-uniform" map (``lesion_uniform_map``: the union of all the class's
+  masks, uniform inside, drawn through the default map's grid and blur), a perfect class-level map, scored
+  with the same metrics; and, of the default map's misses, the share whose peak lands on another finding of
+  the same class (within the same tolerance) rather than on background (``peak_on_other``);
+- with ``--finding-prompts``, the default map explained for a prompt naming each finding (the generator's
+  caption words for it, ``FINDING_WORDS``) in place of the class's prompts, scored on that finding.
 
 Then per condition, on the first ``--road`` images: the ROAD deletion / insertion curve of the default map
 against a random map (change of the class's score when the p % most relevant pixels, or all but them, are
@@ -29,15 +35,20 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from scipy import ndimage
 
 from engine import VisionCLIP, load_prompt_set
 from engine.preprocess import fundus_mask
+from engine.prompts import PromptSet
 from engine.saliency import DEFAULT_METHOD, TARGETS, explain, make_target
 from engine.saliency import metrics as M
+from engine.saliency.layers import DETAIL_STRIDE
+from engine.saliency.multiscale import SMOOTHING
 from engine.synth import render_fundus
+from engine.synth.layer import FINDING_WORDS
 from engine.synth.schema import CONDITION_FLAGS, CONDITION_KEYS, DR_CLASS
 
 CONDITIONS = ["dr", "dme", "amd", "glaucoma", "pathologic_myopia", "hypertensive_retinopathy", "rvo", "erm",
@@ -65,6 +76,55 @@ def score(full: np.ndarray, masks: dict[str, tuple[np.ndarray, np.ndarray]], fov
     return {name: (bool(near[peak]), M.energy_ratio(full, mask, fov)) for name, (mask, near) in masks.items()}
 
 
+REFERENCE = "lesion-uniform"  # the perfect class-level map's column
+FINDING_PROMPT = "finding prompt"  # the default map explained for a prompt naming the finding
+MISSES = "misses"  # per finding: for each miss of the default map, whether its peak lies on another finding
+
+
+def is_union(name: str) -> bool:
+    return name.startswith("any (")
+
+
+def lesion_uniform_map(union: np.ndarray, prepared, fov: np.ndarray, stride: int = DETAIL_STRIDE) -> np.ndarray:
+    """A perfect class-level map drawn as the default map is: 1 on every lesion of the class (``union``, on the
+    photograph) and 0 elsewhere, brought onto the model input, averaged on the fine stage's grid (``stride``
+    px), upsampled bilinearly and blurred by ``multiscale``'s Gaussian as grad-cam and ``MultiScaleCAM`` do,
+    then put back on the photograph inside ``fov`` and scaled to [0, 1]. It knows the class's lesions and
+    nothing about their types: its peak lies where they are densest."""
+    x = prepared.to_input(np.asarray(union, dtype=np.float32))
+    side = x.shape[0]
+    cells = max(1, side // stride)
+    x = cv2.resize(cv2.resize(x, (cells, cells), interpolation=cv2.INTER_AREA), (side, side),
+                   interpolation=cv2.INTER_LINEAR)
+    x = cv2.GaussianBlur(x, (0, 0), max(0.5, SMOOTHING * side)) * prepared.fov
+    full = np.clip(prepared.to_original(x), 0, None) * np.asarray(fov, dtype=bool)
+    hi = float(full.max())
+    return (full / hi).astype(np.float32) if hi > 0 else full.astype(np.float32)
+
+
+def peak_on_other(full: np.ndarray, masks: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, bool]:
+    """For each finding whose pointing game the map loses, whether its peak lies on another finding of the same
+    class (within the same tolerance: the grown masks) rather than on background. Findings it hits and the
+    "any" rows are left out."""
+    peak = np.unravel_index(int(np.argmax(full)), full.shape)
+    near = {name: grown_mask for name, (_, grown_mask) in masks.items() if not is_union(name)}
+    return {name: any(other[peak] for o, other in near.items() if o != name)
+            for name, here in near.items() if not here[peak]}
+
+
+def finding_words(finding: str) -> list[str]:
+    """The prompts that name one finding: the generator's caption words for it, else its mask name."""
+    return list(FINDING_WORDS.get(finding) or [finding.replace("_", " ")])
+
+
+def finding_prompt_set(prompt_set: PromptSet, cls: str, finding: str) -> PromptSet:
+    """``prompt_set`` with ``cls``'s prompts replaced by prompts naming ``finding``: the map explains that
+    finding's score (against the other classes, under the default softmax target) under the class's name."""
+    doc = prompt_set.to_dict()
+    doc[cls] = finding_words(finding)
+    return PromptSet(doc, name=f"{prompt_set.name or 'prompts'}:{finding}")
+
+
 def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, sanity):
     cls = class_for(key)
     tol = max(1, round(args.tolerance * args.size / 512))
@@ -78,6 +138,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, 
             continue
         masks[f"any ({cls})"] = np.logical_or.reduce(list(masks.values()))
         masks = {n: (m, grown(m, tol)) for n, m in masks.items()}
+        prepared = model.transform.prepare(r.image)
         results = {}
         for spec in args.maps:
             method, layers = parse_map(spec)
@@ -89,8 +150,20 @@ def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, 
         for name, (hit, er) in score(rand, masks, fov).items():
             rows[name]["random"].append((hit, er))
         default = results[args.maps[0]]
+        for name, other in peak_on_other(default.map, masks).items():
+            rows[name][MISSES].append(other)
+        union = lesion_uniform_map(masks[f"any ({cls})"][0], prepared, fov)
+        for name, (hit, er) in score(union, masks, fov).items():
+            rows[name][REFERENCE].append((hit, er))
+        if args.finding_prompts:
+            method, layers = parse_map(args.maps[0])
+            for name, pair in masks.items():
+                if is_union(name):
+                    continue
+                res = explain(model, r.image, finding_prompt_set(prompt_set, cls, name), cls, method=method,
+                              target=args.target, layers=layers)
+                rows[name][FINDING_PROMPT].append(score(res.map, {name: pair}, fov)[name])
         if used < args.road:
-            prepared = model.transform.prepare(r.image)
             target, _ = make_target(model, prompt_set, cls, args.target)
             for label, m in (("map", default.input_map), ("random", M.uniform_random_map(prepared.fov.shape, prepared.fov, seed))):
                 roads[cls][label].append(M.road_curve(model.network, prepared.tensor, m, target, args.road_percentages))
@@ -107,16 +180,25 @@ def mean(xs):
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def print_findings(rows, specs):
-    cols = [*specs, "random"]
-    print(f"\n{'finding':44s} {'n':>3s} | " + " | ".join(f"{c[:22]:>22s}" for c in cols))
-    print(f"{'':44s} {'':>3s} | " + " | ".join(f"{'pointing':>11s} {'energy':>10s}" for _ in cols))
+def print_findings(rows, specs, finding_prompts=False):
+    """The per-finding table: each map's pointing game and energy ratio, the random map's, the lesion-uniform
+    reference's, the default map on finding prompts (with ``finding_prompts``), and the share of the default
+    map's misses that land on another finding of the class ("misses on other": share (count / misses))."""
+    cols = [*specs, "random", REFERENCE, *([FINDING_PROMPT] if finding_prompts else [])]
+    print(f"\n{'finding':44s} {'n':>3s} | " + " | ".join(f"{c[:22]:>22s}" for c in cols) + f" | {'misses on other':>16s}")
+    print(f"{'':44s} {'':>3s} | " + " | ".join(f"{'pointing':>11s} {'energy':>10s}" for _ in cols)
+          + f" | {'(default map)':>16s}")
     table = {}
-    for name in sorted(rows, key=lambda n: (n.startswith("any"), n)):
+    for name in sorted(rows, key=lambda n: (is_union(n), n)):
         cells = {c: (mean([h for h, _ in rows[name][c]]), mean([e for _, e in rows[name][c]])) for c in cols}
+        misses = rows[name][MISSES]
         table[name] = {"n": len(rows[name][cols[0]]), **{c: {"pointing": p, "energy": e} for c, (p, e) in cells.items()}}
+        if not is_union(name):
+            table[name]["misses"] = len(misses)
+            table[name]["misses_on_other_finding"] = mean(misses)
+        other = "" if is_union(name) else (f"{mean(misses):.2f} ({sum(misses)}/{len(misses)})" if misses else "no misses")
         print(f"{name[:44]:44s} {table[name]['n']:3d} | "
-              + " | ".join(f"{cells[c][0]:11.2f} {cells[c][1]:10.2f}" for c in cols))
+              + " | ".join(f"{cells[c][0]:11.2f} {cells[c][1]:10.2f}" for c in cols) + f" | {other:>16s}")
     return table
 
 
@@ -191,7 +273,7 @@ def where_on_real(model, prompt_set, folder: str, cls: str, args) -> dict:
                                                           for s, c in counts.items()}}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint or folder (default: VisionCLIP.load())")
     p.add_argument("--n", type=int, default=20, help="images per condition (default 20; 0: speed only)")
@@ -216,7 +298,14 @@ def main(argv=None) -> int:
                    help="also say where each map points on a folder's real photographs of CLASS (its labels.csv)")
     p.add_argument("--real-n", type=int, default=40, help="real photographs at most (default 40)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = p.parse_args(argv)
+    p.add_argument("--finding-prompts", action="store_true",
+                   help="also explain each finding with the default map for a prompt naming it (the generator's "
+                        "caption words) in place of the class's prompts, and report it beside the default")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     model = VisionCLIP.load(args.model)
     prompt_set = load_prompt_set(args.prompts)
@@ -236,7 +325,7 @@ def main(argv=None) -> int:
             used = evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, sanity)
         print(f"  {class_for(key)}: {used} images ({time.time() - t:.0f} s)", flush=True)
     if rows:
-        results["findings"] = print_findings(rows, args.maps)
+        results["findings"] = print_findings(rows, args.maps, args.finding_prompts)
         results["conditions"] = print_road(roads, sanity, args)
         for name, row in results["findings"].items():  # bench/run_all.py's summary: the default map, any lesion
             if name.startswith("any ("):
