@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.synth.pipeline import PIPELINES, register_pipeline
+from engine.synth.pipeline import PIPELINES, Pipeline, register_pipeline
 
 V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
 
@@ -29,6 +29,12 @@ TRIAL_PIPELINES = [
     replace(V1.with_layer("normal_variants", before="lesion_composite", name="v1-healthy")
             .with_layer("camera_haze", before="defocus", name="v1-healthy"), case=replace(V1.case, normal_cdr=(0.1, 0.6))),
 ]
+# issue 35 trial 51: trial 49's pipeline without what touches lesion appearance (small hard drusen on
+# healthy eyes, the haze that also softens diseased eyes' lesions): reflexes, sheen, myelinated fibres
+# and wide physiological cups only
+TRIAL_PIPELINES.append(Pipeline("v1-healthy-anatomy",
+                                [e for e in TRIAL_PIPELINES[-1].with_params("normal_variants", {"p_drusen": 0.0}, name="_").layers
+                                 if e != "camera_haze"], TRIAL_PIPELINES[-1].case))
 
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)

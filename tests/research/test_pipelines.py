@@ -8,7 +8,7 @@ from engine.synth.pipeline import PIPELINES
 
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
-    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy"}
+    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
