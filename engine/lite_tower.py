@@ -139,7 +139,9 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.conv_stem(x))
         x = self.blocks(x)
-        x = self.bn2(self.conv_head(x))
+        return self.forward_head(self.bn2(self.conv_head(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # SelectAdaptivePool2d('avg', flatten=True)
 
 
