@@ -2,7 +2,10 @@
 
 A config is either one of ours (``engine/model_configs/*.json``, or a path to such a file) or any
 open_clip built-in architecture name (RN50, ViT-B-16, ...), built from scratch: weights never come
-from a hub. Two keys of ours sit beside open_clip's: ``preprocess_cfg`` (normalisation) and
+from a hub. open_clip (with timm, torchvision and transformers: seconds) is imported only by the
+functions that build a network or a tokenizer or read a built-in name, so reading our configs and
+scoring with the lite image tower (engine.lite_tower) do without it. Two keys of ours sit beside
+open_clip's: ``preprocess_cfg`` (normalisation) and
 ``initial_weights`` (which local files initialise the towers, and where they came from).
 """
 from __future__ import annotations
@@ -14,7 +17,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 
 from .errors import VisionCLIPError
@@ -39,6 +41,8 @@ def _quiet_transformers() -> None:
 
 def list_model_configs() -> list[str]:
     """Names of our own configs followed by open_clip's built-in architectures."""
+    import open_clip
+
     ours = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json"))
     return ours + open_clip.list_models()
 
@@ -83,6 +87,8 @@ def load_model_config(name_or_path: str | dict) -> dict:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise VisionCLIPError(f"model config {path} is not valid JSON: {e}") from None
         else:
+            import open_clip
+
             cfg = open_clip.get_model_config(str(name_or_path))
             if cfg is None:
                 raise VisionCLIPError(
@@ -146,6 +152,8 @@ def create_model(
     pretrained_towers: initialise the towers from the local files named in ``initial_weights``
     (ours); False builds random towers, as when a checkpoint will overwrite them anyway.
     """
+    import open_clip
+
     cfg = load_model_config(name_or_config)
     model_cfg = {k: copy.deepcopy(v) for k, v in cfg.items() if k not in _OUR_KEYS}
     text_cfg = model_cfg["text_cfg"]
@@ -172,6 +180,8 @@ def create_model(
 
 def create_tokenizer(cfg: dict):
     """The tokenizer matching a config: the HF tower's own, else open_clip's CLIP BPE."""
+    import open_clip
+
     text_cfg = cfg["text_cfg"]
     context_length = text_cfg.get("context_length", 77)
     if "hf_tokenizer_name" in text_cfg:

@@ -14,8 +14,11 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .errors import VisionCLIPError
-from .factory import DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, preprocess_settings
+from .factory import (DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, load_model_config,
+                      preprocess_settings)
 from .image_runtime import freeze_image_tower, wants_frozen
+from .lite_tower import LiteImageNetwork
+from .lite_tower import supports as lite_supports
 from .preprocess import FundusTransform, ImageSource
 from .prompt_cache import cache_path_for, prompt_key, read_prompt_embeddings
 from .prompts import PromptSet
@@ -43,14 +46,43 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str,
+                 ignore_missing: set[str] = frozenset(), unexpected: Sequence[str] = ()) -> None:
+    """Load ``state`` into ``module``, or raise one VisionCLIPError line saying how they disagree
+    (keys missing, beyond ``ignore_missing``; keys unexpected; tensors of another shape)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and k not in ignore_missing]
+    unexpected = list(unexpected) + [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        first = (missing or unexpected or reshaped)[0]
+        shapes = f", {len(reshaped)} of another shape" if reshaped else ""
+        raise VisionCLIPError(f"{name} does not match its architecture ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected keys{shapes}, e.g. {first})")
+    module.load_state_dict(state, strict=False)
+
+
 class VisionCLIP:
     """A loaded model with its preprocessing, tokenizer and a text-embedding cache."""
 
-    def __init__(self, network: torch.nn.Module, config: dict, metadata: dict, device: str | torch.device | None = None):
+    def __init__(self, network: torch.nn.Module | None, config: dict, metadata: dict, device: str | torch.device | None = None,
+                 image_network: torch.nn.Module | None = None):
+        """``network``: the whole open_clip network. ``VisionCLIP.load`` may pass None and an
+        ``image_network`` instead (engine.lite_tower: the image tower and ``logit_scale`` only, same
+        weights); the whole network is then built on first access to ``network``."""
         self._pending_text: tuple[dict, str] | None = None  # a lean checkpoint's text tower, not yet restored
-        self._restore_lock = threading.Lock()
+        self._restore_lock = threading.Lock()  # guards building the whole network and restoring its text tower
+        self._lite: torch.nn.Module | None = None
+        self._deferred_state: dict[str, torch.Tensor] | None = None  # what the lite tower does not hold
+        self._checkpoint_name = "checkpoint"
+        self._network: torch.nn.Module | None = None
         self.device = pick_device(device)
-        self.network = network.to(self.device).eval()
+        if network is not None:
+            self.network = network.to(self.device).eval()
+        elif image_network is not None:
+            self._lite = image_network.to(self.device).eval()
+        else:
+            raise VisionCLIPError("VisionCLIP needs a network")
         self.config = config
         self.metadata = metadata
         self.model_id: str = metadata["model_id"]
@@ -67,8 +99,13 @@ class VisionCLIP:
 
     # --- construction --------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | None = None, trust_pickle: bool = False) -> "VisionCLIP":
-        """Load a checkpoint; with no path, the shipped default model (see engine.resources)."""
+    def load(cls, path: str | Path | None = None, device: str | None = None, trust_pickle: bool = False,
+             lite: bool = True) -> "VisionCLIP":
+        """Load a checkpoint; with no path, the shipped default model (see engine.resources).
+
+        With ``lite`` (the default) and a config whose image tower engine.lite_tower reproduces, only
+        that tower is built now, without importing open_clip; the whole network follows on first use
+        of ``network`` (text tower, Grad-CAM, training, saving). ``lite=False`` builds it now."""
         if path is None:
             path = default_model_path()
         path = ckpt.checkpoint_file(path)
@@ -78,42 +115,86 @@ class VisionCLIP:
         state, config, metadata = ckpt.load_checkpoint(path, trust_pickle=trust_pickle, restore_text=lazy_text is None)
         if lazy_text is not None and "model_id" not in metadata:  # the id hashes the full weights
             state, lazy_text = ckpt.restore_lean(state, lazy_text, path.name), None
-        if config is None:
-            network, config = create_model(metadata.get("config_name", DEFAULT_MODEL_CONFIG), pretrained_towers=False)
-        else:
-            network, config = create_model(config, pretrained_towers=False)
+        config = load_model_config(config if config is not None else metadata.get("config_name", DEFAULT_MODEL_CONFIG))
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        missing, unexpected = network.load_state_dict(state, strict=False)
-        if lazy_text is not None:
-            missing = [k for k in missing if k not in set(lazy_text["keys"])]
-        if missing or unexpected:
-            first = (missing or unexpected)[0]
-            raise VisionCLIPError(
-                f"{path.name} does not match its architecture ({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {first})"
-            )
         if "model_id" not in metadata:
             metadata["model_id"] = ckpt.make_model_id(metadata.get("config_name", "model"), state, config=config)
         metadata.setdefault("checkpoint", str(path))
-        model = cls(network, config, metadata, device)
+        text_keys = set(lazy_text["keys"]) if lazy_text is not None else set()
+        if lite and lite_supports(config):
+            with torch.random.fork_rng(devices=[]):  # the caller's random stream is not this module's business
+                image_network = LiteImageNetwork(config)
+            lite_keys = set(image_network.state_dict())
+            rest = {k: v for k, v in state.items() if k not in lite_keys}
+            # the tensors the lite tower does not hold must be the text tower's; they are checked
+            # against the whole network when it is built
+            custom_text = bool(config.get("custom_text")) or "hf_model_name" in config["text_cfg"]
+            foreign = [k for k in rest if k.startswith(("visual.", "logit_")) or (custom_text and not k.startswith("text."))]
+            if not rest and not text_keys:
+                foreign = ["(no text tower)"]
+            load_weights(image_network, {k: v for k, v in state.items() if k in lite_keys}, path.name,
+                         unexpected=foreign)
+            model = cls(None, config, metadata, device, image_network=image_network)
+            model._deferred_state = rest
+        else:
+            network, config = create_model(config, pretrained_towers=False)
+            load_weights(network, state, path.name, ignore_missing=text_keys)
+            model = cls(network, config, metadata, device)
+        model._checkpoint_name = path.name
         model._stored_text = read_prompt_embeddings(cache_path_for(path), model.model_id)
         model._pending_text = None if lazy_text is None else (lazy_text, path.name)
         return model
 
+    def _build_network(self) -> None:
+        """The whole open_clip network from the lite tower's weights and the deferred ones (caller holds the lock)."""
+        record = self._pending_text[0] if self._pending_text is not None else None
+        # possibly inside an inference_mode call (encode_texts): the network's parameters must be
+        # ordinary tensors, or Grad-CAM and training could not use them later
+        with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
+            network, _ = create_model(self.config, pretrained_towers=False)
+            state = {k: v.detach().cpu() for k, v in self._lite.state_dict().items()}
+            state.update(self._deferred_state or {})
+            load_weights(network, state, self._checkpoint_name,
+                         ignore_missing=set(record["keys"]) if record is not None else set())
+            network = network.to(self.device).eval()
+        self._network = network  # before the lite tower goes: image_network always finds one of the two
+        self._lite = None
+        self._deferred_state = None  # a frozen copy of the lite tower (image_runtime) holds the same weights: kept
+
     @property
     def network(self) -> torch.nn.Module:
-        """The whole network, its text tower restored first if it was left for later."""
-        if self._pending_text is not None:
+        """The whole network, built first if the model was loaded with only its lite image tower, and
+        its text tower restored first if it was left for later."""
+        if self._network is None or self._pending_text is not None:
             with self._restore_lock:
+                if self._network is None:
+                    self._build_network()
                 if self._pending_text is not None:
                     record, name = self._pending_text
-                    frozen = ckpt.restore_lean({}, record, name)
-                    self._network.load_state_dict({k: v.float() for k, v in frozen.items()}, strict=False)
+                    with torch.inference_mode(False):
+                        frozen = ckpt.restore_lean({}, record, name)
+                        self._network.load_state_dict({k: v.float() for k, v in frozen.items()}, strict=False)
                     self._pending_text = None
         return self._network
 
     @network.setter
     def network(self, network: torch.nn.Module) -> None:
         self._network = network
+        self._lite = None
+        self._deferred_state = None
+
+    @property
+    def image_network(self) -> torch.nn.Module:
+        """What encodes images: the whole network once built, else the lite image tower (same weights,
+        same embeddings). Has ``visual``, ``encode_image`` and ``logit_scale``; for inference only."""
+        lite = self._lite  # read before _network: _build_network sets _network before it drops _lite
+        network = self._network
+        return network if network is not None else lite
+
+    @property
+    def network_built(self) -> bool:
+        """Whether the whole open_clip network exists yet (engine.lite_tower)."""
+        return self._network is not None
 
     @classmethod
     def from_config(cls, name_or_config: str | dict = DEFAULT_MODEL_CONFIG, pretrained_towers: bool = True,
@@ -151,7 +232,7 @@ class VisionCLIP:
 
     @property
     def logit_scale(self) -> float:
-        return float(self._network.logit_scale.detach().exp().clamp(max=100.0))
+        return float(self.image_network.logit_scale.detach().exp().clamp(max=100.0))
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -203,9 +284,9 @@ class VisionCLIP:
         """The image tower a run of ``images`` images uses: the eager one, or under ``image_runtime``
         its frozen copy (engine.image_runtime), built on first use."""
         if not wants_frozen(self.image_runtime, self.device, images):
-            return self._network.encode_image
+            return self.image_network.encode_image
         if self._frozen_visual is None:
-            self._frozen_visual = freeze_image_tower(self._network.visual, self.image_size, self.images_per_pass)
+            self._frozen_visual = freeze_image_tower(self.image_network.visual, self.image_size, self.images_per_pass)
         return self._frozen_visual
 
     @torch.inference_mode()
@@ -213,7 +294,7 @@ class VisionCLIP:
                        tower: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors,
         through ``tower`` (by default the eager image tower)."""
-        tower = tower or self._network.encode_image
+        tower = tower or self.image_network.encode_image
         batch = torch.empty((len(tensors), *tensors[0].shape), memory_format=torch.channels_last)
         for row, tensor in zip(batch, tensors):
             row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last

@@ -48,7 +48,7 @@ def default_method(model) -> str:
     """The method measured best (docs/adapters.md): ``clap-stage`` where the image tower has the mid-level
     stage it reads (the shipped EfficientNet-Lite0), else ``clap``."""
     try:
-        StageFeatures(model.network, ClapStage.default_params()["stages"])
+        StageFeatures(model.image_network, ClapStage.default_params()["stages"])
     except VisionCLIPError:
         return "clap"
     return "clap-stage"

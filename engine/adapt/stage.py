@@ -86,7 +86,7 @@ def encode_with_stage(model, images: Sequence, stages=DEFAULT_STAGES, batch_size
         images = [images]
     if not images:
         raise VisionCLIPError("no images given")
-    wrapper = StageFeatures(model.network, stages)
+    wrapper = StageFeatures(model.image_network, stages)  # the lite tower when the whole network is not built
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([model.image_tensor(im) for im in images[start:start + batch_size]]).to(model.device)

@@ -97,9 +97,9 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
     return conv, None
 
 
-DETAIL = "detail"
+from ..saliency_names import DETAIL, MULTISCALE  # noqa: E402  (the names live where the app can read them cheaply)
+
 DETAIL_STRIDE = 4
-MULTISCALE = "multiscale"
 
 
 def detail_layer(visual: nn.Module) -> nn.Module:

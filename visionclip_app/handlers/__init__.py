@@ -4,7 +4,7 @@ Every handler takes an :class:`AppContext` first and returns plain values (or ``
 it can be unit-tested without a browser. User mistakes never raise: a handler returns a one-line
 status (prefixed with ``STATUS_ERROR``) and calls ``gr.Warning`` so the browser shows a toast.
 """
-from engine.saliency import TARGETS as SALIENCY_TARGETS
+from engine.saliency_names import TARGETS as SALIENCY_TARGETS
 
 from engine.adapt import DEFAULT_METHOD as DEFAULT_ADAPTER_METHOD
 from engine.adapt import METHODS as ADAPTER_METHODS

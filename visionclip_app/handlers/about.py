@@ -67,9 +67,18 @@ def data_card_lines(meta: dict, model_id: str) -> list[str]:
     return lines
 
 
+def _version(metadata, distribution: str) -> str:
+    """An installed distribution's version, read from its metadata: importing open_clip takes seconds."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def about_markdown(ctx: AppContext, card: Path = MODEL_CARD) -> str:
     """The About tab's text; the full model card is shown on demand (``model_card_text``)."""
-    import open_clip
+    from importlib import metadata
+
     import torch
 
     import engine
@@ -79,6 +88,6 @@ def about_markdown(ctx: AppContext, card: Path = MODEL_CARD) -> str:
              "## Privacy", PRIVACY,
              "## Versions",
              f"engine {engine.__version__} · gradio {gr.__version__} · torch {torch.__version__} · "
-             f"open_clip {open_clip.__version__} · Python {platform.python_version()} · "
+             f"open_clip {_version(metadata, 'open_clip_torch')} · Python {platform.python_version()} · "
              f"case-store schema v{ctx.store.schema_version}"]
     return "\n\n".join(parts)

@@ -17,7 +17,6 @@ import gradio as gr
 
 from engine import VisionCLIPError
 from engine.adapt import DEFAULT_METHOD, METHODS, Adapter, encode_for
-from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
 
 from ..store import read_reviewed_cases
 from .common import AppContext, UserError, error_status, md_text, ok_status
@@ -169,6 +168,8 @@ def run_adapter_lab(ctx: AppContext, folder: str, choice: str | None, resamples:
                     progress: Callable | None = None) -> tuple:
     """Zero-shot against an adapter on a labelled folder under the data root, over the adapter's classes,
     with a paired interval of the difference; returns (md zero-shot, fig, md adapted, fig, status)."""
+    from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix  # sklearn: seconds
+
     from .prompt_lab import _lab_data, _metrics_md
 
     blank = (gr.update(),) * 4

@@ -8,22 +8,25 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
 
 from engine import PromptSet, VisionCLIPError, assess_quality, load_image_with_meta, load_preset
-from engine.saliency import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS, MapLocation, describe_map, explain
+from engine.saliency_names import DEFAULT_METHOD, DETAIL, DETAIL_METHODS, SLOW_METHODS
 from engine.screening import Screening, hierarchical_prediction, screen
-from engine.saliency import METHODS as SALIENCY_METHODS
-from engine.saliency import TARGETS as SALIENCY_TARGETS
+from engine.saliency_names import METHOD_NAMES as SALIENCY_METHODS
+from engine.saliency_names import TARGETS as SALIENCY_TARGETS
 
 from ..store import Analysis, strip_and_thumbnail
 from ..uploads import NEUTRAL_RE
 from .common import AppContext, CurrentAnalysis, UserError, error_status, md_text, ok_status, one_line
 from .prompt_table import default_preset, prompt_set_from_table
 from .adapters import adapter_json, load_adapter
+
+if TYPE_CHECKING:
+    from engine.saliency import MapLocation
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,8 @@ def _saliency(ctx: AppContext, image: Image.Image, ps: PromptSet, class_name: st
               eye_side: str | None = None) -> tuple[Image.Image | None, str, str | None, MapLocation | None]:
     """Returns (overlay, method used, target used, where the map points); (None, message, None, None) when
     saliency is unavailable. With an adapter the map explains the adapted probability (target "adapter")."""
+    from engine.saliency import describe_map, explain  # here: pytorch-grad-cam takes seconds to import
+
     try:
         with ctx.model_lock:
             res = explain(ctx.model, image, ps, class_name, method=method or DEFAULT_METHOD, target=target,

@@ -10,7 +10,6 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from engine.evaluate import plot_confusion_matrix
 
 from ..store import VERDICTS, Review, StoreError
 from .common import AppContext, UserError, error_status, md_text, ok_status
@@ -74,6 +73,8 @@ def cases_frame(rows: list[dict]) -> pd.DataFrame:
 
 def agreement_figure(ag: dict):
     import matplotlib.pyplot as plt
+
+    from engine.evaluate import plot_confusion_matrix  # here: engine.evaluate imports scikit-learn (seconds)
 
     rate = "n/a" if ag["agreement_rate"] is None else f"{ag['agreement_rate']:.0%}"
     title = f"model-reviewer agreement {rate} (n={ag['n']})"

@@ -9,8 +9,6 @@ import gradio as gr
 import numpy as np
 
 from engine import PromptSet, VisionCLIPError, load_preset
-from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix
-from engine.synth import CONDITIONS, condition_class, write_benchmark
 
 from ..paths import resolve_under_root
 from .common import AppContext, UserError, error_status, ok_status
@@ -29,6 +27,8 @@ def make_synthetic_benchmark(ctx: AppContext, n: int, seed: int, prompt_sets: li
     Classes are the generator's screening conditions whose names are classes of every given prompt set;
     each image has exactly one condition.
     """
+    from engine.synth import CONDITIONS, condition_class, write_benchmark  # imported on first use, not at start-up
+
     wanted = [c for c in CONDITIONS if all(ps.class_lookup(condition_class(c)) for ps in prompt_sets or [])]
     if len(wanted) < 2:
         raise UserError("The prompt sets share fewer than two of the generator's conditions "
@@ -102,6 +102,8 @@ def _lab_data(ctx: AppContext, source: str, folder: str, n_synth: Any, seed: Any
 def run_prompt_lab(ctx: AppContext, source: str, folder: str, n_synth: Any, seed: Any, choice_a: str,
                    choice_b: str, table: Any, progress: Callable | None = None) -> tuple:
     """Evaluate one or two prompt sets; returns (metrics A md, fig A, metrics B md, fig B, status)."""
+    from engine.evaluate import compare_results, embed_folder, evaluate, plot_confusion_matrix  # sklearn: seconds
+
     blank = (gr.update(), gr.update(), gr.update(), gr.update())
     try:
         ps_a = _lab_prompt_set(choice_a, table)
