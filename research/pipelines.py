@@ -36,5 +36,9 @@ TRIAL_PIPELINES.append(Pipeline("v1-healthy-anatomy",
                                 [e for e in TRIAL_PIPELINES[-1].with_params("normal_variants", {"p_drusen": 0.0}, name="_").layers
                                  if e != "camera_haze"], TRIAL_PIPELINES[-1].case))
 
+# issue 35 trial 52: v1 with only the physiological cup range of trial 49 (cup-to-disc 0.1-0.6 on healthy
+# discs): does the wide cup alone cost real glaucoma AUC, as trial 51 suggests?
+TRIAL_PIPELINES.append(replace(V1, name="v1-wide-cups", case=replace(V1.case, normal_cdr=(0.1, 0.6))))
+
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)

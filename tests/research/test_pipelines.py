@@ -8,7 +8,7 @@ from engine.synth.pipeline import PIPELINES
 
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
-    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy"}
+    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -66,6 +66,15 @@ def test_v1_healthy_adds_the_healthy_variation_layers_to_v1_and_nothing_else():
     # a diseased eye carries no normal-variant layer output: its findings and masks match v1's
     a, b = (render_fundus(4, 96, ["diabetic_retinopathy"], p) for p in (v1, trial))
     assert sorted(a.masks) == sorted(b.masks)
+
+
+def test_v1_wide_cups_changes_only_the_healthy_cup_range():
+    """v1-wide-cups: v1's layers, and its case with healthy cup-to-disc 0.1-0.6 (trial 52)."""
+    from dataclasses import replace
+
+    v1, trial = PIPELINES["v1"], PIPELINES["v1-wide-cups"]
+    assert trial.layers == v1.layers and trial.case.normal_cdr == (0.1, 0.6)
+    assert replace(trial.case, normal_cdr=v1.case.normal_cdr) == v1.case
 
 
 def test_a_registered_pipeline_renders_in_the_writers_worker_processes(tmp_path):
