@@ -9,6 +9,13 @@ from engine.synth.pipeline import PIPELINES, Pipeline, register_pipeline
 
 V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
 
+# issue 35 lever 1 (trial 49): v1 with healthy-eye hard negatives: light reflexes, a few small hard
+# drusen, myelinated fibres and physiological cups over the population's range on healthy eyes, and
+# a mild camera haze (not a cataract) on every eye without cataract; captions stay label-built
+V1_HEALTHY = replace(V1.with_layer("normal_variants", before="lesion_composite", name="v1-healthy")
+                     .with_layer("camera_haze", before="defocus", name="v1-healthy"),
+                     case=replace(V1.case, normal_cdr=(0.1, 0.6)))
+
 TRIAL_PIPELINES = [
     # issue 25 lever 1: half the renders get each structure's colour and contrast drawn at random
     # (engine/synth/randomisation/appearance.py), before the camera and media layers
@@ -23,18 +30,13 @@ TRIAL_PIPELINES = [
     # issue 25 trial 44: v1 with v2's optic disc drawing (size, colour, glow, soft margins, cup shape) and
     # nothing else of v2: is the disc's look what costs pathologic myopia on real photographs?
     V1.with_params("disc", V2.layer_params("disc"), name="v1-v2disc"),
-    # issue 35 lever 1 (trial 49): v1 with healthy-eye hard negatives: light reflexes, a few small hard
-    # drusen, myelinated fibres and physiological cups over the population's range on healthy eyes, and
-    # a mild camera haze (not a cataract) on every eye without cataract; captions stay label-built
-    replace(V1.with_layer("normal_variants", before="lesion_composite", name="v1-healthy")
-            .with_layer("camera_haze", before="defocus", name="v1-healthy"), case=replace(V1.case, normal_cdr=(0.1, 0.6))),
+    V1_HEALTHY,
 ]
 # issue 35 trial 51: trial 49's pipeline without what touches lesion appearance (small hard drusen on
 # healthy eyes, the haze that also softens diseased eyes' lesions): reflexes, sheen, myelinated fibres
 # and wide physiological cups only
-TRIAL_PIPELINES.append(Pipeline("v1-healthy-anatomy",
-                                [e for e in TRIAL_PIPELINES[-1].with_params("normal_variants", {"p_drusen": 0.0}, name="_").layers
-                                 if e != "camera_haze"], TRIAL_PIPELINES[-1].case))
+_NO_DRUSEN = V1_HEALTHY.with_params("normal_variants", {"p_drusen": 0.0}, name="v1-healthy-anatomy")
+TRIAL_PIPELINES.append(Pipeline("v1-healthy-anatomy", [e for e in _NO_DRUSEN.layers if e != "camera_haze"], V1_HEALTHY.case))
 
 # issue 35 trial 52: v1 with only the physiological cup range of trial 49 (cup-to-disc 0.1-0.6 on healthy
 # discs): does the wide cup alone cost real glaucoma AUC, as trial 51 suggests?

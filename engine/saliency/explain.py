@@ -20,7 +20,7 @@ from pytorch_grad_cam import (ActivationsAndGradients, EigenCAM, GradCAM, GradCA
 from torch import nn
 
 from ..errors import VisionCLIPError
-from ..saliency_names import DETAIL_METHODS, METHOD_NAMES, SLOW_METHODS, TARGETS
+from ..saliency_names import DEFAULT_METHOD, DETAIL_METHODS, METHOD_NAMES, SLOW_METHODS, TARGETS
 from ..preprocess import fundus_mask, load_image
 from ..prompts import PromptSet
 from .layers import MULTISCALE, resolve_target_layers
@@ -74,11 +74,7 @@ METHODS = {name: _this_thread_only(cls) for name, cls in {
     "hirescam": HiResCAM,
 }.items()}
 assert tuple(METHODS) == METHOD_NAMES, "engine/saliency_names.py lists the methods for the app: keep it in step"
-DEFAULT_METHOD = next(iter(METHODS))
 METHOD_LAYERS = {"multiscale": MULTISCALE}  # a method's target layers when none are named (else the last stage)
-# TARGETS (the default first); DETAIL_METHODS: methods for ``layers=DETAIL`` (the stride-4 stage), the
-# measured best first: channel-pooled weights (Grad-CAM, Grad-CAM++) average a fine layer's scattered
-# evidence away; SLOW_METHODS (engine/saliency_names.py)
 _LOCK = threading.Lock()  # one explain at a time per process: hooks and .grad live on the shared network
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
             "layer-cam": "layercam", "eigen-cam": "eigencam", "score-cam": "scorecam",

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..saliency_names import DETAIL, MULTISCALE  # the names live where the app can read them cheaply
+
 
 class TokenReshape:
     """Reshape ViT tokens (N, L, D) (or (L, N, D) when not batch-first) to (N, D, h, w).
@@ -96,8 +98,6 @@ def _timm_trunk_layer(trunk: nn.Module) -> tuple[nn.Module, Callable | None]:
         raise ValueError(f"no convolutional layer found in {type(trunk).__name__}")
     return conv, None
 
-
-from ..saliency_names import DETAIL, MULTISCALE  # noqa: E402  (the names live where the app can read them cheaply)
 
 DETAIL_STRIDE = 4
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+from importlib import metadata
 from pathlib import Path
 
 import gradio as gr
@@ -67,7 +68,7 @@ def data_card_lines(meta: dict, model_id: str) -> list[str]:
     return lines
 
 
-def _version(metadata, distribution: str) -> str:
+def _version(distribution: str) -> str:
     """An installed distribution's version, read from its metadata: importing open_clip takes seconds."""
     try:
         return metadata.version(distribution)
@@ -77,8 +78,6 @@ def _version(metadata, distribution: str) -> str:
 
 def about_markdown(ctx: AppContext, card: Path = MODEL_CARD) -> str:
     """The About tab's text; the full model card is shown on demand (``model_card_text``)."""
-    from importlib import metadata
-
     import torch
 
     import engine
@@ -88,6 +87,6 @@ def about_markdown(ctx: AppContext, card: Path = MODEL_CARD) -> str:
              "## Privacy", PRIVACY,
              "## Versions",
              f"engine {engine.__version__} · gradio {gr.__version__} · torch {torch.__version__} · "
-             f"open_clip {_version(metadata, 'open_clip_torch')} · Python {platform.python_version()} · "
+             f"open_clip {_version('open_clip_torch')} · Python {platform.python_version()} · "
              f"case-store schema v{ctx.store.schema_version}"]
     return "\n\n".join(parts)

@@ -10,7 +10,6 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-
 from ..store import VERDICTS, Review, StoreError
 from .common import AppContext, UserError, error_status, md_text, ok_status
 
