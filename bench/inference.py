@@ -3,7 +3,8 @@
     python bench/inference.py [--runs 20] [--device cpu|cuda]
 
 Prints per-image latency at batch 1, network throughput at batch 32 (each model at its own input
-size), the same through the frozen image tower (engine.image_runtime) where it applies, the image
+size), the same through the frozen and the ONNX Runtime image towers (engine.image_runtime) where they
+apply (the peer through the same runtime, so each ratio compares like with like), the image
 tower's GFLOP an image and the GFLOP/s it achieves against the machine's measured float32 matmul
 peak, the cost of a re-classify after editing one prompt (cached text embeddings), and the peak RSS
 of a fresh process that loads the default model and classifies one image. Targets on 2 CPU cores:
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from engine import PromptSet, VisionCLIP, load_preset
+from engine.image_runtime import onnx_available
 
 RSS_SNIPPET = """
 import sys
@@ -78,16 +80,31 @@ def image_gflops(model: VisionCLIP) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def fast_runtimes(device) -> list[str]:
+    """The image runtimes besides eager that apply on ``device`` (engine.image_runtime)."""
+    if device.type != "cpu":
+        return []
+    return ["frozen"] + (["onnx"] if onnx_available() else [])
+
+
+def tower_under(model: VisionCLIP, runtime: str):
+    model.image_runtime = runtime
+    try:
+        return model.image_tower_for(32)
+    finally:
+        model.image_runtime = "eager"
+
+
 def measure(name: str, model: VisionCLIP, image: Image.Image, runs: int) -> dict:
     tensor = model.transform(image)
     batch32 = [tensor] * 32
     lat_e2e = timed(lambda: model.encode_images([image]), runs, model.device)
     lat_net = timed(lambda: model.encode_tensors([tensor]), runs, model.device)
     thr = timed(lambda: model.encode_tensors(batch32), max(3, runs // 4), model.device)
-    model.image_runtime = "frozen"
-    frozen = model.image_tower_for(32)
-    model.image_runtime = "eager"
-    thr_frozen = timed(lambda: model.encode_tensors(batch32, frozen), max(3, runs // 4), model.device)
+    fast = {}
+    for runtime in fast_runtimes(model.device):
+        tower = tower_under(model, runtime)
+        fast[runtime] = timed(lambda: model.encode_tensors(batch32, tower), max(3, runs // 4), model.device)
     gflops = image_gflops(model)
     ps = load_preset("screening")
     model.classify([image], ps)
@@ -106,10 +123,10 @@ def measure(name: str, model: VisionCLIP, image: Image.Image, runs: int) -> dict
         "batch1_ms_end_to_end": 1000 * statistics.median(lat_e2e),
         "batch1_ms_network": 1000 * statistics.median(lat_net),
         "batch32_img_per_s": 32 / statistics.median(thr),
-        "batch32_img_per_s_frozen": 32 / statistics.median(thr_frozen),
+        **{f"batch32_img_per_s_{r}": 32 / statistics.median(t) for r, t in fast.items()},
         "image_size": model.image_size,
         "gflop_per_image": gflops,
-        "achieved_gflop_per_s": gflops * 32 / min(statistics.median(thr), statistics.median(thr_frozen)),
+        "achieved_gflop_per_s": gflops * 32 / min(statistics.median(t) for t in [thr, *fast.values()]),
         "reclassify_ms": 1000 * recls,
         "reclassify_text_encodings": reencoded,
         "one_text_encoding_ms": 1000 * one_text,
@@ -153,7 +170,8 @@ def report(device: str, runs: int) -> list[dict]:
         print(f"{k:28s}" + "".join(f"{r[k]:36.4g}" for r in rows))
     print(f"ratio default/RN50 batch-1 latency: {rows[0]['batch1_ms_network'] / rows[1]['batch1_ms_network']:.2f}")
     print(f"ratio default/RN50 batch-32 throughput: {rows[0]['batch32_img_per_s'] / rows[1]['batch32_img_per_s']:.2f}"
-          f" (frozen towers: {rows[0]['batch32_img_per_s_frozen'] / rows[1]['batch32_img_per_s_frozen']:.2f})")
+          + "".join(f"; {r} towers: {rows[0][f'batch32_img_per_s_{r}'] / rows[1][f'batch32_img_per_s_{r}']:.2f}"
+                    for r in fast_runtimes(default.device)))
     return rows
 
 

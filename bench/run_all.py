@@ -41,6 +41,15 @@ def rows_inference(j):
                     peer.get("model"), peer.get("batch1_ms_network"), False))
         out.append((f"{device}: batch-32 throughput", ours.get("batch32_img_per_s"), "img/s", None,
                     peer.get("model"), peer.get("batch32_img_per_s"), True))
+        for runtime in ("frozen", "onnx"):  # each against the peer through the same runtime
+            key = f"batch32_img_per_s_{runtime}"
+            if key in ours:
+                out.append((f"{device}: batch-32 throughput, {runtime} tower", ours[key], "img/s", ">= 100, >= 3x peer",
+                            f"{peer.get('model')}, {runtime}", peer.get(key), True))
+        if ours.get("achieved_gflop_per_s") is not None:
+            out.append((f"{device}: achieved GFLOP/s, fastest tower (share of the matmul peak)",
+                        f"{ours['achieved_gflop_per_s']:.0f} ({ours.get('share_of_matmul_peak', 0):.2f})", "GFLOP/s", None,
+                        None, None, True))
     if j.get("peak_rss_mb") is not None:
         out.append(("peak RSS, load + classify one image", j["peak_rss_mb"], "MB", "< 1536", None, None, False))
     return out

@@ -16,7 +16,7 @@ from . import checkpoint as ckpt
 from .errors import VisionCLIPError
 from .factory import (DEFAULT_MODEL_CONFIG, create_model, create_tokenizer, describe_initial_weights, load_model_config,
                       preprocess_settings)
-from .image_runtime import freeze_image_tower, wants_frozen
+from .image_runtime import OnnxImageTower, freeze_image_tower, tower_runtime
 from .lite_tower import LiteImageNetwork
 from .lite_tower import supports as lite_supports
 from .preprocess import FundusTransform, ImageSource
@@ -94,8 +94,8 @@ class VisionCLIP:
         self._text_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.text_encodings = 0  # prompts actually run through the text tower (cache misses)
         self._stored_text: dict[str, torch.Tensor] = {}  # prompt key -> embedding, from prompt_cache
-        self.image_runtime = "eager"  # or "frozen" / "auto": engine.image_runtime; only for a model that no longer trains
-        self._frozen_visual = None
+        self.image_runtime = "eager"  # or "frozen" / "onnx" / "auto": engine.image_runtime; only for a model that no longer trains
+        self._fast_towers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}  # runtime -> copy of the image tower
 
     # --- construction --------------------------------------------------------------------
     @classmethod
@@ -159,7 +159,7 @@ class VisionCLIP:
             network = network.to(self.device).eval()
         self._network = network  # before the lite tower goes: image_network always finds one of the two
         self._lite = None
-        self._deferred_state = None  # a frozen copy of the lite tower (image_runtime) holds the same weights: kept
+        self._deferred_state = None  # a frozen or ONNX copy of the lite tower (image_runtime) holds the same weights: kept
 
     @property
     def network(self) -> torch.nn.Module:
@@ -282,12 +282,15 @@ class VisionCLIP:
 
     def image_tower_for(self, images: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The image tower a run of ``images`` images uses: the eager one, or under ``image_runtime``
-        its frozen copy (engine.image_runtime), built on first use."""
-        if not wants_frozen(self.image_runtime, self.device, images):
+        its frozen or ONNX Runtime copy (engine.image_runtime), built on first use."""
+        runtime = tower_runtime(self.image_runtime, self.device, images)
+        if runtime == "eager":
             return self.image_network.encode_image
-        if self._frozen_visual is None:
-            self._frozen_visual = freeze_image_tower(self.image_network.visual, self.image_size, self.images_per_pass)
-        return self._frozen_visual
+        if runtime not in self._fast_towers:
+            visual = self.image_network.visual
+            self._fast_towers[runtime] = (OnnxImageTower(visual, self.image_size) if runtime == "onnx"
+                                          else freeze_image_tower(visual, self.image_size, self.images_per_pass))
+        return self._fast_towers[runtime]
 
     @torch.inference_mode()
     def encode_tensors(self, tensors: Sequence[torch.Tensor],

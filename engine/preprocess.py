@@ -126,8 +126,7 @@ def fundus_mask(rgb: np.ndarray, threshold: float | None = None) -> np.ndarray:
 def fov_threshold(lum: np.ndarray) -> float:
     """The level between the camera's surround and the fundus, relative to this photograph's own
     levels: a fixed floor cut the field of view of an under-exposed but complete photograph."""
-    bright = float(np.percentile(lum, 99))
-    surround = float(np.percentile(lum, 5))  # a framed photograph's surround is well over 5% of it
+    surround, bright = (float(v) for v in np.percentile(lum, [5, 99]))  # a framed photograph's surround is well over 5% of it
     if surround > 0.2 * bright:  # no dark surround: the fundus fills the frame
         return max(12.0, 0.1 * bright)
     return surround + max(SURROUND_NOISE, 0.1 * (bright - surround))
@@ -194,21 +193,32 @@ def local_contrast(rgb: np.ndarray, fov: np.ndarray | None = None, sigma_fractio
     return (np.clip(gain * (x - local_mean) + 0.5, 0.0, 1.0) * fov[..., None]).astype(np.float32)
 
 
-def colour_gain(rgb: np.ndarray, target, fov: np.ndarray | None = None, max_gain: float = 4.0) -> np.ndarray:
+def fundus_mean(rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """Mean colour (float32 RGB in [0, 1]) of the fundus pixels ``fov`` of a uint8 image."""
+    # np.compress on the flat pixels: the same (K, 3) values as rgb[fov], three times faster
+    return (np.compress(fov.ravel(), rgb.reshape(-1, 3), axis=0).astype(np.float32) / 255.0).mean(axis=0)
+
+
+def colour_gain(rgb: np.ndarray, target, fov: np.ndarray | None = None, max_gain: float = 4.0,
+                mean: np.ndarray | None = None) -> np.ndarray:
     """Scale each channel so that the fundus's mean colour is ``target`` (RGB in [0, 1]).
 
     Exposure and the camera's white balance differ from photograph to photograph and between cameras
     far more than between the rendered images a model trains on; a per-image gain removes that shift
     and keeps every spatial detail (vessels, lesions, the cup). The gain is capped so that a nearly
     black photograph is not blown up into noise. Returns float32 in [0, 1], 0 outside the fundus.
+    ``mean`` (:func:`fundus_mean`) is the fundus colour when it was measured on another image, e.g.
+    when ``rgb`` is a table of levels; ``fov`` is then ``None`` and nothing is masked.
     """
     x = rgb.astype(np.float32) / 255.0
-    fov = fundus_mask(rgb) if fov is None else fov
-    if not fov.any():
-        return x
-    mean = x[fov].mean(axis=0)
+    if mean is None:
+        fov = fundus_mask(rgb) if fov is None else fov
+        if not fov.any():
+            return x
+        mean = fundus_mean(rgb, fov)
     gain = np.clip(np.asarray(target, dtype=np.float32) / np.maximum(mean, 1e-3), 1 / max_gain, max_gain)
-    return (np.clip(x * gain, 0.0, 1.0) * fov[..., None]).astype(np.float32)
+    out = np.clip(x * gain, 0.0, 1.0)
+    return (out if fov is None else out * fov[..., None]).astype(np.float32)
 
 
 @dataclass
@@ -287,15 +297,34 @@ class FundusTransform:
         return np.asarray(resized, dtype=np.uint8)
 
     def normalise(self, rgb: np.ndarray, fov: np.ndarray | None = None) -> torch.Tensor:
-        if self.colour_target is not None:
-            fov = fundus_mask(rgb) if fov is None else fov
-            rgb = (colour_gain(rgb, self.colour_target, fov) * 255.0 + 0.5).astype(np.uint8)
-        x = local_contrast(rgb, fov) if self.local_contrast else rgb.astype(np.float32) / 255.0
-        # In numpy on the (H, W, 3) array: torch's broadcast over the permuted view took 15 ms an image
-        # at 320 px, more than the rest of preprocessing. The (3, H, W) result is a view of that array,
-        # laid out as channels_last wants it.
-        x = (x - self._mean_hwc) / self._std_hwc
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)
+        if self.local_contrast:
+            if self.colour_target is not None:
+                fov = fundus_mask(rgb) if fov is None else fov
+                rgb = (colour_gain(rgb, self.colour_target, fov) * 255.0 + 0.5).astype(np.uint8)
+            x = (local_contrast(rgb, fov) - self._mean_hwc) / self._std_hwc
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)
+        # Every step before the network is per pixel and per channel, so it is one 256-entry table a
+        # channel (cv2.LUT), computed with the same float32 operations as the step-by-step form
+        # (colour_gain, the uint8 rounding, scaling to [0, 1], mean and std): the same tensor in 1 ms
+        # instead of 8 at 320 px. The (3, H, W) result is a view of the (H, W, 3) array, laid out as
+        # channels_last wants it.
+        import cv2
+
+        levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)  # (256, 3): every value, each channel
+        if self.colour_target is None:
+            x = cv2.LUT(rgb, self._normalised_levels(levels)[None])
+            return torch.from_numpy(x).permute(2, 0, 1)
+        fov = fundus_mask(rgb) if fov is None else fov
+        if not fov.any():  # colour_gain leaves such an image as it is
+            return torch.from_numpy(cv2.LUT(rgb, self._normalised_levels(levels)[None])).permute(2, 0, 1)
+        gained = colour_gain(levels, self.colour_target, fov=None, mean=fundus_mean(rgb, fov))
+        x = cv2.LUT(rgb, self._normalised_levels((gained * 255.0 + 0.5).astype(np.uint8))[None])
+        np.copyto(x, self._normalised_levels(np.zeros((1, 3), np.uint8))[0], where=~fov[..., None])  # 0 outside the fundus
+        return torch.from_numpy(x).permute(2, 0, 1)
+
+    def _normalised_levels(self, rgb_levels: np.ndarray) -> np.ndarray:
+        """Network input values (float32) of uint8 levels: scaled to [0, 1], then mean and std."""
+        return np.ascontiguousarray((rgb_levels.astype(np.float32) / 255.0 - self._mean_hwc) / self._std_hwc, dtype=np.float32)
 
     def to_tensor(self, square: Image.Image) -> torch.Tensor:
         return self.normalise(self.resize(square))

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from engine import FundusTransform, VisionCLIPError, load_image
-from engine.preprocess import fundus_box
+from engine.preprocess import colour_gain, fundus_box, fundus_mask, fundus_mean
 
 from .conftest import make_fundus
 
@@ -157,3 +157,29 @@ def test_transform_colour_target_changes_the_input_and_keeps_the_fov():
     plain, norm = FundusTransform(128).prepare(img), FundusTransform(128, colour_target=(0.5, 0.5, 0.5)).prepare(img)
     assert not np.allclose(plain.tensor.numpy(), norm.tensor.numpy(), atol=0.1)
     assert (plain.fov == norm.fov).all()
+
+
+def _normalise_step_by_step(t: FundusTransform, rgb: np.ndarray) -> np.ndarray:
+    """The normalisation written out step by step, as it was before the lookup tables."""
+    if t.colour_target is not None:
+        rgb = (colour_gain(rgb, t.colour_target, fundus_mask(rgb)) * 255.0 + 0.5).astype(np.uint8)
+    return (rgb.astype(np.float32) / 255.0 - t._mean_hwc) / t._std_hwc
+
+
+@pytest.mark.parametrize("colour_target", [None, (0.5673, 0.3503, 0.2108)])
+def test_table_normalisation_is_bit_identical_to_the_step_by_step_form(colour_target):
+    t = FundusTransform(image_size=96, colour_target=colour_target)
+    dark = (np.asarray(make_fundus(seed=2, size=(120, 120))) * 0.05).astype(np.uint8)
+    images = [np.asarray(make_fundus(seed=s, size=(120, 100)).resize((96, 96))) for s in range(4)]
+    images += [dark[:96, :96].copy(), np.zeros((96, 96, 3), np.uint8), np.full((96, 96, 3), (200, 120, 60), np.uint8)]
+    for rgb in images:
+        fast = t.normalise(rgb).permute(1, 2, 0).numpy()
+        assert np.array_equal(fast, _normalise_step_by_step(t, rgb))
+
+
+def test_fundus_mean_is_the_mean_colour_of_the_masked_pixels():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2] = (255, 51, 0)
+    fov = np.zeros((4, 4), bool)
+    fov[:2] = True
+    assert fundus_mean(rgb, fov) == pytest.approx([1.0, 0.2, 0.0])
