@@ -42,9 +42,6 @@ TRIAL_PIPELINES.append(Pipeline("v1-healthy-anatomy", [e for e in _NO_DRUSEN.lay
 # discs): does the wide cup alone cost real glaucoma AUC, as trial 51 suggests?
 TRIAL_PIPELINES.append(replace(V1, name="v1-wide-cups", case=replace(V1.case, normal_cdr=(0.1, 0.6))))
 
-for _pipeline in TRIAL_PIPELINES:
-    register_pipeline(_pipeline)
-
 # issue 35 trial 53: trial 52's healthy cup range with glaucoma renders told apart by the rim, as trial 52's
 # reading asks: v1 plus the rim-sign layer (notch, disc haemorrhage, nerve-fibre wedge, bayoneting, drawn
 # more often than v2 does), vertically elongated cups displaced towards a pole, and no extra pallor of the
@@ -54,7 +51,10 @@ _RIM = {"glaucoma_cup_alpha": (0.5, 0.85),  # the disc layer's healthy cup_alpha
 _RIM_SIGNS = ("glaucoma_signs", {"p_notch": 0.8, "p_haemorrhage": 0.4, "p_rnfl": 0.7, "p_bayonet": 0.8})
 _WIDE_RIM = V1.with_params("disc", _RIM, name="v1-wide-cups-rim").with_layer(_RIM_SIGNS, before="illumination",
                                                                             name="v1-wide-cups-rim")
-register_pipeline(replace(_WIDE_RIM, case=replace(V1.case, normal_cdr=(0.1, 0.6))))
+TRIAL_PIPELINES.append(replace(_WIDE_RIM, case=replace(V1.case, normal_cdr=(0.1, 0.6))))
 # issue 35 trial 54: trial 53's glaucoma rim without the wide healthy cups (v1's cup-to-disc 0.2-0.45):
 # what do the rim signs alone do to real glaucoma and to the healthy eyes called normal?
-register_pipeline(replace(_WIDE_RIM, name="v1-rim"))
+TRIAL_PIPELINES.append(replace(_WIDE_RIM, name="v1-rim"))
+
+for _pipeline in TRIAL_PIPELINES:
+    register_pipeline(_pipeline)

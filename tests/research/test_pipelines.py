@@ -8,7 +8,8 @@ from engine.synth.pipeline import PIPELINES
 
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
-    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups"}
+    assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups",
+                           "v1-wide-cups-rim", "v1-rim"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -75,6 +76,21 @@ def test_v1_wide_cups_changes_only_the_healthy_cup_range():
     v1, trial = PIPELINES["v1"], PIPELINES["v1-wide-cups"]
     assert trial.layers == v1.layers and trial.case.normal_cdr == (0.1, 0.6)
     assert replace(trial.case, normal_cdr=v1.case.normal_cdr) == v1.case
+
+
+def test_rim_pipelines_draw_glaucoma_by_the_rim_and_leave_healthy_eyes_as_v1_does():
+    """v1-rim and v1-wide-cups-rim (trials 53-54): v1 plus the rim-sign layer and a rim-shaped glaucomatous
+    cup; only v1-wide-cups-rim widens the healthy cup range."""
+    v1, rim, wide = PIPELINES["v1"], PIPELINES["v1-rim"], PIPELINES["v1-wide-cups-rim"]
+    assert [e for e in rim.layer_names if e not in v1.layer_names] == ["glaucoma_signs"]
+    assert rim.case == v1.case and wide.case.normal_cdr == (0.1, 0.6) and wide.layers == rim.layers
+    assert rim.layer_params("disc")["glaucoma_cup_width"][1] < 1.0  # vertically elongated
+    signs = {"rim_notch", "disc_haemorrhage", "rnfl_defect", "bayoneting"}
+    drawn = [set(render_fundus(s, 96, ["glaucoma"], rim).masks) & signs for s in range(6)]
+    assert sum(bool(d) for d in drawn) >= 5  # each sign is drawn with probability 0.4-0.8
+    healthy = [render_fundus(s, 96, ["normal"], rim) for s in range(3)]
+    assert not any(set(h.masks) & signs for h in healthy)
+    assert all(np.array_equal(h.image, render_fundus(s, 96, ["normal"], v1).image) for s, h in enumerate(healthy))
 
 
 def test_a_registered_pipeline_renders_in_the_writers_worker_processes(tmp_path):
