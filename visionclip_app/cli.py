@@ -134,6 +134,7 @@ def main(argv=None) -> int:
         if "error" in loaded:
             raise loaded["error"]
         model = loaded["model"]
+        model.image_runtime = "auto"  # a worklist of 256 images or more runs the faster image tower (engine.image_runtime)
         store = CaseStore(args.db)
     except (VisionCLIPError, StoreError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -144,3 +144,23 @@ def test_batch_analysis_of_the_default_set_stores_the_screening_decision(wctx, p
     assert [it["predicted_label"] for it in items] == expected
     assert all(it["calibration"] is None for it in items)
     assert set(wl.results_table(wctx, wid)[0]["scoring"]) == {"per image"}
+
+
+def test_batch_analysis_runs_the_models_image_runtime_for_the_whole_run(wctx, photo_root, monkeypatch):
+    """The worklist asks the model for the tower of a run as long as its pending items (engine.image_runtime):
+    the same choice `visionclip predict` makes, so a long worklist gets the faster runtime."""
+    wid = wl.create_worklist(wctx, "runtime", "clinic", None, 1)[0]["value"]
+    asked, real = [], wctx.model.image_tower_for
+
+    def tower_for(images):
+        asked.append(images)
+        return real(images)
+
+    monkeypatch.setattr(wctx.model, "image_tower_for", tower_for)
+    monkeypatch.setattr(wctx.model, "image_runtime", "frozen")  # forced, so that 5 images get a frozen tower
+    assert wl.analyse_worklist(wctx, wid, small_table()).startswith(h.STATUS_OK)
+    assert asked == [5]
+    monkeypatch.setattr(wctx.model, "image_runtime", "eager")
+    items = wctx.store.worklist_items(wid)
+    expected = wctx.model.classify([it["image_path"] for it in items], h.prompt_set_from_table(small_table()))
+    assert [it["predicted_label"] for it in items] == [max(p, key=p.get) for p in expected]

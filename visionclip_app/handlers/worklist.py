@@ -193,8 +193,10 @@ def analyse_worklist(ctx: AppContext, worklist_id: Any, table: Any, progress: Ca
         return error_status(e)
     todo = [it for it in ctx.store.worklist_items(wid) if it["state"] == "pending"]
     failed, done = [], 0
+    with ctx.model_lock:  # a long run gets the model's faster image runtime, as `visionclip predict` does
+        tower = ctx.model.image_tower_for(len(todo))
     for start in range(0, len(todo), BATCH_SIZE):
-        done += _store_scored(ctx, _encode_batch(ctx, todo[start:start + BATCH_SIZE], failed), ps)
+        done += _store_scored(ctx, _encode_batch(ctx, todo[start:start + BATCH_SIZE], failed, tower), ps)
         if progress:  # an interrupted run keeps what it stored
             progress(min(start + BATCH_SIZE, len(todo)) / max(len(todo), 1), desc=f"analysed {done} of {len(todo)}")
     msg = f"Analysed {done} image(s) with {len(ps)} classes."
@@ -216,7 +218,7 @@ def _store_scored(ctx: AppContext, encoded: list[tuple], ps: PromptSet) -> int:
     return len(encoded)
 
 
-def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list[tuple]:
+def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str], tower=None) -> list[tuple]:
     """(item, image SHA-256, (1, D) embedding) for each readable item of ``batch``; images are decoded
     and preprocessed on the engine's threads, outside the model lock."""
     blobs = []
@@ -237,7 +239,7 @@ def _encode_batch(ctx: AppContext, batch: list[dict], failed: list[str]) -> list
     if not tensors:
         return []
     with ctx.model_lock:
-        embeddings = ctx.model.encode_tensors(tensors)
+        embeddings = ctx.model.encode_tensors(tensors, tower)
     return [(item, sha, emb[None]) for (item, sha), emb in zip(readable, embeddings)]
 
 
