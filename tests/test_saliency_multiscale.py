@@ -93,6 +93,27 @@ def test_default_map_is_zero_outside_the_field_on_a_dark_photograph(effnet, scre
     assert (np.asarray(res.overlay)[~fov] == dark[~fov]).all()
 
 
+
+def test_the_field_of_view_is_the_convex_hull_of_the_largest_lit_part():
+    """The hull comes from the part's outer contour; it must equal the hull of all of its pixels."""
+    import cv2
+
+    from engine.saliency.explain import field_of_view
+
+    rgb = np.zeros((300, 340, 3), np.uint8)
+    cv2.circle(rgb, (170, 150), 120, (150, 80, 40), -1)
+    cv2.rectangle(rgb, (160, 20), (180, 90), 0, -1)         # a notch from the rim: inside the hull
+    cv2.circle(rgb, (140, 160), 15, 0, -1)                  # a black hole: filled
+    cv2.circle(rgb, (320, 20), 8, (200, 200, 200), -1)      # a separate bright speck: not the field
+    fov = field_of_view(rgb)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((rgb.max(axis=2) > 0).astype(np.uint8), connectivity=8)
+    lit = labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])
+    hull = np.zeros(lit.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(lit.astype(np.uint8))), 1)
+    expected = cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool) | lit
+    assert np.array_equal(fov, expected)
+    assert fov[50, 170] and fov[160, 140] and not fov[20, 320]
+
 def test_default_map_points_at_the_cup_more_than_the_earlier_default(effnet, screening, glaucoma_renders):
     ratios = {"multiscale": [], "gradcam": []}
     for r in glaucoma_renders:

@@ -205,12 +205,13 @@ def field_of_view(rgb: np.ndarray) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return mask
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    points = cv2.findNonZero((labels == largest).astype(np.uint8))
+    largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    # the hull of the outer contour is the hull of the whole part, from a few thousand points, not millions
+    contours, _ = cv2.findContours(largest.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = np.zeros(mask.shape, np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(contours)), 1)
     # the hull's edges cut across the pixels of a digital rim: one pixel in, the lit pixels back
-    return cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool) | (labels == largest)
+    return cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool) | largest
 
 
 def render_overlay(rgb: np.ndarray, saliency: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
