@@ -104,6 +104,35 @@ def test_detail_layer_is_the_stride_4_stage_and_sharper(effnet):
     assert finer_than_last_grid(fine) > 2 * finer_than_last_grid(coarse)
 
 
+
+@pytest.mark.parametrize("method, layers", [("multiscale", None), ("gradcam", None), ("gradcam-elementwise", "detail")])
+def test_the_backward_pass_stops_at_the_target_layers_and_the_map_is_unchanged(effnet, method, layers):
+    """The graph starts at the first target layer: the stem gets no gradient, and the map equals the one
+    back-propagated from an input that requires a gradient (pytorch-grad-cam's own way)."""
+    from pytorch_grad_cam import GradCAM
+
+    from engine.saliency.explain import ImageEmbedder, cam_map
+
+    prepared = effnet.transform.prepare(_fundus())
+    target, _ = make_target(effnet, TWO, "glaucoma")
+    stem = effnet.network.visual.trunk.conv_stem
+    reached = []
+    hook = stem.register_full_backward_hook(lambda *a: reached.append(1))
+    try:
+        fast, _ = cam_map(effnet.network, prepared.tensor, target, method, layers=layers)
+    finally:
+        hook.remove()
+    assert reached == []
+    if method == "gradcam":  # the reference: the whole graph, from an input that requires a gradient
+        x = prepared.tensor[None].clone().requires_grad_(True)
+        with torch.enable_grad():
+            cam = GradCAM(model=ImageEmbedder(effnet.network), target_layers=[effnet.network.visual.trunk.bn2])
+            reference = cam(input_tensor=x, targets=[target])[0]
+        cam.activations_and_grads.release()
+        effnet.network.zero_grad(set_to_none=True)
+        assert np.allclose(fast, np.clip(reference, 0, 1), atol=1e-5)
+    assert fast.std() > 0
+
 def test_detail_layers_of_other_towers():
     from engine.saliency import detail_layer
 

@@ -169,8 +169,9 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
     x = input_tensor.detach().to(device).float()
     if x.ndim == 3:
         x = x[None]
-    x.requires_grad_(True)  # gradients reach the target layers through the activations, not the weights
     with _LOCK:
+        # registered before grad-cam's own hooks, so that they see the graph start at the target layers
+        starts = [layer.register_forward_hook(_graph_starts_here) for layer in target_layers]
         cam = METHODS[method](model=wrapper, target_layers=target_layers, reshape_transform=reshape)
         if method == "scorecam":
             cam.batch_size = score_batch_size
@@ -185,10 +186,21 @@ def cam_map(network: nn.Module, input_tensor: torch.Tensor, target: Callable, me
         finally:
             for p in trainable:
                 p.requires_grad_(True)
+            for handle in starts:
+                handle.remove()
             cam.activations_and_grads.release()
             wrapper.zero_grad(set_to_none=True)
     out = np.nan_to_num(np.asarray(grayscale[0], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0), embedding
+
+
+def _graph_starts_here(module: nn.Module, inputs, output):
+    """Forward hook on a target layer: a map needs gradients down to its target layers only, so the
+    autograd graph starts at the first of them, and the layers below it (the largest activations) are
+    neither recorded nor back-propagated through."""
+    if isinstance(output, torch.Tensor) and not output.requires_grad:
+        return output.detach().requires_grad_(True)
+    return None
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
