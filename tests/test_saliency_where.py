@@ -72,6 +72,21 @@ def test_landmarks_found_on_renders():
     assert found >= 0.75 * len(SEEDS), f"disc and fovea found on {found} of {len(SEEDS)} renders"
 
 
+
+def test_wide_blurs_on_a_smaller_copy_stay_close_to_the_full_size_blur():
+    import cv2
+
+    from engine.saliency.where import _blur
+
+    yy, xx = np.mgrid[0:384, 0:384]
+    field = np.where(np.hypot(yy - 192, xx - 192) < 180, 100.0 + 0.3 * xx, 0.0).astype(np.float32)  # a lit disc
+    field[np.hypot(yy - 200, xx - 260) < 30] = 40.0  # and a dark fovea
+    for sigma in (3.0, 12.0):  # under 16 px: the blur itself
+        assert np.array_equal(_blur(field, sigma), cv2.GaussianBlur(field, (0, 0), sigma))
+    for sigma in (20.0, 63.0):  # what a fovea search at 384 px blurs with (dd / 4 and dd)
+        exact = cv2.GaussianBlur(field, (0, 0), sigma)
+        assert np.abs(_blur(field, sigma) - exact).max() < 0.04 * np.ptp(field)  # a sigma 30% off: over 0.12
+
 def test_regions_named_from_the_renderer_geometry():
     """With the true disc and fovea, each point gets its words, and they agree with the renderer's location word."""
     named = 0

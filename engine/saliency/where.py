@@ -73,11 +73,11 @@ def fovea_centre(rgb: np.ndarray, disc: tuple[int, int], fov: np.ndarray) -> tup
     cx = (xs.min() + xs.max()) / 2.0
     dd = TYPICAL_DD * max(ys.max() - ys.min(), xs.max() - xs.min()) / 2.0
     grey = rgb.astype(np.float32).mean(axis=2) * fov
-    weight = np.maximum(cv2.GaussianBlur(fov.astype(np.float32), (0, 0), dd), 1e-3)
+    weight = np.maximum(_blur(fov.astype(np.float32), dd), 1e-3)
     # darker than its surroundings, not merely dark: vignetting darkens the whole rim of the field
     small = max(2.0, dd / 4)
-    near = cv2.GaussianBlur(grey, (0, 0), small) / np.maximum(cv2.GaussianBlur(fov.astype(np.float32), (0, 0), small), 1e-3)
-    lum = near - cv2.GaussianBlur(grey, (0, 0), dd) / weight
+    near = _blur(grey, small) / np.maximum(_blur(fov.astype(np.float32), small), 1e-3)
+    lum = near - _blur(grey, dd) / weight
     dy, dx = disc
     towards_centre = 1.0 if cx >= dx else -1.0
     yy, xx = np.mgrid[0:h, 0:w]
@@ -87,6 +87,20 @@ def fovea_centre(rgb: np.ndarray, disc: tuple[int, int], fov: np.ndarray) -> tup
         return int(dy), int(np.clip(dx + towards_centre * DISC_TO_FOVEA_DD * dd, 0, w - 1))
     y, x = np.unravel_index(int(np.where(ok, lum, np.inf).argmin()), lum.shape)
     return int(y), int(x)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """``cv2.GaussianBlur`` of a float32 map, on a copy ``sigma // 8`` times smaller when that is 2 or more:
+    a kernel of sigma 60 px is wider than the whole 384-px copy (most of the landmarks' time), and what
+    so wide a blur leaves is smooth enough to resample."""
+    import cv2
+
+    k = int(sigma // 8)
+    if k < 2:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+    h, w = x.shape[:2]
+    small = cv2.resize(x, (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / k), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def refine_disc(rgb: np.ndarray, peak: tuple[int, int], dd: float) -> tuple[int, int]:
