@@ -1,9 +1,9 @@
 """Faster copies of the image tower for long runs on the CPU: ONNX Runtime, or frozen TorchScript.
 
 - ``onnx``: the tower exported to ONNX in memory (torch.onnx) and run by ONNX Runtime's CPU provider,
-  which fuses EfficientNet's depthwise blocks better than oneDNN does through torch: 125-130 against
-  72-75 images/s for the frozen tower at batch 32 on 2 cores (passes of two 320-px images), embeddings
-  within 3e-6 of the eager tower's (docs/performance_notes.md). Export and session take about 2 s.
+  which fuses EfficientNet's depthwise blocks better than oneDNN does through torch, a pass of two
+  320-px images a core; embeddings within 3e-6 of the eager tower's (docs/performance_notes.md).
+  Export and session take about 2 s.
 - ``frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference`` folds
   each batch norm into its convolution and fuses the activations: 22-24 against 34-38 ms of CPU time an
   image on one core, embeddings within 3e-6. Needs nothing beyond torch.
@@ -20,6 +20,7 @@ import logging
 import time
 import warnings
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,26 @@ def freeze_image_tower(visual: torch.nn.Module, image_size: int, images_per_pass
 
 class OnnxImageTower:
     """The image tower as an ONNX Runtime session: called like the tower on an (N, 3, S, S) float32 CPU
-    tensor, it returns the (N, D) embeddings as a tensor."""
+    tensor, it returns the (N, D) embeddings as a tensor.
 
-    def __init__(self, visual: torch.nn.Module, image_size: int, threads: int | None = None):
+    It takes a whole batch (``runs_passes``) and runs it in passes of ``images_per_pass`` images, one
+    pass a thread on ``threads`` threads, each pass on one core: EfficientNet's many small operators
+    spend much of a two-thread pass waiting for each other, and in ``predict`` on 2 cores whole passes
+    side by side gave 57-60 against 50-52 images/s (docs/performance_notes.md)."""
+
+    runs_passes = True  # engine.model.VisionCLIP.encode_tensors hands it the whole batch
+
+    def __init__(self, visual: torch.nn.Module, image_size: int, threads: int | None = None,
+                 images_per_pass: int = 2):
         import io
+        from concurrent.futures import ThreadPoolExecutor
 
         import onnxruntime as ort
 
         start = time.perf_counter()
+        self.images_per_pass = max(1, int(images_per_pass))
+        threads = threads or torch.get_num_threads()
+        self._passes = ThreadPoolExecutor(threads, thread_name_prefix="visionclip-onnx") if threads > 1 else None
         buffer = io.BytesIO()
         example = torch.zeros(2, 3, image_size, image_size)
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -58,10 +71,8 @@ class OnnxImageTower:
             torch.onnx.export(visual.eval(), (example,), buffer, input_names=["image"], output_names=["embedding"],
                               dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = 1  # a pass a core: the threads are the passes' (see above)
         options.inter_op_num_threads = 1
-        # Idle ORT threads spin by default, taking the cores the decoding threads need between passes.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         self.session.run(None, {"image": example.numpy()})  # first-run set-up, before any caller's clock
@@ -69,7 +80,13 @@ class OnnxImageTower:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().cpu().float().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"image": array})[0])
+        passes = [array[i:i + self.images_per_pass] for i in range(0, len(array), self.images_per_pass)]
+        run = self._run_pass
+        out = list(self._passes.map(run, passes)) if self._passes is not None and len(passes) > 1 else map(run, passes)
+        return torch.from_numpy(np.concatenate(list(out)))
+
+    def _run_pass(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": images})[0]  # ONNX Runtime lets go of the GIL while it runs
 
 
 def onnx_available() -> bool:

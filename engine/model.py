@@ -288,7 +288,8 @@ class VisionCLIP:
             return self.image_network.encode_image
         if runtime not in self._fast_towers:
             visual = self.image_network.visual
-            self._fast_towers[runtime] = (OnnxImageTower(visual, self.image_size) if runtime == "onnx"
+            self._fast_towers[runtime] = (OnnxImageTower(visual, self.image_size, images_per_pass=self.images_per_pass)
+                                          if runtime == "onnx"
                                           else freeze_image_tower(visual, self.image_size, self.images_per_pass))
         return self._fast_towers[runtime]
 
@@ -302,7 +303,9 @@ class VisionCLIP:
         for row, tensor in zip(batch, tensors):
             row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last
         batch = batch.to(self.device, non_blocking=True)
-        step = self.images_per_pass if self.device.type == "cpu" else len(batch)
+        # passes of a few images on the CPU (CPU_PIXELS_PER_PASS), unless the tower runs its own passes
+        own_passes = self.device.type != "cpu" or getattr(tower, "runs_passes", False)
+        step = len(batch) if own_passes else self.images_per_pass
         out = []
         for start in range(0, len(batch), step):
             with self._autocast():

@@ -37,8 +37,11 @@ def test_fast_towers_give_the_eager_probabilities_on_renders_and_photographs(def
 
 
 @needs_onnx
-def test_onnx_tower_takes_any_batch_and_matches_the_eager_embeddings(default_model):
-    tower = OnnxImageTower(default_model.image_network.visual, default_model.image_size, threads=1)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnx_tower_takes_any_batch_and_matches_the_eager_embeddings(default_model, threads):
+    # 5 images: passes of 2, 2 and 1, side by side on two threads, in order
+    tower = OnnxImageTower(default_model.image_network.visual, default_model.image_size, threads=threads)
+    assert tower.runs_passes and tower.images_per_pass == 2
     x = torch.randn(5, 3, default_model.image_size, default_model.image_size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         eager = default_model.image_network.encode_image(x)
