@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Throughput and peak memory of ``visionclip predict`` on a folder, with start-up excluded.
 
-    python bench/predict.py DIR [--batch-sizes 1 32] [--json out.json]
+    python bench/predict.py DIR [--limit 400] [--batch-sizes 1 32] [--json out.json]
     PYTHONPATH=/path/to/other/checkout python bench/predict.py DIR   # the same on another version
 
 Each batch size runs in a fresh process, as ``visionclip predict`` would (the CLI's model loading,
 malloc settings included): the model is loaded and the screening preset encoded first (start-up), then
-the clock runs over ``engine.batch.predict_files`` on every image file of DIR (building the frozen
+the clock runs over ``engine.batch.predict_files`` on every image file under DIR, or the first
+``--limit`` of them in name order (building the frozen
 image tower, where ``--runtime`` asks for it, included). Reports images/s by the
 wall clock, CPU seconds per image (steadier than the wall clock on a shared machine), the process's
 peak RSS, and the largest difference of any probability from batch size 1's (target <= 0.01).
@@ -25,12 +26,13 @@ from engine.batch import expand_inputs, predict_files
 from engine.cli import build_parser, load_model
 from engine.prompts import load_prompt_set
 
-folder, batch_size, runtime = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+folder, batch_size, runtime, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 predict = build_parser()._subparsers._group_actions[0].choices["predict"]
 runtime_known = any("--runtime" in a.option_strings for a in predict._actions)  # older checkouts have none
 args = build_parser().parse_args(["predict", folder] + (["--runtime", runtime] if runtime_known else []))
 runtime = runtime if runtime_known else "eager"
-files = expand_inputs([folder]).files
+files = sorted(expand_inputs([folder], recursive=True).files)
+files = files[:limit] if limit > 0 else files
 prompts = load_prompt_set(None)
 t0 = time.perf_counter()
 model = load_model(args)
@@ -46,8 +48,8 @@ print(json.dumps({"batch_size": batch_size, "runtime": runtime, "images": len(re
 """
 
 
-def run(folder: str, batch_size: int, runtime: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", RUN_ONE, folder, str(batch_size), runtime], capture_output=True, text=True,
+def run(folder: str, batch_size: int, runtime: str, limit: int = 0) -> dict:
+    out = subprocess.run([sys.executable, "-c", RUN_ONE, folder, str(batch_size), runtime, str(limit)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode:
         raise SystemExit(f"batch size {batch_size} failed: {out.stderr[-400:]}")
@@ -63,9 +65,10 @@ def main() -> None:
     ap.add_argument("folder")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--runtime", nargs="+", default=["auto"], help="predict --runtime values to run, each at every batch size")
+    ap.add_argument("--limit", type=int, default=0, metavar="N", help="the first N image files (default: all)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     args = ap.parse_args()
-    rows = [run(args.folder, b, r) for r in args.runtime for b in args.batch_sizes]
+    rows = [run(args.folder, b, r, args.limit) for r in args.runtime for b in args.batch_sizes]
     print(f"{'runtime':>7s} {'batch':>5s} {'images':>6s} {'start-up s':>10s} {'images/s':>9s} {'CPU ms/img':>10s} {'peak RSS MB':>11s} "
           f"{'max |dP| vs first':>17s}")
     for row in rows:

@@ -150,7 +150,7 @@ def rows_predict(j):
 # name -> (module, short arguments, rows); the JSON path is appended as ``--json FILE``.
 BENCHES = {
     "inference": ("bench.inference", ["--runs", "5"], rows_inference),
-    "predict": ("bench.predict", ["../shared/eval/eyedisease_dev/dataset/normal", "--batch-sizes", "1", "32"],  # cwd: the checkout
+    "predict": ("bench.predict", ["../shared/eval/eyedisease_dev/dataset", "--limit", "400", "--batch-sizes", "1", "32"],  # cwd: the checkout
                 rows_predict),
     "synth": ("bench.synth", ["--n", "8", "--sizes", "256", "512"], rows_synth),
     "saliency": ("bench.saliency", ["--n", "2", "--road", "0", "--sanity", "1", "--repeats", "2", "--skip-scorecam"],
