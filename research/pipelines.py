@@ -56,5 +56,11 @@ TRIAL_PIPELINES.append(replace(_WIDE_RIM, case=replace(V1.case, normal_cdr=(0.1,
 # what do the rim signs alone do to real glaucoma and to the healthy eyes called normal?
 TRIAL_PIPELINES.append(replace(_WIDE_RIM, name="v1-rim"))
 
+# issue 35 trial 55: v1 with the healthy eyes' light reflexes (foveal pinpoint, macular ring, arcade
+# sheen) and myelinated fibres of trial 49, and none of its cups, small drusen or haze: real healthy
+# eyes give most of their P(abnormal) to AMD and DR, whose renders are bright specks the reflexes mimic
+TRIAL_PIPELINES.append(V1.with_layer(("normal_variants", {"p_drusen": 0.0}), before="lesion_composite",
+                                     name="v1-reflexes"))
+
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)

@@ -9,7 +9,7 @@ from engine.synth.pipeline import PIPELINES
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
     assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups",
-                           "v1-wide-cups-rim", "v1-rim"}
+                           "v1-wide-cups-rim", "v1-rim", "v1-reflexes"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -99,3 +99,15 @@ def test_a_registered_pipeline_renders_in_the_writers_worker_processes(tmp_path)
 
     out = generate_dataset(tmp_path / "out", 2, size=64, workers=2, pipeline="v2-appearance", progress=False)
     assert (out / "labels.csv").read_text().count("2.0-v2-appearance") == 2
+
+
+def test_v1_reflexes_adds_only_the_reflexes_and_fibres_to_healthy_eyes():
+    """v1-reflexes (trial 55): v1 plus normal_variants without its small drusen; v1's cups, no haze."""
+    v1, trial = PIPELINES["v1"], PIPELINES["v1-reflexes"]
+    assert [n for n in trial.layer_names if n not in v1.layer_names] == ["normal_variants"]
+    assert trial.case == v1.case and trial.layer_params("normal_variants")["p_drusen"] == 0.0
+    healthy = [(render_fundus(s, 96, ["normal"], v1).image, render_fundus(s, 96, ["normal"], trial).image)
+               for s in range(6)]
+    assert any(not np.array_equal(a, b) for a, b in healthy)  # reflexes drawn on some healthy eyes
+    a, b = (render_fundus(4, 96, ["diabetic_retinopathy"], p) for p in (v1, trial))
+    assert np.array_equal(a.image, b.image)  # a diseased eye is drawn as v1 draws it
