@@ -49,7 +49,7 @@ class OnnxImageTower:
     It takes a whole batch (``runs_passes``) and runs it in passes of ``images_per_pass`` images, one
     pass a thread on ``threads`` threads, each pass on one core: EfficientNet's many small operators
     spend much of a two-thread pass waiting for each other, and in ``predict`` on 2 cores whole passes
-    side by side gave 57-60 against 50-52 images/s (docs/performance_notes.md)."""
+    side by side gave 10-23% more images/s (docs/performance_notes.md)."""
 
     runs_passes = True  # engine.model.VisionCLIP.encode_tensors hands it the whole batch
 
@@ -81,9 +81,8 @@ class OnnxImageTower:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().cpu().float().contiguous().numpy()
         passes = [array[i:i + self.images_per_pass] for i in range(0, len(array), self.images_per_pass)]
-        run = self._run_pass
-        out = list(self._passes.map(run, passes)) if self._passes is not None and len(passes) > 1 else map(run, passes)
-        return torch.from_numpy(np.concatenate(list(out)))
+        run = self._passes.map if self._passes is not None else map
+        return torch.from_numpy(np.concatenate(list(run(self._run_pass, passes))))
 
     def _run_pass(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": images})[0]  # ONNX Runtime lets go of the GIL while it runs
