@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import load_average, machine
 from bench.common import free_port
-from tests.local_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
+from tests.local_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app, wait_http
 
 
 def main(argv=None) -> int:
@@ -49,8 +49,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         proc = start_app(port, tmp / "bench.db", tmp / "app.log")
         try:
-            if not _wait_until_serving(url, proc, t0, timeout=180):
-                print((tmp / "app.log").read_text())
+            try:
+                wait_http(url, proc, timeout=180, poll=0.05)  # every 50 ms: the clock reads the app, not the poll
+            except (RuntimeError, TimeoutError) as e:
+                print((tmp / "app.log").read_text() + f"\n{e}")
                 return 1
             serving = time.perf_counter() - t0
             page.goto(url, wait_until="load", timeout=60_000)
@@ -97,22 +99,6 @@ def main(argv=None) -> int:
             stop_app(proc)
             browser.close()
     return 0
-
-
-def _wait_until_serving(url: str, proc, t0: float, timeout: float) -> bool:
-    """Poll ``url`` every 50 ms until it answers; False if the app exits or ``timeout`` passes."""
-    import urllib.request
-
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    print(f"app did not start within {timeout:.0f} s")
-    return False
 
 
 if __name__ == "__main__":

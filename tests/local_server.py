@@ -28,7 +28,7 @@ def start_app(port: int, db: Path, log: Path, extra: list[str] | None = None,
                              *(extra or [])], stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, poll: float = 0.5) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
@@ -38,7 +38,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
                 if r.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(poll)
     raise TimeoutError(f"app did not answer at {url} within {timeout} s")
 
 
