@@ -42,6 +42,19 @@ def freeze_image_tower(visual: torch.nn.Module, image_size: int, images_per_pass
     return frozen
 
 
+def export_onnx(visual: torch.nn.Module, image_size: int) -> bytes:
+    """The image tower as an ONNX model (input "image", (N, 3, S, S) float32; output "embedding")."""
+    import io
+
+    buffer = io.BytesIO()
+    example = torch.zeros(2, 3, image_size, image_size)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notices about its TorchScript path
+        torch.onnx.export(visual.eval(), (example,), buffer, input_names=["image"], output_names=["embedding"],
+                          dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
+    return buffer.getvalue()
+
+
 class OnnxImageTower:
     """The image tower as an ONNX Runtime session: called like the tower on an (N, 3, S, S) float32 CPU
     tensor, it returns the (N, D) embeddings as a tensor.
@@ -55,7 +68,6 @@ class OnnxImageTower:
 
     def __init__(self, visual: torch.nn.Module, image_size: int, threads: int | None = None,
                  images_per_pass: int = 2):
-        import io
         from concurrent.futures import ThreadPoolExecutor
 
         import onnxruntime as ort
@@ -64,18 +76,13 @@ class OnnxImageTower:
         self.images_per_pass = max(1, int(images_per_pass))
         threads = threads or torch.get_num_threads()
         self._passes = ThreadPoolExecutor(threads, thread_name_prefix="visionclip-onnx") if threads > 1 else None
-        buffer = io.BytesIO()
-        example = torch.zeros(2, 3, image_size, image_size)
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notices about its TorchScript path
-            torch.onnx.export(visual.eval(), (example,), buffer, input_names=["image"], output_names=["embedding"],
-                              dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # a pass a core: the threads are the passes' (see above)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        self.session.run(None, {"image": example.numpy()})  # first-run set-up, before any caller's clock
+        self.session = ort.InferenceSession(export_onnx(visual, image_size), options, providers=["CPUExecutionProvider"])
+        example = np.zeros((2, 3, image_size, image_size), np.float32)
+        self.session.run(None, {"image": example})  # first-run set-up, before any caller's clock
         log.info("exported the image tower to ONNX Runtime in %.1f s", time.perf_counter() - start)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,16 +22,13 @@ import numpy as np
 import torch
 
 from bench.common import EVAL_ROOT
+from engine.image_runtime import export_onnx
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def export_tower(model, path: Path) -> None:
-    visual = model.image_network.visual.eval()
-    example = torch.zeros(2, 3, model.image_size, model.image_size)
-    with torch.no_grad():
-        torch.onnx.export(visual, (example,), str(path), input_names=["image"], output_names=["embedding"],
-                          dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
+    path.write_bytes(export_onnx(model.image_network.visual, model.image_size))
 
 
 def quantize(model, fp32: Path, out: Path, calibration: int, method: str, keep_depthwise: bool) -> None:

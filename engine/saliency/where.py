@@ -73,10 +73,11 @@ def fovea_centre(rgb: np.ndarray, disc: tuple[int, int], fov: np.ndarray) -> tup
     cx = (xs.min() + xs.max()) / 2.0
     dd = TYPICAL_DD * max(ys.max() - ys.min(), xs.max() - xs.min()) / 2.0
     grey = rgb.astype(np.float32).mean(axis=2) * fov
-    weight = np.maximum(_blur(fov.astype(np.float32), dd), 1e-3)
+    field = fov.astype(np.float32)
+    weight = np.maximum(_blur(field, dd), 1e-3)
     # darker than its surroundings, not merely dark: vignetting darkens the whole rim of the field
     small = max(2.0, dd / 4)
-    near = _blur(grey, small) / np.maximum(_blur(fov.astype(np.float32), small), 1e-3)
+    near = _blur(grey, small) / np.maximum(_blur(field, small), 1e-3)
     lum = near - _blur(grey, dd) / weight
     dy, dx = disc
     towards_centre = 1.0 if cx >= dx else -1.0
