@@ -65,6 +65,7 @@ class OnnxImageTower:
     side by side gave 10-23% more images/s (docs/performance_notes.md)."""
 
     runs_passes = True  # engine.model.VisionCLIP.encode_tensors hands it the whole batch
+    memory_format = torch.contiguous_format  # ... laid out as ONNX Runtime reads it (NCHW)
 
     def __init__(self, visual: torch.nn.Module, image_size: int, threads: int | None = None,
                  images_per_pass: int = 2):

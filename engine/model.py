@@ -299,9 +299,12 @@ class VisionCLIP:
         """L2-normalised embeddings (N, D), on the CPU in float32, of preprocessed (3, S, S) tensors,
         through ``tower`` (by default the eager image tower)."""
         tower = tower or self.image_network.encode_image
-        batch = torch.empty((len(tensors), *tensors[0].shape), memory_format=torch.channels_last)
+        # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last, which the eager and
+        # frozen towers want; a tower that wants another layout says so, saving a second copy
+        batch = torch.empty((len(tensors), *tensors[0].shape),
+                            memory_format=getattr(tower, "memory_format", torch.channels_last))
         for row, tensor in zip(batch, tensors):
-            row.copy_(tensor)  # a (3, S, S) view of an (S, S, 3) array: a plain copy into channels_last
+            row.copy_(tensor)
         batch = batch.to(self.device, non_blocking=True)
         # passes of a few images on the CPU (CPU_PIXELS_PER_PASS), unless the tower runs its own passes
         own_passes = self.device.type != "cpu" or getattr(tower, "runs_passes", False)

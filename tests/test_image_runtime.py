@@ -50,6 +50,23 @@ def test_onnx_tower_takes_any_batch_and_matches_the_eager_embeddings(default_mod
     assert (out - eager).abs().max() <= 1e-4
 
 
+def test_a_batch_is_laid_out_as_its_tower_asks(default_model):
+    # ONNX Runtime reads NCHW: encode_tensors builds that layout for it instead of channels_last
+    seen = []
+
+    def tower(batch):
+        seen.append((batch.is_contiguous(), batch.is_contiguous(memory_format=torch.channels_last)))
+        return torch.ones(len(batch), 4)
+
+    tensors = [default_model.image_tensor(make_fundus(seed=s, size=(200, 200))) for s in range(3)]
+    tower.runs_passes = True
+    default_model.encode_tensors(tensors, tower)
+    tower.memory_format = torch.contiguous_format
+    out = default_model.encode_tensors(tensors, tower)
+    assert seen == [(False, True), (True, False)]
+    assert torch.allclose(out, torch.full((3, 4), 0.5))
+
+
 def test_auto_uses_a_fast_tower_only_for_long_cpu_runs_and_bad_names_are_errors(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert tower_runtime("auto", cpu, FROZEN_MIN_IMAGES - 1) == "eager"
