@@ -13,8 +13,7 @@ import sys
 import warnings
 
 from . import __version__
-from .adapt.cli import add_adapter_argument
-from .cli_args import add_model_arguments, load_model
+from .cli_args import add_adapter_argument, add_model_arguments, load_model
 from .errors import VisionCLIPError
 
 # Subcommands that live beside their library code: module with add_arguments(parser) and run(args).
@@ -156,7 +155,7 @@ def cmd_eval(args) -> int:
 
 
 def _add_runtime_argument(p: argparse.ArgumentParser) -> None:
-    from .image_runtime import RUNTIMES
+    from .image_runtime_names import RUNTIMES
 
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="image tower on the CPU: PyTorch's eager one (the reference), a frozen and fused TorchScript "

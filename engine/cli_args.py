@@ -8,6 +8,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true", help="allow a .pt/.pth checkpoint (it can run code)")
 
 
+def add_adapter_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", default=None, metavar="FILE.safetensors",
+                   help="a few-shot adapter from `visionclip adapt` (it carries its own prompt set)")
+
+
 def load_model(args):
     """The model named by the model arguments (``add_model_arguments``)."""
     from .memory import keep_freed_memory

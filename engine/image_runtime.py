@@ -23,10 +23,11 @@ import warnings
 import numpy as np
 import torch
 
+from .image_runtime_names import RUNTIMES  # the command line reads them without importing torch
+
 log = logging.getLogger(__name__)
 
 FROZEN_MIN_IMAGES = 256  # a run shorter than this does not repay building a copy (about 2 s)
-RUNTIMES = ("eager", "frozen", "onnx", "auto")
 
 
 def freeze_image_tower(visual: torch.nn.Module, image_size: int, images_per_pass: int) -> torch.jit.ScriptModule:

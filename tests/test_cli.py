@@ -49,6 +49,28 @@ def test_help_lists_commands():
         assert cmd in r.stdout
 
 
+def test_help_and_usage_errors_do_not_import_torch():
+    # torch takes seconds to import: --help and a mistyped option answer without it
+    probe = ("import sys\nfrom engine.cli import main\n"
+             "for argv in (['--help'], ['predict', '--help'], ['predict']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print('torch' in sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "--runtime {eager,frozen,onnx,auto}" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_the_engine_exports_resolve_on_first_use():
+    import engine
+
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None
+    assert engine.VisionCLIP is __import__("engine.model", fromlist=["VisionCLIP"]).VisionCLIP
+    assert {"VisionCLIP", "load_preset"} <= set(dir(engine))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        engine.nothing_here
+
+
 def test_predict_and_eval_json(cli, tmp_path, labelled_folder):
     img = tmp_path / "eye.png"
     make_fundus().save(img)

@@ -18,11 +18,6 @@ from ..errors import VisionCLIPError
 from .file import DEFAULT_METHOD, METHODS, Adapter, default_method, encode_for
 
 
-def add_adapter_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--adapter", default=None, metavar="FILE.safetensors",
-                   help="a few-shot adapter from `visionclip adapt` (it carries its own prompt set)")
-
-
 def load_adapter(args, model):
     """The adapter named by ``--adapter`` checked against the loaded model, or None."""
     path = getattr(args, "adapter", None)
