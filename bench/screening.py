@@ -27,12 +27,12 @@ SHIP_MAX_AUC_DROP = 0.02
 MIN_PER_GROUP = 10  # fewer healthy or diseased eyes than this is a smoke test, not an evaluation
 
 
-def screening_folders(root: Path) -> list[Path]:
-    """Folders under ``root`` with at least MIN_PER_GROUP healthy and as many diseased photographs."""
+def screening_folders(root: Path, min_per_group: int = MIN_PER_GROUP) -> list[Path]:
+    """Folders under ``root`` with at least ``min_per_group`` healthy and as many diseased photographs."""
     found = []
     for labels in sorted(root.glob("*/labels.csv")):
         healthy = [label.lower() == "normal" for _, label in read_labels(labels.parent)]
-        if min(sum(healthy), len(healthy) - sum(healthy)) >= MIN_PER_GROUP:
+        if min(sum(healthy), len(healthy) - sum(healthy)) >= min_per_group:
             found.append(labels.parent)
     return found
 

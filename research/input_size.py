@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import EVAL_ROOT
+from bench.screening import screening_folders
 
 
 def read_folder(folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
@@ -29,11 +30,10 @@ def read_folder(folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray | None
 
 def at_size(model, size: int):
     """The model's preprocessing with the input side set to ``size`` (colour target and crop kept)."""
+    from engine.factory import preprocess_settings
     from engine.preprocess import FundusTransform
 
-    t = model.transform
-    return FundusTransform(size, mean=tuple(map(float, t._mean_hwc)), std=tuple(map(float, t._std_hwc)), crop=t.crop,
-                           local_contrast=t.local_contrast, colour_target=t.colour_target)
+    return FundusTransform(**{**preprocess_settings(model.config), "image_size": size})
 
 
 def auc_against_healthy(p: np.ndarray, healthy: np.ndarray, positive: np.ndarray) -> float:
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     model = VisionCLIP.load(args.model)
     prompts = load_prompt_set(None)
     threshold = prompts.screening.thresholds.get(model.model_id)
-    folders = [p for p in sorted(Path(args.eval_root).iterdir()) if (p / "labels.csv").exists()]
+    folders = screening_folders(Path(args.eval_root))
     trained = model.transform
     with torch.inference_mode():
         for size in args.sizes:
@@ -83,8 +83,6 @@ def main(argv=None) -> None:
                 print(f"{size} px: threshold from healthy renders drawn at {size} px: {calibrate_threshold(healthy):.4f}")
             for folder in folders:
                 paths, labels, grades = read_folder(folder)
-                if min((labels == "normal").sum(), (labels != "normal").sum()) < 10:
-                    continue
                 p = screen(model, model.encode_images(paths, batch_size=8), prompts).p_abnormal
                 print(f"{size} px, {folder.name}: {folder_line(p, labels, grades, threshold)}", flush=True)
     model.transform = trained

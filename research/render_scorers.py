@@ -13,16 +13,16 @@ Each is scored by the AUC of healthy against diseased eyes on every real folder 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import EVAL_ROOT
+from bench.screening import MIN_PER_GROUP, screening_folders
+from engine.evaluate import read_labels
 
 HEALTHY_SEED = 1_600_000_000  # apart from training (small), calibration (1.5e9) and the benchmark (2e9)
 DISEASED_SEED = 1_700_000_000
-MIN_EYES = 10  # as bench.screening: a folder needs this many healthy and diseased eyes
 
 
 def render_embeddings(model, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,16 +62,14 @@ def fit_scorers(embeddings: np.ndarray, abnormal: np.ndarray) -> dict:
     return scorers
 
 
-def real_folders(model, eval_root: Path, normal: str = "normal",
-                 min_eyes: int = MIN_EYES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def real_folders(model, eval_root: Path, min_eyes: int = MIN_PER_GROUP) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{folder: (embeddings, 1 for a diseased eye)} for every folder with ``min_eyes`` healthy and
-    ``min_eyes`` diseased eyes."""
+    ``min_eyes`` diseased eyes (bench.screening's folders)."""
     out = {}
-    for folder in sorted(p for p in eval_root.iterdir() if (p / "labels.csv").exists()):
-        rows = list(csv.DictReader((folder / "labels.csv").open(encoding="utf-8")))
-        abnormal = np.array([r["label"] != normal for r in rows], dtype=int)
-        if min(abnormal.sum(), len(abnormal) - abnormal.sum()) >= min_eyes:
-            out[folder.name] = (model.encode_images([folder / r["path"] for r in rows]).numpy(), abnormal)
+    for folder in screening_folders(eval_root, min_eyes):
+        paths, labels = zip(*read_labels(folder))
+        abnormal = np.array([label.lower() != "normal" for label in labels], dtype=int)
+        out[folder.name] = (model.encode_images(list(paths)).numpy(), abnormal)
     return out
 
 
