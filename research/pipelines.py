@@ -62,5 +62,15 @@ TRIAL_PIPELINES.append(replace(_WIDE_RIM, name="v1-rim"))
 TRIAL_PIPELINES.append(V1.with_layer(("normal_variants", {"p_drusen": 0.0}), before="lesion_composite",
                                      name="v1-reflexes"))
 
+# issue 35 trial 61: v1 with the small DR lesions drawn at 0.625 of their size (1 / 1.6, the scale at which
+# trial 58's shipped weights read eyepacs_dev best: 512 px against 320), microaneurysms also fainter, as a
+# lesion under the drawing's 0.6-px floor would be once blurred; severe-grade and larger lesions unchanged
+SMALL_LESION_SCALE = 0.625
+_SMALL = (V1.with_params("microaneurysms", {"radius": 0.006 * SMALL_LESION_SCALE, "dot_contrast": (0.4, 0.9)},
+                         name="v1-small-lesions")
+          .with_params("dot_blot_haemorrhages", {"radius": 0.014 * SMALL_LESION_SCALE}, name="v1-small-lesions")
+          .with_params("hard_exudates", {"radius": 0.007 * SMALL_LESION_SCALE}, name="v1-small-lesions"))
+TRIAL_PIPELINES.append(_SMALL)
+
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)

@@ -9,7 +9,7 @@ from engine.synth.pipeline import PIPELINES
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
     assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups",
-                           "v1-wide-cups-rim", "v1-rim", "v1-reflexes"}
+                           "v1-wide-cups-rim", "v1-rim", "v1-reflexes", "v1-small-lesions"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -111,3 +111,19 @@ def test_v1_reflexes_adds_only_the_reflexes_and_fibres_to_healthy_eyes():
     assert any(not np.array_equal(a, b) for a, b in healthy)  # reflexes drawn on some healthy eyes
     a, b = (render_fundus(4, 96, ["diabetic_retinopathy"], p) for p in (v1, trial))
     assert np.array_equal(a.image, b.image)  # a diseased eye is drawn as v1 draws it
+
+
+def test_v1_small_lesions_draws_the_small_dr_lesions_smaller_and_healthy_eyes_as_v1():
+    """v1-small-lesions (trial 61): microaneurysms and exudates at 0.625 of v1's size; healthy eyes unchanged."""
+    v1, trial = PIPELINES["v1"], PIPELINES["v1-small-lesions"]
+    assert trial.layer_names == v1.layer_names and trial.case == v1.case
+    assert trial.layer_params("hard_exudates")["radius"] < v1.layer_params("hard_exudates").get("radius", 0.007)
+    area = {p.name: {k: 0 for k in ("microaneurysms", "hard_exudates")} for p in (v1, trial)}
+    for p in (v1, trial):
+        for seed in range(8):
+            masks = render_fundus(seed, 320, ["diabetic_retinopathy"], p).masks
+            for k in area[p.name]:
+                area[p.name][k] += int(np.asarray(masks[k]).sum()) if k in masks else 0
+    for k, total in area["v1"].items():
+        assert 0 < area["v1-small-lesions"][k] < 0.85 * total, (k, area)
+    assert np.array_equal(render_fundus(2, 96, ["normal"], v1).image, render_fundus(2, 96, ["normal"], trial).image)

@@ -83,7 +83,7 @@ class HardExudates(_DR):
     name = "hard_exudates"
     min_grade = 2
     words = {"hard_exudates": ["hard exudates", "yellow lipid exudates", "hard exudate deposits"]}
-    params = {"p": 0.6, "early_contrast": (0.4, 1.0), "p_ring": 0.0}
+    params = {"p": 0.6, "early_contrast": (0.4, 1.0), "p_ring": 0.0, "radius": 0.007}
 
     def draw(self, eye, canvas, rng):
         case = eye.case
@@ -101,7 +101,7 @@ class HardExudates(_DR):
                          0.006 * rng.uniform(0.6, 1.4), gain)
             canvas.add_finding(self.name, eye.location(cx, cy), "circinate ring")
             return
-        pts = scatter(eye, canvas, rng, self.name, bright, int(rng.integers(5, 25)), 0.007, near_mac=0.7, val=gain)
+        pts = scatter(eye, canvas, rng, self.name, bright, int(rng.integers(5, 25)), self.p["radius"], near_mac=0.7, val=gain)
         record(eye, canvas, rng, self.name, pts, "scattered")
 
 
