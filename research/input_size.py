@@ -1,13 +1,15 @@
 """The screening gauge's AUCs with a model read at other input sizes than it was trained at.
 
-    python -m research.input_size [--model assets/model] [--sizes 320 416 512] [--calibrate]
+    python -m research.input_size [--model assets/model] [--sizes 320 416 512] [--calibrate [--drawn-at PX]]
 
 EfficientNet pools over any input size, so a model trained at 320 px can read a photograph at 512 px.
 For every real folder with healthy and diseased eyes this prints, at each size, the AUC of
 P(abnormal) (the shipped screening rule), per condition, per DR grade where the folder has a
 ``grade`` column, and specificity and sensitivity at the model's threshold. ``--calibrate`` adds the
 threshold that healthy renders drawn at that size would give (engine.screening.calibrate's rule), to
-show whether the operating point can still be fixed on synthetic data. Evaluation only.
+show whether the operating point can still be fixed on synthetic data; ``--drawn-at`` draws those
+renders at one size for every read size (a model trained on renders drawn larger than it reads them,
+trial 62). Evaluation only.
 """
 from __future__ import annotations
 
@@ -67,6 +69,8 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--sizes", type=int, nargs="+", default=[320, 416, 512])
     ap.add_argument("--calibrate", action="store_true", help="also the threshold from healthy renders drawn at each size")
+    ap.add_argument("--drawn-at", type=int, default=None, metavar="PX",
+                    help="with --calibrate: draw the healthy renders at PX for every read size (default: the read size)")
     ap.add_argument("--eval-root", default=str(EVAL_ROOT))
     args = ap.parse_args(argv)
     model = VisionCLIP.load(args.model)
@@ -78,9 +82,10 @@ def main(argv=None) -> None:
         for size in args.sizes:
             model.transform = at_size(model, size)
             if args.calibrate:
-                renders = [im for im, _ in benchmark_samples(CALIBRATION_IMAGES, CALIBRATION_SEED, size, conditions=["normal"])]
+                drawn = args.drawn_at or size
+                renders = [im for im, _ in benchmark_samples(CALIBRATION_IMAGES, CALIBRATION_SEED, drawn, conditions=["normal"])]
                 healthy = screen(model, model.encode_images(renders, batch_size=8), prompts).p_abnormal
-                print(f"{size} px: threshold from healthy renders drawn at {size} px: {calibrate_threshold(healthy):.4f}")
+                print(f"{size} px: threshold from healthy renders drawn at {drawn} px: {calibrate_threshold(healthy):.4f}")
             for folder in folders:
                 paths, labels, grades = read_folder(folder)
                 p = screen(model, model.encode_images(paths, batch_size=8), prompts).p_abnormal

@@ -71,6 +71,13 @@ _SMALL = (V1.with_params("microaneurysms", {"radius": 0.006 * SMALL_LESION_SCALE
           .with_params("dot_blot_haemorrhages", {"radius": 0.014 * SMALL_LESION_SCALE}, name="v1-small-lesions")
           .with_params("hard_exudates", {"radius": 0.007 * SMALL_LESION_SCALE}, name="v1-small-lesions"))
 TRIAL_PIPELINES.append(_SMALL)
+# issue 35 trial 63: the other direction, at 1.5 times v1's size: trial 61's smaller lesions lowered grade-1
+# DR on eyepacs_dev (0.51 -> 0.39), and the shipped weights read its lesions best when enlarged (trial 58)
+LARGE_LESION_SCALE = 1.5
+TRIAL_PIPELINES.append(
+    V1.with_params("microaneurysms", {"radius": 0.006 * LARGE_LESION_SCALE}, name="v1-large-lesions")
+      .with_params("dot_blot_haemorrhages", {"radius": 0.014 * LARGE_LESION_SCALE}, name="v1-large-lesions")
+      .with_params("hard_exudates", {"radius": 0.007 * LARGE_LESION_SCALE}, name="v1-large-lesions"))
 
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)

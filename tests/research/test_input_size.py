@@ -21,3 +21,25 @@ def test_folder_line_reports_conditions_grades_and_the_operating_point():
     assert line.startswith("AUC 0.938")  # 15 of 16 pairs ordered
     assert "grade 1 0.875" in line  # 7 of 8 pairs and "grade 2 1.000" in line
     assert "specificity 0.750, sensitivity 0.750" in line
+
+
+def test_calibrate_draws_the_healthy_renders_at_the_drawn_at_size(default_model, monkeypatch, tmp_path, capsys):
+    """--drawn-at (trial 62): renders drawn at one size, read at each --sizes entry; no real folder needed."""
+    import engine.screening
+    import engine.synth.benchmark as benchmark
+
+    drawn = []
+    real_samples = benchmark.benchmark_samples
+
+    def recording(n, seed, size, **kw):
+        drawn.append(size)
+        return real_samples(n, seed, size, **kw)
+
+    monkeypatch.setattr(engine.screening, "CALIBRATION_IMAGES", 12)
+    monkeypatch.setattr(benchmark, "benchmark_samples", recording)
+    monkeypatch.setattr("engine.VisionCLIP.load", lambda *a, **k: default_model)
+    input_size.main(["--sizes", "128", "160", "--calibrate", "--drawn-at", "96", "--eval-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert drawn == [96, 96]
+    assert "128 px: threshold from healthy renders drawn at 96 px" in out and "160 px: " in out
+    assert default_model.transform.image_size not in (128, 160)  # the model's own side is put back

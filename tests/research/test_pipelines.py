@@ -1,5 +1,6 @@
 """research/pipelines.py: the trial renderer variants, registered by name when ``research`` is imported."""
 import numpy as np
+import pytest
 
 import research.pipelines  # registers the trial pipelines
 from engine.synth import render_fundus
@@ -9,7 +10,8 @@ from engine.synth.pipeline import PIPELINES
 def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_two():
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
     assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups",
-                           "v1-wide-cups-rim", "v1-rim", "v1-reflexes", "v1-small-lesions"}
+                           "v1-wide-cups-rim", "v1-rim", "v1-reflexes", "v1-small-lesions",
+                           "v1-large-lesions"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -113,11 +115,11 @@ def test_v1_reflexes_adds_only_the_reflexes_and_fibres_to_healthy_eyes():
     assert np.array_equal(a.image, b.image)  # a diseased eye is drawn as v1 draws it
 
 
-def test_v1_small_lesions_draws_the_small_dr_lesions_smaller_and_healthy_eyes_as_v1():
-    """v1-small-lesions (trial 61): microaneurysms and exudates at 0.625 of v1's size; healthy eyes unchanged."""
-    v1, trial = PIPELINES["v1"], PIPELINES["v1-small-lesions"]
+@pytest.mark.parametrize("name, smaller", [("v1-small-lesions", True), ("v1-large-lesions", False)])
+def test_lesion_size_pipelines_redraw_the_small_dr_lesions_and_healthy_eyes_as_v1(name, smaller):
+    """Trials 61 and 63: microaneurysms and exudates at 0.625 or 1.5 times v1's size; healthy eyes unchanged."""
+    v1, trial = PIPELINES["v1"], PIPELINES[name]
     assert trial.layer_names == v1.layer_names and trial.case == v1.case
-    assert trial.layer_params("hard_exudates")["radius"] < v1.layer_params("hard_exudates").get("radius", 0.007)
     area = {p.name: {k: 0 for k in ("microaneurysms", "hard_exudates")} for p in (v1, trial)}
     for p in (v1, trial):
         for seed in range(8):
@@ -125,5 +127,6 @@ def test_v1_small_lesions_draws_the_small_dr_lesions_smaller_and_healthy_eyes_as
             for k in area[p.name]:
                 area[p.name][k] += int(np.asarray(masks[k]).sum()) if k in masks else 0
     for k, total in area["v1"].items():
-        assert 0 < area["v1-small-lesions"][k] < 0.85 * total, (k, area)
+        ratio = area[name][k] / total
+        assert (0 < ratio < 0.85) if smaller else (ratio > 1.5), (k, area)
     assert np.array_equal(render_fundus(2, 96, ["normal"], v1).image, render_fundus(2, 96, ["normal"], trial).image)
