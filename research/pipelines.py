@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from engine.synth.layer import LAYERS
 from engine.synth.pipeline import PIPELINES, Pipeline, register_pipeline
 
 V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
@@ -62,22 +63,30 @@ TRIAL_PIPELINES.append(replace(_WIDE_RIM, name="v1-rim"))
 TRIAL_PIPELINES.append(V1.with_layer(("normal_variants", {"p_drusen": 0.0}), before="lesion_composite",
                                      name="v1-reflexes"))
 
-# issue 35 trial 61: v1 with the small DR lesions drawn at 0.625 of their size (1 / 1.6, the scale at which
-# trial 58's shipped weights read eyepacs_dev best: 512 px against 320), microaneurysms also fainter, as a
-# lesion under the drawing's 0.6-px floor would be once blurred; severe-grade and larger lesions unchanged
+# issue 35 trials 61 and 63: v1 with its small DR lesions (microaneurysms, early dot-blot haemorrhages,
+# hard exudates) drawn at another size; severe-grade haemorrhages and every other finding as v1 draws them
+_SMALL_DR_LESIONS = ("microaneurysms", "dot_blot_haemorrhages", "hard_exudates")
+
+
+def _dr_lesions_scaled(scale: float, name: str, extra: dict[str, dict] | None = None) -> Pipeline:
+    """v1 with the small DR lesions' radii (their layers' defaults) times ``scale``, plus ``extra`` params per layer."""
+    pipeline = V1
+    for layer in _SMALL_DR_LESIONS:
+        params = {"radius": LAYERS[layer].params["radius"] * scale, **(extra or {}).get(layer, {})}
+        pipeline = pipeline.with_params(layer, params, name=name)
+    return pipeline
+
+
+# trial 61: at 1 / 1.6 of their size, the scale at which trial 58's shipped weights read eyepacs_dev best
+# (512 px against 320); microaneurysms also fainter, as a lesion under the drawing's 0.6-px floor would be
+# once blurred
 SMALL_LESION_SCALE = 0.625
-_SMALL = (V1.with_params("microaneurysms", {"radius": 0.006 * SMALL_LESION_SCALE, "dot_contrast": (0.4, 0.9)},
-                         name="v1-small-lesions")
-          .with_params("dot_blot_haemorrhages", {"radius": 0.014 * SMALL_LESION_SCALE}, name="v1-small-lesions")
-          .with_params("hard_exudates", {"radius": 0.007 * SMALL_LESION_SCALE}, name="v1-small-lesions"))
-TRIAL_PIPELINES.append(_SMALL)
-# issue 35 trial 63: the other direction, at 1.5 times v1's size: trial 61's smaller lesions lowered grade-1
-# DR on eyepacs_dev (0.51 -> 0.39), and the shipped weights read its lesions best when enlarged (trial 58)
+TRIAL_PIPELINES.append(_dr_lesions_scaled(SMALL_LESION_SCALE, "v1-small-lesions",
+                                          {"microaneurysms": {"dot_contrast": (0.4, 0.9)}}))
+# trial 63: the other direction, at 1.5 times their size: trial 61's smaller lesions lowered grade-1 DR on
+# eyepacs_dev (0.51 -> 0.39), and the shipped weights read its lesions best when enlarged (trial 58)
 LARGE_LESION_SCALE = 1.5
-TRIAL_PIPELINES.append(
-    V1.with_params("microaneurysms", {"radius": 0.006 * LARGE_LESION_SCALE}, name="v1-large-lesions")
-      .with_params("dot_blot_haemorrhages", {"radius": 0.014 * LARGE_LESION_SCALE}, name="v1-large-lesions")
-      .with_params("hard_exudates", {"radius": 0.007 * LARGE_LESION_SCALE}, name="v1-large-lesions"))
+TRIAL_PIPELINES.append(_dr_lesions_scaled(LARGE_LESION_SCALE, "v1-large-lesions"))
 
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)
