@@ -88,5 +88,11 @@ TRIAL_PIPELINES.append(_dr_lesions_scaled(SMALL_LESION_SCALE, "v1-small-lesions"
 LARGE_LESION_SCALE = 1.5
 TRIAL_PIPELINES.append(_dr_lesions_scaled(LARGE_LESION_SCALE, "v1-large-lesions"))
 
+# issue 35 trial 66: v1 with the vessels dived into the cup (engine/synth/anatomy/vessels.py CupVessels) on
+# every disc: fainter, out of focus and displaced inside the cup, so that the cup's edge shows by the
+# vessels' bends as on real discs (trial 65: render discs show it by pallor alone)
+TRIAL_PIPELINES.append(V1.with_layer("cup_vessels", before="vessel_composite", name="v1-cup-vessels"))
+
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)
+

@@ -206,3 +206,20 @@ def test_synth_cli_pipeline_option(tmp_path):
     assert len(rows) == 1 and "serous" in rows[0]["findings"]
     with pytest.raises(SystemExit):
         p.parse_args(["--out", "x", "--n", "1", "--pipeline", "v9"])
+
+
+def test_cup_vessels_fade_the_vessels_inside_the_cup_and_leave_the_rest():
+    """CupVessels (trial 66) changes the vessel maps inside the cup only: fainter there, identical outside
+    the disc's box; the other layers' streams are untouched."""
+    pipe = PIPELINES["v1"].with_layer("cup_vessels", before="vessel_composite", name="test-cup-vessels")
+    for seed, cond in ((3, "normal"), (4, "glaucoma")):
+        _, plain = draw_layers(seed, 320, [cond], "v1", stop_after="hypertensive_vessels")
+        _, dived = draw_layers(seed, 320, [cond], pipe, stop_after="cup_vessels")
+        cup = dived.structure("optic_cup")
+        outside = np.ones_like(cup)
+        outside[dived.state["disc"]["box"]] = False
+        for name in ("vein", "artery"):
+            assert np.array_equal(plain.maps[name][outside], dived.maps[name][outside]), (seed, name)
+            assert dived.maps[name][cup].sum() < 0.8 * plain.maps[name][cup].sum(), (seed, name)
+    assert not np.array_equal(render_fundus(4, 320, ["glaucoma"], "v1").image,
+                              render_fundus(4, 320, ["glaucoma"], pipe).image)

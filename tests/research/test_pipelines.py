@@ -11,7 +11,7 @@ def test_importing_research_registers_the_trial_pipelines_beside_the_librarys_tw
     trial_names = {p.name for p in research.pipelines.TRIAL_PIPELINES}
     assert trial_names == {"v2-appearance", "v2-ppa-myopic", "v2-myopia-v1", "v1-v2disc", "v1-healthy", "v1-healthy-anatomy", "v1-wide-cups",
                            "v1-wide-cups-rim", "v1-rim", "v1-reflexes", "v1-small-lesions",
-                           "v1-large-lesions"}
+                           "v1-large-lesions", "v1-cup-vessels"}
     assert {name for name in PIPELINES if name not in trial_names} >= {"v1", "v2"}
     assert all(PIPELINES[p.name] is p for p in research.pipelines.TRIAL_PIPELINES)
 
@@ -130,3 +130,10 @@ def test_lesion_size_pipelines_redraw_the_small_dr_lesions_and_healthy_eyes_as_v
         ratio = area[name][k] / total
         assert (0 < ratio < 0.85) if smaller else (ratio > 1.5), (k, area)
     assert np.array_equal(render_fundus(2, 96, ["normal"], v1).image, render_fundus(2, 96, ["normal"], trial).image)
+
+
+def test_v1_cup_vessels_is_v1_with_the_cup_vessels_before_the_composite():
+    v1, trial = PIPELINES["v1"], PIPELINES["v1-cup-vessels"]
+    names = trial.layer_names
+    assert names.index("cup_vessels") == names.index("vessel_composite") - 1
+    assert [n for n in names if n != "cup_vessels"] == v1.layer_names and trial.case == v1.case

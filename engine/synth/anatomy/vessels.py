@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.synth.layer import Layer, register
-from engine.synth.primitives import SHIFT, channel_max
+from engine.synth.primitives import SHIFT, blur, channel_max
 
 
 def draw_tree(eye, vessels, vein, artery, reflex, widen=None, min_contrast=0.2):
@@ -85,3 +85,38 @@ class VesselComposite(Layer):
         if wire is not None:
             canvas.blend(wire * 0.6, canvas.state["wire_colour"] * channel_max(canvas.img)[..., None])
         canvas.state["vessel_maps"] = (vv, va)
+
+
+@register
+class CupVessels(Layer):
+    """Vessels leave the eye through the cup. Inside it they lie deeper: fainter, out of focus, and
+    displaced from where they run on the rim, so they seem to bend where they climb the cup's wall.
+    Real discs show the cup's edge by those bends, healthy or glaucomatous; renders without this layer
+    show it by pallor alone (research/experiments.md, trial 65). Runs between ``vessels`` and
+    ``vessel_composite``, on the vessel maps inside the disc's box; v1 and v2 do not draw it."""
+    name = "cup_vessels"
+    params = {
+        "fade": (0.4, 0.7),      # share of a vessel's contrast lost inside the cup
+        "focus": 0.08,           # blur inside the cup, x cup radius
+        "shift": (0.1, 0.25),    # displacement inside the cup, x cup radius, mostly nasal
+        "edge": 0.12,            # softness of the cup's edge, x cup radius
+    }
+
+    def draw(self, eye, canvas, rng):
+        disc = canvas.state.get("disc")
+        if disc is None or disc["cup_r"] < 1:
+            return
+        p, sl, r = self.p, disc["box"], disc["cup_r"]
+        inside = blur(canvas.structure("optic_cup")[sl].astype(np.float32), max(0.6, p["edge"] * r))
+        fade = rng.uniform(*p["fade"])
+        angle = rng.normal(0.0, 0.6) + (0.0 if eye.tsign < 0 else np.pi)  # nasal: away from the temporal side
+        shift = rng.uniform(*p["shift"]) * r
+        move = np.float32([[1, 0, shift * np.cos(angle)], [0, 1, shift * np.sin(angle)]])
+        for name in ("vein", "artery", "reflex"):
+            m = canvas.maps.get(name)
+            if m is None:
+                continue
+            sub = m[sl]
+            deep = cv2.warpAffine(blur(sub, max(0.3, p["focus"] * r)), move, sub.shape[::-1],
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            sub[:] = sub * (1 - inside) + deep * inside * (1 - fade)
