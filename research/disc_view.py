@@ -8,7 +8,7 @@ signal that transfers to real discs at all: a logistic regression, glaucoma agai
 the image features of render disc crops only, is scored on real disc crops (train on synthetic, test on
 real; nothing is fitted to a real photograph). Features: the shipped model's trunk (1280-d pooled, before
 the projection) and the same trunk with its ImageNet weights. Every crop, render or real, is taken by one
-rule: the square fundus at ``--canvas`` px, its brightest blurred spot (``engine.preprocess.disc_centre``),
+rule: the square fundus at ``CANVAS`` px, its brightest blurred spot (``engine.preprocess.disc_centre``),
 a square of ``--side`` of the width round it, resized to the model's input size.
 """
 from __future__ import annotations
