@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 FROZEN_MIN_IMAGES = 256  # a run shorter than this does not repay building a copy (about 2 s)
 
 
-def freeze_image_tower(visual: torch.nn.Module, image_size: int, images_per_pass: int) -> torch.jit.ScriptModule:
-    """The traced, frozen and fused copy of ``visual`` for channels-last (N, 3, S, S) float32 CPU input."""
+def freeze_image_tower(visual: torch.nn.Module, image_size: int, images_per_pass: int,
+                       dtype: torch.dtype = torch.float32) -> torch.jit.ScriptModule:
+    """The traced, frozen and fused copy of ``visual`` for channels-last (N, 3, S, S) CPU input of
+    ``visual``'s own ``dtype`` (float32 in the product; research.reduced_precision traces a float16 copy)."""
     start = time.perf_counter()
-    example = torch.zeros(images_per_pass, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    example = torch.zeros(images_per_pass, 3, image_size, image_size, dtype=dtype)
+    example = example.contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice: the eager tower stays the reference
         traced = torch.jit.trace(visual.eval(), example, check_trace=False)

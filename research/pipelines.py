@@ -95,4 +95,3 @@ TRIAL_PIPELINES.append(V1.with_layer("cup_vessels", before="vessel_composite", n
 
 for _pipeline in TRIAL_PIPELINES:
     register_pipeline(_pipeline)
-

@@ -25,19 +25,15 @@ import torch
 from bench.common import EVAL_ROOT
 from research.int8_tower import IMAGE_SUFFIXES
 
-def half_frozen_tower(model) -> torch.jit.ScriptModule:
-    """The image tower cast to float16 as a whole, traced, frozen and fused as engine.image_runtime does."""
-    import copy
-    import warnings
 
-    example = torch.zeros(model.images_per_pass, 3, model.image_size, model.image_size, dtype=torch.float16)
-    example = example.contiguous(memory_format=torch.channels_last)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(copy.deepcopy(model.image_network.visual).half().eval(), example, check_trace=False)
-        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-        frozen(example)
-    return frozen
+def half_frozen_tower(model) -> torch.jit.ScriptModule:
+    """The image tower cast to float16 as a whole, then traced, frozen and fused as engine.image_runtime does."""
+    import copy
+
+    from engine.image_runtime import freeze_image_tower
+
+    half = copy.deepcopy(model.image_network.visual).half()
+    return freeze_image_tower(half, model.image_size, model.images_per_pass, dtype=torch.float16)
 
 
 def variants(model) -> dict[str, tuple]:
