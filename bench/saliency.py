@@ -14,6 +14,8 @@ and every lesion mask the generator drew for that class (``metrics.LESION_MASKS`
   masks, uniform inside, drawn through the default map's grid and blur), a perfect class-level map, scored
   with the same metrics; and, of the default map's misses, the share whose peak lands on another finding of
   the same class (within the same tolerance) rather than on background (``peak_on_other``);
+- per class, the one-peak bound (``one_peak_reach``): the most of an image's findings that one peak can hit,
+  which caps the mean pointing game over the class's findings for any map and any model;
 - with ``--finding-prompts``, the default map explained for a prompt naming each finding (the generator's
   caption words for it, ``FINDING_WORDS``) in place of the class's prompts, scored on that finding.
 
@@ -79,6 +81,7 @@ def score(full: np.ndarray, masks: dict[str, tuple[np.ndarray, np.ndarray]], fov
 REFERENCE = "lesion-uniform"  # the perfect class-level map's column
 FINDING_PROMPT = "finding prompt"  # the default map explained for a prompt naming the finding
 MISSES = "misses"  # per finding: for each miss of the default map, whether its peak lies on another finding
+ONE_PEAK = "one-peak reach"  # per class ("any" rows): (findings one peak can hit at best, findings) per image
 
 
 def is_union(name: str) -> bool:
@@ -112,6 +115,22 @@ def peak_on_other(full: np.ndarray, masks: dict[str, tuple[np.ndarray, np.ndarra
             for name, here in near.items() if not here[peak]}
 
 
+def one_peak_reach(masks: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
+    """How many of one image's findings a single peak can hit at best (the most grown masks that cover one
+    pixel), and how many findings the image holds. Summed over a class's images, the first over the second
+    bounds the mean pointing game over its findings (each weighted by its images) of any map with one peak,
+    whatever the model: a map can hit all of the class's findings only where they lie within the tolerance
+    of one another."""
+    near = [grown_mask for name, (_, grown_mask) in masks.items() if not is_union(name)]
+    return (int(np.sum(near, axis=0, dtype=np.int32).max()), len(near)) if near else (0, 0)
+
+
+def one_peak_bound(reaches: list[tuple[int, int]]) -> float:
+    """The bound of ``one_peak_reach`` over a class's images (nan without findings)."""
+    hits, findings = (sum(col) for col in zip(*reaches)) if reaches else (0, 0)
+    return hits / findings if findings else float("nan")
+
+
 def finding_words(finding: str) -> list[str]:
     """The prompts that name one finding: the generator's caption words for it, else its mask name."""
     return list(FINDING_WORDS.get(finding) or [finding.replace("_", " ")])
@@ -138,6 +157,7 @@ def evaluate_condition(model, prompt_set, key, args, random_model, rows, roads, 
             continue
         masks[f"any ({cls})"] = np.logical_or.reduce(list(masks.values()))
         masks = {n: (m, grown(m, tol)) for n, m in masks.items()}
+        rows[f"any ({cls})"][ONE_PEAK].append(one_peak_reach(masks))
         prepared = model.transform.prepare(r.image)
         results = {}
         for spec in args.maps:
@@ -199,7 +219,22 @@ def print_findings(rows, specs, finding_prompts=False):
         other = "" if is_union(name) else (f"{mean(misses):.2f} ({sum(misses)}/{len(misses)})" if misses else "no misses")
         print(f"{name[:44]:44s} {table[name]['n']:3d} | "
               + " | ".join(f"{cells[c][0]:11.2f} {cells[c][1]:10.2f}" for c in cols) + f" | {other:>16s}")
+    print_one_peak(rows, table)
     return table
+
+
+def print_one_peak(rows, table):
+    """Per class, the most a map with one peak can score: findings per image, the most of them one peak can
+    hit, and the bound on the mean pointing game over the class's findings (``one_peak_bound``)."""
+    print("\none peak per map: findings per image, the most one peak can hit, and the bound on the mean pointing "
+          "game over the class's findings (any map, any model)")
+    for name in sorted(n for n in rows if is_union(n) and rows[n][ONE_PEAK]):
+        reaches = rows[name][ONE_PEAK]
+        per_image = [sum(col) / len(reaches) for col in zip(*reaches)]
+        table[name]["one_peak"] = {"findings_per_image": per_image[1], "reach_per_image": per_image[0],
+                                   "bound": one_peak_bound(reaches)}
+        print(f"  {name[5:-1][:38]:38s} findings {per_image[1]:4.2f}  one peak hits at most {per_image[0]:4.2f}  "
+              f"bound {one_peak_bound(reaches):.2f}")
 
 
 def print_road(roads, sanity, args):

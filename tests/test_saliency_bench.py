@@ -139,3 +139,40 @@ def test_bench_end_to_end_writes_the_new_columns(tmp_path, default_model, monkey
     for v in singles.values():
         assert 0 <= v[B.FINDING_PROMPT]["pointing"] <= 1 and np.isfinite(v[B.FINDING_PROMPT]["energy"])
         assert v["misses"] == round(v["n"] * (1 - v["multiscale"]["pointing"]))
+    # the one-peak bound caps the findings' mean pointing game, weighted by their images
+    bound = union["one_peak"]["bound"]
+    assert 0 < bound <= 1 and union["one_peak"]["reach_per_image"] <= union["one_peak"]["findings_per_image"]
+    hits = sum(v["n"] * v["multiscale"]["pointing"] for v in singles.values())
+    assert hits / sum(v["n"] for v in singles.values()) <= bound + 1e-9
+
+
+def test_one_peak_reach_counts_the_findings_one_point_can_hit():
+    """Two findings within the tolerance of each other and a third far away: one peak hits two of three."""
+    shape, tol = (100, 100), 3
+    masks = with_union({"a": blobs(shape, [(20, 20)], 2), "b": blobs(shape, [(20, 26)], 2),
+                        "c": blobs(shape, [(80, 80)], 2)}, "x", tol)
+    assert B.one_peak_reach(masks) == (2, 3)
+    far = with_union({"a": blobs(shape, [(20, 20)], 2), "c": blobs(shape, [(80, 80)], 2)}, "x", tol)
+    assert B.one_peak_reach(far) == (1, 2)
+    assert B.one_peak_bound([(2, 3), (1, 2)]) == pytest.approx(3 / 5)
+    assert np.isnan(B.one_peak_bound([]))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_map_beats_the_one_peak_bound(seed):
+    """Whatever the map, the hits it scores on an image's findings never exceed one_peak_reach."""
+    shape, tol = (100, 100), 4
+    rng = np.random.default_rng(seed)
+    found = {f"f{i}": blobs(shape, rng.integers(10, 90, size=(3, 2)), 2) for i in range(4)}
+    masks = with_union(found, "x", tol)
+    reach, count = B.one_peak_reach(masks)
+    assert count == 4 and 1 <= reach <= 4
+    fov = np.ones(shape, bool)
+    for _ in range(50):
+        m = rng.random(shape).astype(np.float32)
+        hits = sum(hit for name, (hit, _) in B.score(m, masks, fov).items() if not B.is_union(name))
+        assert hits <= reach
+    cover = sum(g.astype(int) for n, (_, g) in masks.items() if not B.is_union(n))
+    best = np.zeros(shape, np.float32)
+    best[np.unravel_index(int(cover.argmax()), shape)] = 1.0  # a map peaking where most findings meet reaches it
+    assert sum(hit for name, (hit, _) in B.score(best, masks, fov).items() if not B.is_union(name)) == reach
