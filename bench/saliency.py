@@ -230,11 +230,10 @@ def print_one_peak(rows, table):
           "game over the class's findings (any map, any model)")
     for name in sorted(n for n in rows if is_union(n) and rows[n][ONE_PEAK]):
         reaches = rows[name][ONE_PEAK]
-        per_image = [sum(col) / len(reaches) for col in zip(*reaches)]
-        table[name]["one_peak"] = {"findings_per_image": per_image[1], "reach_per_image": per_image[0],
-                                   "bound": one_peak_bound(reaches)}
-        print(f"  {name[5:-1][:38]:38s} findings {per_image[1]:4.2f}  one peak hits at most {per_image[0]:4.2f}  "
-              f"bound {one_peak_bound(reaches):.2f}")
+        reach, findings = (sum(col) / len(reaches) for col in zip(*reaches))
+        bound = one_peak_bound(reaches)
+        table[name]["one_peak"] = {"findings_per_image": findings, "reach_per_image": reach, "bound": bound}
+        print(f"  {name[5:-1][:38]:38s} findings {findings:4.2f}  one peak hits at most {reach:4.2f}  bound {bound:.2f}")
 
 
 def print_road(roads, sanity, args):
