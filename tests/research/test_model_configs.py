@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from engine.factory import DEFAULT_MODEL_CONFIG, load_model_config
+from tests.test_factory import imagenet_top3
 
 REPO = Path(__file__).resolve().parents[2]
 LITE2 = REPO / "research" / "model_configs" / "visionclip-effl2-minilm.json"
@@ -33,3 +34,7 @@ def test_the_lite2_imagenet_weights_map_onto_timms_trunk_key_by_key():
     assert len(source) == len(trunk) + 2
     for (name, value), loaded in zip(source.items(), trunk.values()):
         assert torch.equal(value, loaded), name
+    # and the mapping means what it should: the remapped trunk with the file's classifier still sees ImageNet
+    skimage_data = pytest.importorskip("skimage.data")
+    assert 285 in imagenet_top3(model, cfg, skimage_data.chelsea())  # Egyptian cat
+    assert 967 in imagenet_top3(model, cfg, skimage_data.coffee())  # espresso
